@@ -1,0 +1,1 @@
+"""Facial expression recognition from visible and infrared images (Lightning + Hydra)."""

@@ -1,0 +1,296 @@
+"""One LightningDataModule per dataset; the modality is a constructor argument.
+
+All of them read the same prepared layout (``<data_dir>/<name>/manifest.csv``); they differ only in how
+``prepare()`` produces it. Images leave the workers as uint8 and are converted and normalised on the device
+(``on_after_batch_transfer``), which moves a quarter of the bytes and keeps workers cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from fer_lightning.data import synthetic
+from fer_lightning.data.cache import load_array
+from fer_lightning.data.datasets import FERDataset, SeededSampler
+from fer_lightning.data.manifest import SplitSpec, apply_fold, atomic_write_text, ensure_splits, file_sha1, write_manifest
+from fer_lightning.data.transforms import PairTransform
+from fer_lightning.errors import FERError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+NORMALIZATIONS = ("imagenet", "dataset", "none")
+
+
+class ManifestDataModule(L.LightningDataModule):
+    """Serves visible, infrared or fused batches from a prepared manifest.
+
+    Args:
+        modality: ``visible``, ``infrared`` or ``fusion``.
+        data_dir: holds ``raw/<name>/`` (archives) and ``<name>/`` (the prepared dataset).
+        classes: class names in label order; None takes the sorted labels found in the manifest.
+        image_size: side of the square image fed to the network.
+        batch_size / eval_batch_size: training and validation/test batch sizes.
+        augment: ``{"geometric": [...], "photometric": [...], "paired_geometry": bool}`` of albumentations
+            transforms for training.
+        normalization: ``imagenet``, ``dataset`` (each modality's train-split mean/std) or ``none`` (inputs in
+            [0, 1], as the study fed them).
+        split: ``dataset.split`` settings (see :class:`SplitSpec`) plus ``fold``.
+        seed: seeds shuffling and augmentation draws.
+    """
+
+    name = "dataset"
+
+    def __init__(
+        self,
+        modality: str = "fusion",
+        data_dir: str = "./data",
+        classes: list[str] | None = None,
+        image_size: int = 64,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        augment: dict | None = None,
+        normalization: str = "imagenet",
+        split: dict | None = None,
+        seed: int = 0,
+        pin_memory: bool | None = None,
+        name: str | None = None,
+    ):
+        super().__init__()
+        if modality not in ("visible", "infrared", "fusion"):
+            raise FERError(f"modality={modality!r}: use visible, infrared or fusion")
+        if normalization not in NORMALIZATIONS:
+            raise FERError(f"dataset.normalization={normalization!r}: use one of {', '.join(NORMALIZATIONS)}")
+        if name:
+            self.name = name
+        self.modality = modality
+        self.modalities = ("visible", "infrared") if modality == "fusion" else (modality,)
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.configured_classes = list(classes) if classes else None
+        self.image_size = int(image_size)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.augment = dict(augment or {})
+        self.normalization = normalization
+        split = dict(split or {})
+        self.fold = split.get("fold")
+        self.split_spec = SplitSpec.from_config(split)
+        self.seed = int(seed)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.classes: list[str] = []
+        self.manifest_sha1: str | None = None
+        self.rows: list[dict] = []
+        self.stats: dict[str, tuple[list[float], list[float]]] = {}
+        self._datasets: dict[str, FERDataset] = {}
+        self._loaded_key: tuple | None = None
+
+    @property
+    def root(self) -> Path:
+        """The prepared dataset's folder."""
+        return self.data_dir / self.name
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.csv"
+
+    def prepare(self) -> None:
+        """Produces ``manifest.csv`` under :attr:`root` when it is missing. Subclasses implement it."""
+        if not self.manifest_path.is_file():
+            raise FERError(f"{self.manifest_path}: no prepared dataset")
+
+    def prepare_data(self) -> None:
+        self.prepare()
+        ensure_splits(self.root, self.split_spec, log=log.warning)
+
+    def setup(self, stage: str | None = None) -> None:
+        rows = ensure_splits(self.root, self.split_spec, log=log.warning)
+        rows = apply_fold(rows, self.split_spec.folds, self.fold)
+        self.manifest_sha1 = file_sha1(self.manifest_path)
+        key = (self.manifest_sha1, self.fold, self.image_size, self.modality)
+        if key == self._loaded_key:
+            return
+        self.classes = self._classes(rows)
+        usable = [r for r in rows if all(r[m] for m in self.modalities)]
+        if not usable:
+            raise FERError(f"{self.manifest_path}: no sample has {' and '.join(self.modalities)} images; "
+                           f"try another modality")
+        self.rows = rows
+        index = {r["sample_id"]: i for i, r in enumerate(rows)}
+        label_of = {c: i for i, c in enumerate(self.classes)}
+        by_split = {s: [r for r in usable if r["split"] == s] for s in ("train", "val", "test")}
+        for s in ("train", "val", "test"):
+            if not by_split[s]:
+                raise FERError(f"{self.manifest_path}: the {s} split is empty for modality={self.modality}; "
+                               "add data or change dataset.split")
+        eval_tf = PairTransform(self.modalities, self.image_size)
+        train_tf = PairTransform(
+            self.modalities,
+            self.image_size,
+            geometric=self.augment.get("geometric") or (),
+            photometric=self.augment.get("photometric") or (),
+            paired_geometry=self.augment.get("paired_geometry", True),
+        )
+        self._datasets = {}
+        for s, split_rows in by_split.items():
+            images = {m: load_array(self.root, split_rows, m, self.image_size) for m in self.modalities}
+            self._datasets[s] = FERDataset(
+                images,
+                np.array([label_of[r["label"]] for r in split_rows], dtype=np.int64),
+                np.array([index[r["sample_id"]] for r in split_rows], dtype=np.int64),
+                train_tf if s == "train" else eval_tf,
+            )
+        self.stats = {m: self._stats(m) for m in self.modalities}
+        self._loaded_key = key
+
+    def _classes(self, rows: list[dict]) -> list[str]:
+        found = sorted({r["label"] for r in rows})
+        if self.configured_classes is None:
+            return found
+        unknown = [c for c in found if c not in self.configured_classes]
+        if unknown:
+            raise FERError(f"{self.manifest_path}: unknown class(es) {unknown}; expected "
+                           f"{self.configured_classes} (dataset.classes)")
+        return self.configured_classes
+
+    def _stats(self, modality: str) -> tuple[list[float], list[float]]:
+        if self.normalization == "none":
+            return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+        if self.normalization == "imagenet":
+            return IMAGENET_STATS
+        pixels = self._datasets["train"].images[modality].reshape(-1, 3).astype(np.float64) / 255
+        return pixels.mean(0).tolist(), np.maximum(pixels.std(0), 1e-3).tolist()
+
+    def split_size(self, split: str) -> int:
+        return len(self._datasets[split])
+
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+        ds = self._datasets[split]
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            sampler=SeededSampler(len(ds), self.seed, shuffle),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False, self.eval_batch_size)
+
+    def normalize(self, batch: dict) -> dict:
+        """uint8 images -> float, scaled to [0, 1] and normalised with each modality's statistics."""
+        out = dict(batch)
+        for m in self.modalities:
+            if m in batch and batch[m].dtype == torch.uint8:
+                mean, std = (torch.tensor(v, device=batch[m].device).view(1, 3, 1, 1) for v in self.stats[m])
+                out[m] = (batch[m].float() / 255 - mean) / std
+        return out
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        return self.normalize(batch)
+
+    def state_dict(self) -> dict:
+        return {"manifest_sha1": self.manifest_sha1, "classes": self.classes, "stats": self.stats}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("manifest_sha1")
+        if saved and self.manifest_sha1 and saved != self.manifest_sha1:
+            log.warning("%s changed since this checkpoint was written (sha1 %s, now %s): splits or samples may "
+                        "differ from the checkpoint's run", self.manifest_path, saved[:12], self.manifest_sha1[:12])
+        if state.get("stats"):
+            self.stats = {m: tuple(v) for m, v in state["stats"].items()}
+
+
+class SyntheticDataModule(ManifestDataModule):
+    """Procedurally drawn visible + infrared faces (5 VIRI expressions); generated once, no download.
+
+    Args:
+        generator: arguments of :func:`fer_lightning.data.synthetic.generate`; changing them regenerates.
+    """
+
+    name = "synthetic"
+
+    def __init__(self, generator: dict | None = None, **kwargs):
+        kwargs.setdefault("classes", list(synthetic.CLASSES))
+        super().__init__(**kwargs)
+        self.generator = dict(generator or {})
+
+    def prepare(self) -> None:
+        settings = json.dumps(self.generator, sort_keys=True)
+        stamp = self.root / "generator.json"
+        if self.manifest_path.is_file() and stamp.is_file() and stamp.read_text() == settings:
+            return
+        log.info("generating the synthetic dataset in %s", self.root)
+        # Generate beside the target and swap in at the end, so an interrupted run leaves no partial dataset.
+        tmp = self.root.with_name(f".{self.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        rows = synthetic.generate(tmp, **self.generator)
+        for r in rows:
+            r["split"] = ""
+            for m in ("visible", "infrared"):
+                r[f"{m}_sha1"] = file_sha1(tmp / r[m])
+        write_manifest(tmp / "manifest.csv", rows)
+        atomic_write_text(tmp / "generator.json", settings)
+        from fer_lightning.plots import contact_sheet
+
+        contact_sheet(tmp, rows, tmp / "contact_sheet.png")
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        tmp.rename(self.root)
+
+
+class PublishedDataModule(ManifestDataModule):
+    """A dataset prepared from the study's published archives (see ``fer_lightning.prepare``)."""
+
+    def __init__(self, download: bool = True, verify: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.download = download
+        self.verify = verify
+
+    def prepare(self) -> None:
+        if not self.manifest_path.is_file():
+            raise FERError(
+                f"{self.manifest_path}: {self.name} is not prepared; run python -m fer_lightning.prepare "
+                f"dataset={self.name} (archives go in {self.data_dir / 'raw' / self.name})"
+            )
+
+
+class VIRIDataModule(PublishedDataModule):
+    name = "viri"
+
+
+class NVIEDataModule(PublishedDataModule):
+    name = "nvie"
+
+
+class FolderDataModule(ManifestDataModule):
+    """A user's own data: ``<root>/visible/<Class>/*`` and/or ``<root>/infrared/<Class>/*``."""
+
+    name = "folder"
+
+    def __init__(self, root: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not root:
+            raise FERError("dataset=folder needs dataset.root=DIR (DIR/visible/<Class>/*, DIR/infrared/<Class>/*)")
+        self.source = Path(root).expanduser().resolve()
+
+    def prepare(self) -> None:
+        if not self.manifest_path.is_file():
+            raise FERError(f"{self.manifest_path}: folder dataset preparation is not available yet")

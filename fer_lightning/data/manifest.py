@@ -1,0 +1,256 @@
+"""The prepared-dataset manifest: one row per sample, persisted splits, leakage check.
+
+``<data_dir>/<dataset>/manifest.csv`` has the columns of CONTRACTS.md (``sample_id, label, visible, infrared,
+subject, split``) plus ``fold`` (k-fold index over train+val, empty when unused) and the SHA-1 of each image file
+(used by the leakage check and as cache keys). Image paths are relative to the manifest.
+The split settings that produced the ``split`` column are stored in ``split.json`` beside it, so a run never
+silently gets another test set: new settings re-split, and checkpoints record the manifest hash.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fer_lightning.errors import FERError
+
+COLUMNS = ("sample_id", "label", "visible", "infrared", "subject", "split", "fold", "visible_sha1", "infrared_sha1")
+REQUIRED = COLUMNS[:6]
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """How the train/val/test split is drawn. ``seed`` is the split's own seed, not the training seed, so that
+    a sweep over training seeds keeps one test set."""
+
+    seed: int = 0
+    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    group_regex: str | None = None
+    holdout_regex: str | None = None
+    folds: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg: dict | None) -> SplitSpec:
+        cfg = dict(cfg or {})
+        cfg.pop("fold", None)  # which fold to use is a run setting, not part of the persisted split
+        unknown = set(cfg) - {"seed", "ratios", "group_regex", "holdout_regex", "folds"}
+        if unknown:
+            raise FERError(f"unknown dataset.split key(s) {sorted(unknown)}: use seed, ratios, group_regex, "
+                           "holdout_regex, folds, fold")
+        if "ratios" in cfg:
+            cfg["ratios"] = tuple(float(r) for r in cfg["ratios"])
+        spec = cls(**cfg)
+        if len(spec.ratios) != 3 or min(spec.ratios) < 0 or abs(sum(spec.ratios) - 1) > 1e-6:
+            raise FERError(f"dataset.split.ratios={list(spec.ratios)}: need three non-negative numbers summing to 1")
+        if spec.folds is not None and spec.folds < 2:
+            raise FERError(f"dataset.split.folds={spec.folds}: need at least 2 folds, or null")
+        for key in ("group_regex", "holdout_regex"):
+            pattern = getattr(spec, key)
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise FERError(f"dataset.split.{key}={pattern!r} is not a valid regex: {exc}") from exc
+        return spec
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["ratios"] = list(self.ratios)
+        return d
+
+
+def file_sha1(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes via a temporary sibling and a rename, so readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_manifest(path: Path, rows: Iterable[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_manifest(path: Path, allow_unsplit: bool = False) -> list[dict]:
+    if not path.is_file():
+        raise FERError(f"{path}: no manifest; prepare the dataset first (python -m fer_lightning.prepare)")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise FERError(f"{path}: missing column(s) {missing}; delete it and prepare the dataset again")
+        rows = list(reader)
+    for i, row in enumerate(rows, start=2):
+        if row["split"] not in SPLITS and not (allow_unsplit and row["split"] == ""):
+            raise FERError(f"{path}:{i}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
+        if not row["visible"] and not row["infrared"]:
+            raise FERError(f"{path}:{i}: sample {row['sample_id']!r} has neither a visible nor an infrared image")
+    return rows
+
+
+def manifest_sha1(path: Path) -> str:
+    return file_sha1(path)
+
+
+def _sample_name(row: dict) -> str:
+    return Path(row.get("visible") or row.get("infrared") or row["sample_id"]).name
+
+
+def _group_of(row: dict, regex: re.Pattern | None) -> str:
+    if regex is None:
+        return row["sample_id"]
+    name = _sample_name(row)
+    m = regex.search(name)
+    if not m or not m.groups():
+        raise FERError(f"dataset.split.group_regex={regex.pattern!r} has no capture group matching {name!r}")
+    return m.group(1)
+
+
+def _assign_groups(
+    groups: dict[str, list[int]], labels: Sequence[str], names: Sequence[str], ratios: Sequence[float],
+    rng: np.random.Generator,
+) -> dict[str, str]:
+    """Stratified assignment of whole groups to splits.
+
+    Groups are visited in a seeded random order; each goes to the split whose per-class counts are furthest
+    below target, so classes stay balanced while no group is split.
+    """
+    classes = sorted(set(labels))
+    total = {c: sum(1 for lab in labels if lab == c) for c in classes}
+    target = {s: {c: r * total[c] for c in classes} for s, r in zip(names, ratios, strict=True)}
+    have = {s: dict.fromkeys(classes, 0) for s in names}
+    assignment = {}
+    order = sorted(groups)
+    rng.shuffle(order)
+    for g in order:
+        counts: dict[str, int] = defaultdict(int)
+        for i in groups[g]:
+            counts[labels[i]] += 1
+
+        def deficit(s: str, counts=counts) -> float:
+            return sum(target[s][c] - have[s][c] for c in counts if target[s][c] > 0) - 1e-9 * names.index(s)
+
+        best = max((s for s in names if sum(target[s].values()) > 0), key=deficit)
+        assignment[g] = best
+        for c, k in counts.items():
+            have[best][c] += k
+    return assignment
+
+
+def assign_splits(rows: list[dict], spec: SplitSpec) -> list[dict]:
+    """Returns copies of ``rows`` with ``split`` (and ``fold`` when ``spec.folds``) filled in, deterministically."""
+    rng = np.random.default_rng(spec.seed)
+    group_re = re.compile(spec.group_regex) if spec.group_regex else None
+    out = [dict(r, split="", fold="") for r in rows]
+    labels = [r["label"] for r in out]
+    pool = list(range(len(out)))
+    if spec.holdout_regex:
+        hold = re.compile(spec.holdout_regex)
+        test = {i for i in pool if hold.search(_sample_name(out[i]))}
+        if not test:
+            raise FERError(f"dataset.split.holdout_regex={spec.holdout_regex!r} matches no file name")
+        for i in test:
+            out[i]["split"] = "test"
+        pool = [i for i in pool if i not in test]
+        names, ratios = ["train", "val"], [spec.ratios[0], spec.ratios[1]]
+    else:
+        names, ratios = list(SPLITS), list(spec.ratios)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i in pool:
+        groups[_group_of(out[i], group_re)].append(i)
+    total = sum(ratios)
+    assignment = _assign_groups(groups, labels, names, [r / total for r in ratios], rng)
+    for g, members in groups.items():
+        for i in members:
+            out[i]["split"] = assignment[g]
+    if spec.folds:
+        trainval = defaultdict(list)
+        for g, members in groups.items():
+            if assignment[g] != "test":
+                trainval[g] = members
+        fold_names = [str(k) for k in range(spec.folds)]
+        folds = _assign_groups(trainval, labels, fold_names, [1 / spec.folds] * spec.folds, rng)
+        for g, members in trainval.items():
+            for i in members:
+                out[i]["fold"] = folds[g]
+    return out
+
+
+def apply_fold(rows: list[dict], folds: int | None, fold: int | None) -> list[dict]:
+    """Uses fold ``fold`` of the persisted k-fold assignment as validation and the other folds as training."""
+    if not folds:
+        return rows
+    if fold is None or not 0 <= int(fold) < folds:
+        raise FERError(f"dataset.split.fold={fold}: must be in 0..{folds - 1} for dataset.split.folds={folds}")
+    out = []
+    for r in rows:
+        if r["split"] != "test":
+            r = dict(r, split="val" if r["fold"] == str(fold) else "train")
+        out.append(r)
+    return out
+
+
+def check_leakage(rows: list[dict]) -> None:
+    """Identical image content in two splits is an error: it would put test images in training."""
+    seen: dict[str, tuple[str, str]] = {}
+    for r in rows:
+        for mod in ("visible", "infrared"):
+            digest = r.get(f"{mod}_sha1")
+            if not digest:
+                continue
+            if digest in seen and seen[digest][0] != r["split"]:
+                other_split, other_file = seen[digest]
+                raise FERError(
+                    f"leakage: {r[mod]} ({r['split']}) has the same content as {other_file} ({other_split}); "
+                    "remove the duplicate or set dataset.split.group_regex so both land in one split"
+                )
+            seen.setdefault(digest, (r["split"], r[mod]))
+
+
+def split_state(manifest_dir: Path) -> dict | None:
+    path = manifest_dir / "split.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def ensure_splits(manifest_dir: Path, spec: SplitSpec, log=print) -> list[dict]:
+    """Makes the manifest's splits match ``spec``: reused when they already do, re-drawn (and said) when not."""
+    path = manifest_dir / "manifest.csv"
+    rows = read_manifest(path, allow_unsplit=True)
+    state = split_state(manifest_dir)
+    if state == spec.to_json() and all(r["split"] for r in rows):
+        return rows
+    if state is not None:
+        log(f"split settings changed ({state} -> {spec.to_json()}): re-drawing the splits of {path}")
+    rows = assign_splits(rows, spec)
+    for r in rows:
+        for mod in ("visible", "infrared"):
+            if r[mod] and not r.get(f"{mod}_sha1"):
+                r[f"{mod}_sha1"] = file_sha1(manifest_dir / r[mod])
+    check_leakage(rows)
+    write_manifest(path, rows)
+    atomic_write_text(manifest_dir / "split.json", json.dumps(spec.to_json(), indent=2) + "\n")
+    return rows

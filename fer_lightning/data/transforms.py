@@ -1,0 +1,59 @@
+"""Augmentation: albumentations pipelines applied to uint8 HWC images, per modality or to a pair at once.
+
+Geometric transforms can be shared by the two images of a pair (``paired_geometry``), so a rotation of the
+visible face is the same rotation of its thermal image; photometric transforms are always drawn per modality.
+Every call takes an explicit seed, so augmentation is reproducible whatever the worker count or a resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import albumentations as A
+import numpy as np
+import torch
+
+
+class PairTransform:
+    """Augments and resizes the images of one sample, returning uint8 CHW tensors.
+
+    Args:
+        modalities: the image keys of a sample, e.g. ``("visible", "infrared")``.
+        image_size: side of the square output.
+        geometric: albumentations transforms that move pixels (shared by a pair when ``paired_geometry``).
+        photometric: albumentations transforms that change values only (drawn per modality).
+        paired_geometry: apply one draw of ``geometric`` to both images of a pair.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        image_size: int,
+        geometric: Sequence[A.BasicTransform] = (),
+        photometric: Sequence[A.BasicTransform] = (),
+        paired_geometry: bool = True,
+    ):
+        self.modalities = tuple(modalities)
+        self.paired = paired_geometry and len(self.modalities) == 2
+        resize = A.Resize(image_size, image_size)
+        extra = {m: "image" for m in self.modalities[1:]} if self.paired else None
+        self.geometric = A.Compose([*geometric, resize], additional_targets=extra)
+        self.photometric = A.Compose(list(photometric)) if photometric else None
+
+    def __call__(self, images: dict[str, np.ndarray], seed: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng(seed)
+        out: dict[str, np.ndarray] = {}
+        if self.paired:
+            first, *rest = self.modalities
+            self.geometric.set_random_seed(int(rng.integers(2**31)))
+            res = self.geometric(image=images[first], **{m: images[m] for m in rest})
+            out = {first: res["image"], **{m: res[m] for m in rest}}
+        else:
+            for m in self.modalities:
+                self.geometric.set_random_seed(int(rng.integers(2**31)))
+                out[m] = self.geometric(image=images[m])["image"]
+        if self.photometric is not None:
+            for m in self.modalities:
+                self.photometric.set_random_seed(int(rng.integers(2**31)))
+                out[m] = self.photometric(image=out[m])["image"]
+        return {m: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))) for m, a in out.items()}

@@ -1,0 +1,9 @@
+"""User-facing errors: one line that names the problem and the fix, no traceback."""
+
+
+class FERError(Exception):
+    """An expected failure caused by input or environment, shown to the user as one line.
+
+    Entry points catch it, print ``error: <message>`` to stderr and exit with status 2.
+    The message must name the file or key at fault and say how to fix it.
+    """

@@ -1,0 +1,78 @@
+"""Figures a person reads: confusion matrices and contact sheets of visible/infrared pairs."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def confusion_matrix_figure(cm: list[list[int]], classes: list[str], path: Path, title: str = "") -> None:
+    """Counts (left) and row-normalised recall per class (right); rows are true classes."""
+    cm = np.asarray(cm)
+    rows = cm.sum(1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm, dtype=float), where=rows > 0)
+    size = 2.5 + 0.6 * len(classes)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
+    for ax, data, fmt, label in ((axes[0], cm, "d", "count"), (axes[1], norm, ".2f", "row fraction")):
+        im = ax.imshow(data, cmap="Blues", vmin=0, vmax=data.max() if data.max() > 0 else 1)
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(label)
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                value = format(data[i, j], fmt)
+                ax.text(j, i, value, ha="center", va="center", color="white" if data[i, j] > data.max() / 2 else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+def contact_sheet(root: Path, rows: list[dict], path: Path, per_class: int = 6, tile: int = 64) -> None:
+    """One row per class: ``per_class`` samples, each shown as visible | infrared side by side."""
+    by_class: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if len(by_class[r["label"]]) < per_class:
+            by_class[r["label"]].append(r)
+    classes = sorted(by_class)
+    label_w, gap = 90, 6
+    width = label_w + per_class * (2 * tile + gap)
+    sheet = Image.new("RGB", (width, max(1, len(classes)) * (tile + gap) + 16), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((label_w, 2), "each pair: visible | infrared", fill="black")
+    for ci, cls in enumerate(classes):
+        y = 16 + ci * (tile + gap)
+        draw.text((4, y + tile // 2 - 5), cls[:14], fill="black")
+        for si, r in enumerate(by_class[cls]):
+            x = label_w + si * (2 * tile + gap)
+            for k, mod in enumerate(("visible", "infrared")):
+                if r.get(mod):
+                    try:
+                        im = Image.open(root / r[mod]).convert("RGB").resize((tile, tile))
+                    except OSError:
+                        continue
+                    sheet.paste(im, (x + k * tile, y))
+                else:
+                    draw.rectangle((x + k * tile, y, x + (k + 1) * tile - 1, y + tile - 1), outline="gray")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    sheet.save(tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,30 @@
+"""OmegaConf resolvers used by the configs (registered on import)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from omegaconf import OmegaConf
+
+
+def auto_precision() -> str:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def unique_suffix() -> str:
+    return f"{os.getpid()}{secrets.token_hex(2)}"
+
+
+def register() -> None:
+    if not OmegaConf.has_resolver("fer_precision"):
+        OmegaConf.register_new_resolver("fer_precision", auto_precision, use_cache=True)
+    if not OmegaConf.has_resolver("fer_unique"):
+        OmegaConf.register_new_resolver("fer_unique", unique_suffix, use_cache=True)
+
+
+register()

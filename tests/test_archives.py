@@ -1,0 +1,557 @@
+"""Fetching, verifying and safely extracting the published archives (no internet: 127.0.0.1 only)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import urllib.request
+import warnings
+from pathlib import Path
+
+import pytest
+
+from fer_lightning.data import archives
+from fer_lightning.data.archives import (
+    ARCHIVES,
+    BASE_URL,
+    EXTRACTED_MARKER_NAME,
+    SOURCE_COMMIT,
+    VERIFIED_CACHE_NAME,
+    ArchiveSpec,
+    DownloadError,
+    archive_url,
+    collect_images,
+    download,
+    ensure_archives,
+    extract_all,
+    git_blob_sha1,
+    parse_archive_name,
+    safe_extract,
+)
+from fer_lightning.errors import FERError
+
+try:
+    from archive_fixtures import (
+        build_7z,
+        build_7z_with_symlink,
+        build_published_set,
+        build_zip,
+        closed_port_url,
+        file_blob_id,
+        image_bytes,
+        serve_directory,
+        specs_with_blobs,
+    )
+except ImportError:  # tests/ imported as a package
+    from tests.archive_fixtures import (
+        build_7z,
+        build_7z_with_symlink,
+        build_published_set,
+        build_zip,
+        closed_port_url,
+        file_blob_id,
+        image_bytes,
+        serve_directory,
+        specs_with_blobs,
+    )
+
+FAST = {"retries": 3, "backoff": 0.0, "timeout": 5}
+
+
+def _one_line(message: str) -> None:
+    assert "\n" not in message and message.strip() == message
+
+
+# --------------------------------------------------------------------------------------------------
+# Table
+
+
+def test_table_lists_every_published_archive_once():
+    assert [s.name for s in ARCHIVES["viri"]][:2] == ["VIRI-Angry-Vis.zip", "VIRI-Angry-Ir.zip"]
+    assert len(ARCHIVES["viri"]) == 10 and len(ARCHIVES["nvie"]) == 8
+    assert {s.label for s in ARCHIVES["viri"]} == {"Angry", "Happy", "Neutral", "Sad", "Surprise"}
+    assert {s.label for s in ARCHIVES["nvie"]} == {"fear", "disgust", "happy"}
+    for specs in ARCHIVES.values():
+        for spec in specs:
+            assert len(spec.blob_id) == 40 and int(spec.blob_id, 16) >= 0
+            assert spec.modality in ("visible", "infrared")
+    happy_vis = [s for s in ARCHIVES["nvie"] if s.label == "happy" and s.modality == "visible"]
+    assert [(s.name, s.part) for s in happy_vis] == [("NVIE-happy1-Vis.7z", 1), ("NVIE-happy2-Vis.zip", 2)]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("VIRI-Angry-Vis.zip", ("viri", "Angry", "visible", None)),
+        ("VIRI-Surprise-Ir.zip", ("viri", "Surprise", "infrared", None)),
+        ("NVIE-happy1-Vis.7z", ("nvie", "happy", "visible", 1)),
+        ("NVIE-disgust2-Vis.zip", ("nvie", "disgust", "visible", 2)),
+        ("NVIE-fear-Ir.zip", ("nvie", "fear", "infrared", None)),
+    ],
+)
+def test_parse_archive_name(name, expected):
+    assert parse_archive_name(name) == expected
+
+
+def test_parse_archive_name_rejects_other_names():
+    with pytest.raises(FERError, match=r"other\.zip"):
+        parse_archive_name("other.zip")
+
+
+def test_archive_url_default_prefix_and_template():
+    assert archive_url("NVIE-happy1-Vis.7z") == BASE_URL.format(
+        commit=SOURCE_COMMIT, name="NVIE-happy1-Vis.7z"
+    )
+    assert SOURCE_COMMIT in archive_url("a.zip")
+    assert archive_url("a.zip", "http://127.0.0.1:9/x/") == "http://127.0.0.1:9/x/a.zip"
+    assert archive_url("a.zip", "http://h/{commit}/{name}?raw=1") == f"http://h/{SOURCE_COMMIT}/a.zip?raw=1"
+
+
+# --------------------------------------------------------------------------------------------------
+# Hashing
+
+
+@pytest.mark.parametrize("size", [0, 1, 5000, (1 << 20) + 7])
+def test_git_blob_sha1_matches_git_hash_object(tmp_path, size):
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    expected = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    assert git_blob_sha1(path) == expected
+    if size == 0:
+        assert expected == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"  # git's well-known empty blob
+    git = shutil.which("git")
+    if git:  # hash-object without -w only reads the file
+        out = subprocess.run([git, "hash-object", str(path)], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == expected
+
+
+# --------------------------------------------------------------------------------------------------
+# download()
+
+
+@pytest.fixture
+def served(tmp_path):
+    root = tmp_path / "served"
+    root.mkdir()
+    data = b"".join(image_bytes(i) for i in range(20))
+    (root / "VIRI-Angry-Vis.zip").write_bytes(data)
+    with serve_directory(root) as server:
+        yield server, "VIRI-Angry-Vis.zip", data
+
+
+def test_download_verifies_and_renames(served, tmp_path):
+    server, name, data = served
+    dest = tmp_path / "raw" / name
+    out = download(server.url + name, dest, expected_blob=file_blob_id(server.root / name), **FAST)
+    assert out == dest and dest.read_bytes() == data
+    assert not dest.with_name(name + ".part").exists()
+
+
+def test_download_wrong_blob_removes_file(served, tmp_path):
+    server, name, _ = served
+    dest = tmp_path / "raw" / name
+    wrong = "0" * 40
+    with pytest.raises(FERError) as info:
+        download(server.url + name, dest, expected_blob=wrong, **FAST)
+    message = str(info.value)
+    _one_line(message)
+    assert name in message and wrong in message and file_blob_id(server.root / name) in message
+    assert not dest.exists() and not dest.with_name(name + ".part").exists()
+
+
+def test_interrupted_download_leaves_only_part_then_resumes(served, tmp_path):
+    server, name, data = served
+    dest = tmp_path / "raw" / name
+    part = dest.with_name(name + ".part")
+    server.drop_once[name] = 100
+    with pytest.raises(DownloadError) as info:
+        download(server.url + name, dest, expected_blob=None, retries=0, backoff=0, timeout=5)
+    _one_line(str(info.value))
+    assert not dest.exists() and part.read_bytes() == data[:100]
+
+    download(server.url + name, dest, expected_blob=file_blob_id(server.root / name), **FAST)
+    assert dest.read_bytes() == data and not part.exists()
+    assert server.requests[-1] == (name, "bytes=100-")
+
+
+def test_dropped_connection_is_resumed_within_one_call(served, tmp_path):
+    server, name, data = served
+    server.drop_once[name] = 333
+    dest = tmp_path / name
+    download(server.url + name, dest, expected_blob=file_blob_id(server.root / name), **FAST)
+    assert dest.read_bytes() == data
+    assert [r for _, r in server.requests] == [None, "bytes=333-"]
+
+
+def test_resume_restarts_when_server_ignores_range(served, tmp_path):
+    server, name, data = served
+    server.support_range = False
+    dest = tmp_path / name
+    dest.with_name(name + ".part").write_bytes(data[:50])
+    download(server.url + name, dest, expected_blob=file_blob_id(server.root / name), **FAST)
+    assert dest.read_bytes() == data
+
+
+def test_stale_part_from_other_file_is_redownloaded(served, tmp_path):
+    server, name, data = served
+    dest = tmp_path / name
+    dest.with_name(name + ".part").write_bytes(b"x" * 50)  # same length prefix, wrong bytes
+    download(server.url + name, dest, expected_blob=file_blob_id(server.root / name), **FAST)
+    assert dest.read_bytes() == data
+
+
+def test_complete_part_is_accepted_after_416(served, tmp_path):
+    server, name, data = served
+    dest = tmp_path / name
+    dest.with_name(name + ".part").write_bytes(data)
+    download(server.url + name, dest, expected_blob=file_blob_id(server.root / name), **FAST)
+    assert dest.read_bytes() == data
+    assert server.requests == [(name, f"bytes={len(data)}-")]
+
+
+def test_download_retries_after_server_error(served, tmp_path):
+    server, name, data = served
+    server.fail_once[name] = 500
+    dest = tmp_path / name
+    download(server.url + name, dest, expected_blob=file_blob_id(server.root / name), **FAST)
+    assert dest.read_bytes() == data and len(server.requests) == 2
+
+
+def test_download_retries_timeouts_through_custom_opener(served, tmp_path):
+    server, name, data = served
+    calls = []
+
+    def flaky(request, timeout):
+        calls.append(timeout)
+        if len(calls) == 1:
+            raise TimeoutError("timed out")
+        return urllib.request.urlopen(request, timeout=timeout)
+
+    dest = tmp_path / name
+    download(server.url + name, dest, expected_blob=None, retries=1, backoff=0, timeout=7, opener=flaky)
+    assert dest.read_bytes() == data and calls == [7, 7]
+
+
+def test_download_404_fails_at_once_naming_url(served, tmp_path):
+    server, _, _ = served
+    url = server.url + "NVIE-fear-Ir.zip"
+    with pytest.raises(DownloadError) as info:
+        download(url, tmp_path / "NVIE-fear-Ir.zip", expected_blob=None, **FAST)
+    _one_line(str(info.value))
+    assert url in str(info.value) and "404" in str(info.value)
+    assert len(server.requests) == 1  # no retries for a missing file
+    assert not (tmp_path / "NVIE-fear-Ir.zip").exists()
+
+
+def test_download_gives_up_after_retries(tmp_path):
+    url = closed_port_url() + "a.zip"
+    with pytest.raises(DownloadError) as info:
+        download(url, tmp_path / "a.zip", expected_blob=None, retries=2, backoff=0, timeout=2)
+    assert "3 attempts" in str(info.value) and url in str(info.value)
+    assert not (tmp_path / "a.zip").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# ensure_archives()
+
+
+@pytest.fixture
+def forbid_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        pytest.fail("the network was used")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
+def test_ensure_archives_offline_lists_every_missing_file_in_one_line(tmp_path):
+    base = closed_port_url()
+    raw = tmp_path / "raw" / "viri"
+    with pytest.raises(FERError) as info:
+        ensure_archives("viri", raw, download=True, verify=True, base_url=base, retries=0, backoff=0)
+    message = str(info.value)
+    _one_line(message)
+    assert str(raw) in message
+    for spec in ARCHIVES["viri"]:
+        assert spec.name in message and archive_url(spec.name, base) in message
+    assert not any(raw.glob("*.zip"))
+
+
+def test_ensure_archives_without_download_never_opens_network(tmp_path, forbid_network):
+    raw = tmp_path / "raw"
+    with pytest.raises(FERError) as info:
+        ensure_archives("nvie", raw, download=False, verify=True)
+    message = str(info.value)
+    _one_line(message)
+    assert "dataset.download=true" in message and str(raw) in message
+    for spec in ARCHIVES["nvie"]:
+        assert spec.name in message and archive_url(spec.name) in message
+
+
+def test_ensure_archives_uses_local_files_without_network(tmp_path, monkeypatch, forbid_network):
+    raw = tmp_path / "raw"
+    blobs = build_published_set(raw, "viri", images_per_class=2)
+    monkeypatch.setitem(ARCHIVES, "viri", specs_with_blobs("viri", blobs))
+    found = ensure_archives("viri", raw, download=False, verify=True)
+    assert [(s.name, p) for s, p in found] == [(n, raw / n) for n in blobs]
+    cache = json.loads((raw / VERIFIED_CACHE_NAME).read_text())
+    assert {n: e["blob"] for n, e in cache.items()} == blobs
+
+
+def test_ensure_archives_downloads_then_reuses_cache(tmp_path, monkeypatch):
+    served_dir = tmp_path / "served"
+    blobs = build_published_set(served_dir, "nvie", images_per_class=2)
+    monkeypatch.setitem(ARCHIVES, "nvie", specs_with_blobs("nvie", blobs))
+    raw = tmp_path / "raw"
+    with serve_directory(served_dir) as server:
+        found = ensure_archives("nvie", raw, download=True, verify=True, base_url=server.url, **FAST)
+    assert all(p.read_bytes() == (served_dir / s.name).read_bytes() for s, p in found)
+    assert len(server.requests) == len(blobs)
+
+    calls = []
+    monkeypatch.setattr(archives, "git_blob_sha1", lambda p: calls.append(p) or "")
+    ensure_archives("nvie", raw, download=False, verify=True)
+    assert calls == []  # sizes and mtimes unchanged: the cached blob ids are trusted
+
+
+def test_ensure_archives_downloads_only_missing_files(tmp_path, monkeypatch):
+    served_dir = tmp_path / "served"
+    blobs = build_published_set(served_dir, "viri", images_per_class=1)
+    monkeypatch.setitem(ARCHIVES, "viri", specs_with_blobs("viri", blobs))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(served_dir / "VIRI-Sad-Ir.zip", raw)
+    with serve_directory(served_dir) as server:
+        ensure_archives("viri", raw, download=True, verify=True, base_url=server.url, **FAST)
+    assert "VIRI-Sad-Ir.zip" not in {name for name, _ in server.requests}
+    assert len(server.requests) == len(blobs) - 1
+
+
+def test_ensure_archives_mismatch_is_an_error_when_verifying(tmp_path, forbid_network):
+    raw = tmp_path / "raw"
+    blobs = build_published_set(raw, "viri", images_per_class=1)  # real table: every blob mismatches
+    with pytest.raises(FERError) as info:
+        ensure_archives("viri", raw, download=False, verify=True)
+    message = str(info.value)
+    _one_line(message)
+    assert "dataset.verify=false" in message
+    for spec in ARCHIVES["viri"]:
+        assert spec.name in message and spec.blob_id in message and blobs[spec.name] in message
+
+
+def test_ensure_archives_single_mismatch_names_file_expected_actual(tmp_path, monkeypatch, forbid_network):
+    raw = tmp_path / "raw"
+    blobs = build_published_set(raw, "viri", images_per_class=1)
+    specs = specs_with_blobs("viri", blobs)
+    specs[3] = ArchiveSpec(specs[3].name, "f" * 40, specs[3].label, specs[3].modality)
+    monkeypatch.setitem(ARCHIVES, "viri", specs)
+    with pytest.raises(FERError) as info:
+        ensure_archives("viri", raw, download=False, verify=True)
+    message = str(info.value)
+    assert message.startswith(str(raw / specs[3].name))
+    assert "f" * 40 in message and blobs[specs[3].name] in message and "dataset.verify=false" in message
+
+
+def test_ensure_archives_verify_false_warns_and_continues(tmp_path, monkeypatch, forbid_network):
+    raw = tmp_path / "raw"
+    blobs = build_published_set(raw, "viri", images_per_class=1)
+    specs = specs_with_blobs("viri", blobs)
+    bad = specs[0]
+    specs[0] = ArchiveSpec(bad.name, "e" * 40, bad.label, bad.modality)
+    monkeypatch.setitem(ARCHIVES, "viri", specs)
+    with pytest.warns(UserWarning) as record:
+        found = ensure_archives("viri", raw, download=False, verify=False)
+    assert len(found) == 10
+    assert len(record) == 1 and bad.name in str(record[0].message) and "e" * 40 in str(record[0].message)
+
+
+def test_ensure_archives_unknown_dataset():
+    with pytest.raises(FERError, match="viri"):
+        ensure_archives("affectnet", Path("/nonexistent"), download=False, verify=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# safe_extract()
+
+
+def _tree(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")} if folder.exists() else set()
+
+
+@pytest.mark.parametrize("evil", ["../evil.jpg", "ok/../../evil.jpg", "..\\evil.jpg", "C:/evil.jpg"])
+def test_zip_slip_is_refused_before_anything_is_written(tmp_path, evil):
+    archive = build_zip(tmp_path / "in" / "VIRI-Angry-Vis.zip", {"a/ok.jpg": image_bytes(1), evil: b"x"})
+    work = tmp_path / "work"
+    work.mkdir()
+    dest = work / "extracted" / "VIRI-Angry-Vis"
+    with pytest.raises(FERError) as info:
+        safe_extract(archive, dest)
+    message = str(info.value)
+    _one_line(message)
+    assert str(archive) in message and repr(evil) in message
+    assert _tree(work) == set() and not (tmp_path / "evil.jpg").exists()
+
+
+def test_absolute_entry_is_refused(tmp_path):
+    outside = tmp_path / "outside" / "evil.jpg"
+    archive = build_zip(tmp_path / "a.zip", {"ok.jpg": image_bytes(1), outside.as_posix(): b"x"})
+    dest = tmp_path / "dest"
+    with pytest.raises(FERError, match="absolute path") as info:
+        safe_extract(archive, dest)
+    assert outside.as_posix() in str(info.value)
+    assert not outside.exists() and not (tmp_path / "outside").exists() and not dest.exists()
+    assert _tree(tmp_path) == {"a.zip"}
+
+
+def test_symlink_entry_in_zip_is_refused(tmp_path):
+    archive = build_zip(tmp_path / "a.zip", {"ok.jpg": image_bytes(1)}, symlinks={"face.jpg": "/etc/passwd"})
+    dest = tmp_path / "dest"
+    with pytest.raises(FERError, match="symlink") as info:
+        safe_extract(archive, dest)
+    assert "'face.jpg'" in str(info.value) and str(archive) in str(info.value)
+    assert _tree(tmp_path) == {"a.zip"}
+
+
+def test_unsafe_7z_entries_are_refused(tmp_path):
+    archive = build_7z(tmp_path / "NVIE-happy1-Vis.7z", {"ok.jpg": image_bytes(1), "../evil.jpg": b"x"})
+    with pytest.raises(FERError, match=r"'\.\.' component"):
+        safe_extract(archive, tmp_path / "dest")
+    linked = build_7z_with_symlink(tmp_path / "l.7z", tmp_path / "scratch", "face.jpg", "/etc/passwd")
+    with pytest.raises(FERError, match="symlink") as info:
+        safe_extract(linked, tmp_path / "dest")
+    assert "'face.jpg'" in str(info.value)
+    assert not (tmp_path / "dest").exists() and not (tmp_path / "evil.jpg").exists()
+
+
+def test_junk_and_non_images_are_skipped_and_reported(tmp_path):
+    members = {
+        "Angry/S01/IMG_001.JPG": image_bytes(1),
+        "Angry/S01/img_002.Png": image_bytes(2, "PNG"),
+        "__MACOSX/Angry/S01/._IMG_001.JPG": b"\x00",
+        "Angry/._IMG_003.jpg": b"\x00",
+        "Angry/Thumbs.db": b"x",
+        "Angry/S01/.DS_Store": b"x",
+        "Desktop.ini": b"x",
+        "notes.txt": b"x",
+        "Angry/LICENSE": b"x",
+        "Angry/empty.jpg": b"",
+        "Angry/": b"",
+    }
+    archive = build_zip(tmp_path / "VIRI-Angry-Vis.zip", members)
+    result = safe_extract(archive, tmp_path / "out")
+    assert result.images == [Path("Angry/S01/IMG_001.JPG"), Path("Angry/S01/img_002.Png")]
+    assert dict(result.skipped) == {
+        "__MACOSX/Angry/S01/._IMG_001.JPG": "macOS metadata folder",
+        "Angry/._IMG_003.jpg": "macOS resource fork",
+        "Angry/Thumbs.db": "OS metadata file",
+        "Angry/S01/.DS_Store": "OS metadata file",
+        "Desktop.ini": "OS metadata file",
+        "notes.txt": "not an image (.txt)",
+        "Angry/LICENSE": "not an image (no extension)",
+        "Angry/empty.jpg": "empty file",
+    }
+    files = _tree(tmp_path / "out") - {"Angry", "Angry/S01"}
+    assert files == {"Angry/S01/IMG_001.JPG", "Angry/S01/img_002.Png", EXTRACTED_MARKER_NAME}
+    assert (tmp_path / "out" / "Angry/S01/IMG_001.JPG").read_bytes() == members["Angry/S01/IMG_001.JPG"]
+
+
+def test_7z_nested_upper_case_extensions_extract_and_merge_with_zip_part(tmp_path):
+    raw = tmp_path / "raw"
+    blobs = build_published_set(raw, "nvie", images_per_class=4)
+    specs = specs_with_blobs("nvie", blobs)
+    extracted = extract_all([(s, raw / s.name) for s in specs], tmp_path / "extracted")
+    by_name = {spec.name: result for spec, result in extracted}
+    seven = by_name["NVIE-happy1-Vis.7z"]
+    assert seven.images == [Path("happy/1.JPG"), Path("happy/2.JPG")]
+    assert seven.skipped == [("__MACOSX/._1.JPG", "macOS metadata folder")]
+    assert (seven.dest / "happy/1.JPG").read_bytes() == image_bytes(301)
+    images = collect_images(extracted)
+    assert sorted(p.name for p in images["visible"]["happy"]) == ["1.JPG", "2.JPG", "3.JPG", "4.JPG"]
+    assert len(images["infrared"]["happy"]) == 4
+    assert {p.parent.parent.name for p in images["visible"]["happy"]} == {
+        "NVIE-happy1-Vis",
+        "NVIE-happy2-Vis",
+    }
+    assert set(images["visible"]) == set(images["infrared"]) == {"fear", "disgust", "happy"}
+
+
+def test_7z_empty_and_backslash_entries(tmp_path):
+    archive = build_7z(
+        tmp_path / "x.7z", {"a\\b\\1.JPG": image_bytes(1), "a/empty.png": b"", "a/2.jpg": image_bytes(2)}
+    )
+    result = safe_extract(archive, tmp_path / "out")
+    assert result.images == [Path("a/2.jpg"), Path("a/b/1.JPG")]
+    assert result.skipped == [("a/empty.png", "empty file")]
+    assert (tmp_path / "out/a/b/1.JPG").read_bytes() == image_bytes(1)
+    assert safe_extract(archive, tmp_path / "out").reused
+
+
+def test_extraction_is_idempotent(tmp_path, monkeypatch):
+    archive = build_zip(tmp_path / "a.zip", {"x/1.jpg": image_bytes(1), "x/n.txt": b"t"})
+    dest = tmp_path / "out"
+    first = safe_extract(archive, dest)
+    assert not first.reused
+    before = (dest / "x/1.jpg").stat().st_mtime_ns
+
+    def no_reading(*args, **kwargs):
+        pytest.fail("the archive was read again")
+
+    monkeypatch.setattr(archives.zipfile, "ZipFile", no_reading)
+    second = safe_extract(archive, dest)
+    assert second.reused and second.images == first.images and second.skipped == first.skipped
+    assert (dest / "x/1.jpg").stat().st_mtime_ns == before
+
+
+def test_changed_archive_is_extracted_again(tmp_path):
+    dest = tmp_path / "out"
+    safe_extract(build_zip(tmp_path / "a.zip", {"old.jpg": image_bytes(1)}), dest)
+    result = safe_extract(build_zip(tmp_path / "a.zip", {"new/one.jpg": image_bytes(2)}), dest)
+    assert not result.reused and result.images == [Path("new/one.jpg")]
+    assert not (dest / "old.jpg").exists()
+
+
+def test_extraction_refuses_foreign_folder_and_cleans_temporaries(tmp_path):
+    archive = build_zip(tmp_path / "a.zip", {"1.jpg": image_bytes(1)})
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "mine.txt").write_text("keep me")
+    with pytest.raises(FERError, match="delete it"):
+        safe_extract(archive, dest)
+    assert (dest / "mine.txt").read_text() == "keep me"
+    stale = tmp_path / ".other.tmp-abc"
+    stale.mkdir()
+    safe_extract(archive, tmp_path / "other")
+    assert not stale.exists()
+    assert not list(tmp_path.glob(".other.tmp-*"))
+
+
+def test_corrupt_archive_is_a_one_line_error(tmp_path):
+    archive = tmp_path / "VIRI-Sad-Ir.zip"
+    archive.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(FERError) as info:
+        safe_extract(archive, tmp_path / "out")
+    _one_line(str(info.value))
+    assert str(archive) in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_crc_error_mid_extraction_leaves_nothing(tmp_path):
+    data = image_bytes(5)
+    archive = build_zip(tmp_path / "a.zip", {"a.jpg": image_bytes(4), "b.jpg": data})
+    raw = bytearray(archive.read_bytes())
+    # Flip a byte of b.jpg's stored data so its CRC check fails after a.jpg was written.
+    offset = raw.rfind(b"b.jpg", 0, raw.find(b"PK\x01\x02")) + len("b.jpg") + 2
+    raw[offset] ^= 0xFF
+    archive.write_bytes(bytes(raw))
+    with pytest.raises(FERError, match="cannot extract"):
+        safe_extract(archive, tmp_path / "out")
+    assert _tree(tmp_path) == {"a.zip"}
+
+
+def test_no_warnings_on_clean_path(tmp_path):
+    archive = build_zip(tmp_path / "a.zip", {"1.jpg": image_bytes(1)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        safe_extract(archive, tmp_path / "out")

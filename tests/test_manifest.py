@@ -1,0 +1,107 @@
+from collections import Counter
+
+import pytest
+
+from fer_lightning.data.manifest import (
+    SplitSpec,
+    apply_fold,
+    assign_splits,
+    check_leakage,
+    ensure_splits,
+    read_manifest,
+    write_manifest,
+)
+from fer_lightning.errors import FERError
+
+
+def make_rows(subjects=20, classes=("A", "B", "C"), per=3):
+    return [
+        {"sample_id": f"s{s:02d}_{c}_{k}", "label": c, "visible": f"visible/{c}/s{s:02d}_{c}_{k}.png",
+         "infrared": f"infrared/{c}/s{s:02d}_{c}_{k}.png", "subject": f"s{s:02d}"}
+        for s in range(subjects) for c in classes for k in range(per)
+    ]
+
+
+def test_stratified_split_is_deterministic_and_near_70_15_15():
+    rows = make_rows()
+    a = assign_splits(rows, SplitSpec(seed=0))
+    b = assign_splits(rows, SplitSpec(seed=0))
+    c = assign_splits(rows, SplitSpec(seed=1))
+    assert [r["split"] for r in a] == [r["split"] for r in b]
+    assert [r["split"] for r in a] != [r["split"] for r in c]
+    per_class = Counter((r["label"], r["split"]) for r in a)
+    for label in "ABC":
+        assert per_class[(label, "train")] == 42 and per_class[(label, "val")] == 9 and per_class[(label, "test")] == 9
+
+
+def test_group_regex_gives_subject_disjoint_splits():
+    rows = assign_splits(make_rows(), SplitSpec(group_regex=r"^(s\d+)_"))
+    subjects = {}
+    for r in rows:
+        subjects.setdefault(r["subject"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in subjects.values())
+    counts = Counter(r["split"] for r in rows)
+    assert counts["test"] >= 18 and counts["val"] >= 18
+
+
+def test_holdout_regex_names_the_test_set():
+    rows = assign_splits(make_rows(), SplitSpec(holdout_regex=r"^s0[0-2]_"))
+    test = {r["subject"] for r in rows if r["split"] == "test"}
+    assert test == {"s00", "s01", "s02"}
+    assert {r["split"] for r in rows if r["subject"] not in test} == {"train", "val"}
+
+
+def test_folds_cover_train_val_once_and_keep_test_fixed():
+    spec = SplitSpec(folds=5, group_regex=r"^(s\d+)_")
+    rows = assign_splits(make_rows(), spec)
+    test_ids = {r["sample_id"] for r in rows if r["split"] == "test"}
+    seen_val = Counter()
+    for fold in range(5):
+        folded = apply_fold(rows, 5, fold)
+        assert {r["sample_id"] for r in folded if r["split"] == "test"} == test_ids
+        seen_val.update(r["sample_id"] for r in folded if r["split"] == "val")
+    assert set(seen_val) == {r["sample_id"] for r in rows} - test_ids
+    assert set(seen_val.values()) == {1}
+    with pytest.raises(FERError, match="fold=5"):
+        apply_fold(rows, 5, 5)
+
+
+def test_leakage_check_refuses_identical_images_in_two_splits():
+    rows = [
+        {"sample_id": "a", "split": "train", "visible": "v/a.png", "visible_sha1": "x", "infrared": ""},
+        {"sample_id": "b", "split": "test", "visible": "v/b.png", "visible_sha1": "x", "infrared": ""},
+    ]
+    with pytest.raises(FERError, match="leakage: v/b.png"):
+        check_leakage(rows)
+    rows[1]["split"] = "train"
+    check_leakage(rows)
+
+
+def test_ensure_splits_persists_and_redraws_only_on_change(tmp_path):
+    rows = make_rows(subjects=6)
+    for r in rows:
+        for m in ("visible", "infrared"):
+            p = tmp_path / r[m]
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(f"{r[m]}".encode())
+    write_manifest(tmp_path / "manifest.csv", [dict(r, split="") for r in rows])
+    first = ensure_splits(tmp_path, SplitSpec(seed=0), log=lambda m: None)
+    mtime = (tmp_path / "manifest.csv").stat().st_mtime_ns
+    again = ensure_splits(tmp_path, SplitSpec(seed=0), log=lambda m: None)
+    assert [r["split"] for r in first] == [r["split"] for r in again]
+    assert (tmp_path / "manifest.csv").stat().st_mtime_ns == mtime
+    said = []
+    ensure_splits(tmp_path, SplitSpec(seed=5), log=said.append)
+    assert said and "re-drawing" in said[0]
+    assert all(r["visible_sha1"] for r in read_manifest(tmp_path / "manifest.csv"))
+
+
+def test_bad_split_settings_are_one_line_errors():
+    with pytest.raises(FERError, match="ratios"):
+        SplitSpec.from_config({"ratios": [0.5, 0.5, 0.5]})
+    with pytest.raises(FERError, match="not a valid regex"):
+        SplitSpec.from_config({"group_regex": "("})
+    with pytest.raises(FERError, match="unknown dataset.split"):
+        SplitSpec.from_config({"sed": 1})
+    with pytest.raises(FERError, match="no capture group"):
+        assign_splits(make_rows(2), SplitSpec(group_regex=r"^zz(\d)"))

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from fer_lightning.metrics import bootstrap_ci, classification_report, format_with_ci
+
+CLASSES = ["a", "b", "c", "d"]
+
+
+def test_metrics_match_scikit_learn_including_a_never_predicted_class():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 200)
+    preds = np.where(rng.random(200) < 0.7, labels, rng.integers(0, 3, 200))
+    preds[preds == 3] = 0  # class "d" is never predicted
+    r = classification_report(labels, preds, CLASSES)
+    assert r["n"] == 200
+    assert r["accuracy"] == pytest.approx(skm.accuracy_score(labels, preds))
+    for avg in ("macro", "weighted"):
+        p, rec, f1, _ = skm.precision_recall_fscore_support(labels, preds, average=avg, zero_division=0)
+        assert r[f"precision_{avg}"] == pytest.approx(p)
+        assert r[f"recall_{avg}"] == pytest.approx(rec)
+        assert r[f"f1_{avg}"] == pytest.approx(f1)
+    assert r["confusion_matrix"] == skm.confusion_matrix(labels, preds, labels=range(4)).tolist()
+    p, rec, f1, sup = skm.precision_recall_fscore_support(labels, preds, labels=range(4), zero_division=0)
+    for i, name in enumerate(CLASSES):
+        assert r["per_class"][name]["precision"] == pytest.approx(p[i])
+        assert r["per_class"][name]["f1"] == pytest.approx(f1[i])
+        assert r["per_class"][name]["support"] == sup[i]
+    assert r["per_class"]["d"]["precision"] == 0.0
+
+
+def test_bootstrap_ci_contains_the_estimate_and_shrinks_with_n():
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (50, 500, 5000):
+        labels = rng.integers(0, 3, n)
+        preds = np.where(rng.random(n) < 0.8, labels, (labels + 1) % 3)
+        r = classification_report(labels, preds, ["x", "y", "z"])
+        lo, hi = r["accuracy_ci95"]
+        assert lo <= r["accuracy"] <= hi
+        flo, fhi = r["f1_macro_ci95"]
+        assert flo <= r["f1_macro"] <= fhi
+        widths.append(hi - lo)
+    assert widths[0] > widths[1] > widths[2]
+
+
+def test_bootstrap_is_seeded_and_uses_1000_resamples():
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    preds = np.array([0, 1, 1, 0, 2, 2, 0, 1])
+    assert bootstrap_ci(labels, preds, 3, seed=3) == bootstrap_ci(labels, preds, 3, seed=3)
+    assert classification_report(labels, preds, ["a", "b", "c"])["bootstrap"]["resamples"] >= 1000
+
+
+def test_format_with_ci():
+    assert format_with_ci(0.8222, [0.7333, 0.9], 90) == "0.822 [0.73, 0.90] (n=90)"

@@ -1,0 +1,159 @@
+import urllib.error
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from fer_lightning.errors import FERError
+from fer_lightning.models import backbones
+from fer_lightning.models.backbones import FeatureGate, build_backbone
+from fer_lightning.models.heads import build_head, fuse
+from fer_lightning.models.modules import FusionModule, SingleModalityModule
+from tests.conftest import compose_cfg
+
+
+def layer_signature(seq: nn.Sequential) -> list[tuple]:
+    out = []
+    for m in seq:
+        if isinstance(m, nn.Dropout):
+            out.append(("Dropout", m.p))
+        elif isinstance(m, nn.Linear):
+            out.append(("Linear", m.in_features, m.out_features))
+        elif isinstance(m, nn.BatchNorm1d):
+            out.append(("BatchNorm1d", m.num_features))
+        else:
+            out.append((type(m).__name__,))
+    return out
+
+
+STUDY_HEADS = {
+    "visible": [("Dropout", 0.4), ("Linear", 512, 256), ("Dropout", 0.4), ("Linear", 256, 5)],
+    "infrared": [
+        ("Dropout", 0.7), ("Linear", 512, 256), ("ReLU",), ("BatchNorm1d", 256), ("Dropout", 0.8), ("Linear", 256, 5),
+    ],
+    # the study also dropped 20 % of the logits; the paper presets add that Dropout(0.2) at the end
+    "fusion": [
+        ("Dropout", 0.2), ("Linear", 1024, 256), ("ReLU",), ("BatchNorm1d", 256), ("Dropout", 0.2), ("Linear", 256, 5),
+    ],
+}
+
+
+@pytest.mark.parametrize("modality", ["visible", "infrared", "fusion"])
+def test_configured_heads_match_the_study(modality, tmp_path):
+    from fer_lightning.train import build_model
+
+    cfg = compose_cfg([f"modality={modality}", "dataset=viri", "model.backbone.weights=null"], tmp_path)
+    model = build_model(cfg.model, ["Angry", "Happy", "Neutral", "Sad", "Surprise"])
+    assert layer_signature(model.head) == STUDY_HEADS[modality]
+    expected_cls = FusionModule if modality == "fusion" else SingleModalityModule
+    assert type(model) is expected_cls
+    for b in model.backbones.values():
+        assert isinstance(b.attention, FeatureGate) and not b.attention.square
+    logits = model.eval()({m: torch.rand(2, 3, 32, 32) for m in ("visible", "infrared")})
+    assert logits.shape == (2, 5)
+
+
+def test_feature_gate_is_x_times_sigmoid_wx():
+    gate = FeatureGate(4)
+    x = torch.randn(3, 4)
+    assert torch.allclose(gate(x), x * torch.sigmoid(gate.fc(x)))
+    sq = FeatureGate(4, square=True)
+    assert torch.allclose(sq(x), x * torch.sigmoid(sq.fc(x * x)))
+
+
+def test_interleave_fusion_order_is_v0_i0_v1_i1():
+    v = torch.tensor([[1.0, 2.0, 3.0]])
+    i = torch.tensor([[10.0, 20.0, 30.0]])
+    assert fuse(v, i, "interleave").tolist() == [[1, 10, 2, 20, 3, 30]]
+    assert fuse(v, i, "concat").tolist() == [[1, 2, 3, 10, 20, 30]]
+    with pytest.raises(FERError, match="unknown fusion mode"):
+        fuse(v, i, "bogus")
+
+
+def test_loss_is_on_logits_and_softmax_only_as_ablation():
+    head = {"hidden": 8}
+    bb = {"name": "resnet18", "attention": "none"}
+    plain = SingleModalityModule("visible", bb, head, num_classes=3)
+    ablation = SingleModalityModule("visible", bb, head, num_classes=3, softmax_before_loss=True)
+    logits = torch.tensor([[4.0, 0.0, -2.0], [0.0, 3.0, 0.0]])
+    labels = torch.tensor([0, 2])
+    assert torch.allclose(plain.loss(logits, labels), F.cross_entropy(logits, labels))
+    assert torch.allclose(ablation.loss(logits, labels), F.cross_entropy(logits.softmax(1), labels))
+    assert not torch.allclose(plain.loss(logits, labels), ablation.loss(logits, labels))
+
+
+def test_weights_load_from_a_saved_torchvision_state_dict(tmp_path):
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pt"
+    torch.save(reference.state_dict(), path)
+    backbone = build_backbone("resnet18", attention="gate", weights=str(path))
+    for k, v in reference.state_dict().items():
+        if not k.startswith("fc."):
+            assert torch.equal(backbone.trunk.state_dict()[k], v), k
+    fresh = build_backbone("resnet18", attention="gate", weights=None)
+    assert not torch.equal(fresh.trunk.conv1.weight, reference.conv1.weight)
+
+
+def test_weights_load_from_a_saved_backbone_state_dict(tmp_path):
+    source = build_backbone("resnet18", attention="gate")
+    path = tmp_path / "backbone.pt"
+    torch.save(source.state_dict(), path)
+    loaded = build_backbone("resnet18", attention="gate", weights=str(path))
+    for k, v in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_bad_weights_give_one_line_errors(tmp_path):
+    with pytest.raises(FERError, match="no such file"):
+        build_backbone("resnet18", weights=str(tmp_path / "missing.pt"))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(FERError, match="not a loadable state dict"):
+        build_backbone("resnet18", weights=str(junk))
+    r50 = tmp_path / "r50.pt"
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), r50)
+    with pytest.raises(FERError, match="do not fit"):
+        build_backbone("resnet18", weights=str(r50))
+    with pytest.raises(FERError, match="unknown backbone"):
+        build_backbone("vgg11")
+    with pytest.raises(FERError, match="unknown attention"):
+        build_backbone("resnet18", attention="spatial")
+
+
+def test_imagenet_offline_says_where_to_put_the_file(monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
+    with pytest.raises(FERError) as err:
+        build_backbone("resnet18", weights="imagenet")
+    msg = str(err.value)
+    assert "\n" not in msg and "resnet18-f37072fd.pth" in msg and "model.backbone.weights=null" in msg
+
+
+def test_backbone_registry_has_resnet18_34_50():
+    assert {"resnet18", "resnet34", "resnet50"} <= set(backbones.BACKBONES)
+    assert build_backbone("resnet50", attention="none").out_features == 2048
+
+
+def test_study_head_builder_sequence():
+    head = build_head(1024, 3, hidden=256, dropout_in=0.2, activation="relu", batchnorm=True,
+                      dropout_hidden=0.2, dropout_out=0.2)
+    assert layer_signature(head)[-1] == ("Dropout", 0.2)
+    assert layer_signature(head)[1] == ("Linear", 1024, 256)
+
+
+def test_fusion_infrared_init_copies_the_trained_infrared_backbone(tmp_path):
+    bb = {"name": "resnet18", "attention": "gate"}
+    ir = SingleModalityModule("infrared", bb, {"hidden": 8}, num_classes=3)
+    path = tmp_path / "ir.ckpt"
+    torch.save({"state_dict": ir.state_dict()}, path)
+    fusion = FusionModule(bb, {"hidden": 8}, num_classes=3, infrared_init=str(path))
+    for k, v in ir.backbones["infrared"].state_dict().items():
+        assert torch.equal(fusion.backbones["infrared"].state_dict()[k], v)
+    with pytest.raises(FERError, match="not an infrared checkpoint"):
+        vis = SingleModalityModule("visible", bb, {"hidden": 8}, num_classes=3)
+        torch.save({"state_dict": vis.state_dict()}, path)
+        FusionModule(bb, {"hidden": 8}, num_classes=3, infrared_init=str(path))
