@@ -16,6 +16,13 @@ def auto_precision() -> str:
     return "32-true"
 
 
+def on_cuda() -> bool:
+    """GPU-only speed settings (channels_last, cudnn benchmark) default to on where a GPU will be used."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def unique_suffix() -> str:
     return f"{os.getpid()}{secrets.token_hex(2)}"
 
@@ -23,6 +30,8 @@ def unique_suffix() -> str:
 def register() -> None:
     if not OmegaConf.has_resolver("fer_precision"):
         OmegaConf.register_new_resolver("fer_precision", auto_precision, use_cache=True)
+    if not OmegaConf.has_resolver("fer_on_cuda"):
+        OmegaConf.register_new_resolver("fer_on_cuda", on_cuda, use_cache=True)
     if not OmegaConf.has_resolver("fer_unique"):
         OmegaConf.register_new_resolver("fer_unique", unique_suffix, use_cache=True)
 

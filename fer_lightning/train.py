@@ -11,6 +11,7 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -82,8 +83,11 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     loggers = _instantiate_group(cfg.get("logger"))
     callbacks = _instantiate_group(cfg.get("callbacks"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    if loggers:
+        hparams = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
+        hparams = OmegaConf.to_container(OmegaConf.merge(hparams, {"paths": cfg.paths}), resolve=True)
+        for lg in loggers:
+            lg.log_hyperparams(hparams)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=_resolve_ckpt(cfg.get("ckpt_path"), output_dir))
     train_seconds = time.time() - start
@@ -137,9 +141,12 @@ def run(cfg: DictConfig) -> float | None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-@report_errors
 def main(cfg: DictConfig) -> float | None:
-    return run(cfg)
+    # In a multirun a failing job must fail alone: an exception lets Hydra record it and run the other jobs
+    # (fer_lightning.sweep.SweepSummary reports it); report_errors' sys.exit(2) would end the whole sweep.
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return run(cfg)
+    return report_errors(run)(cfg)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,43 @@
-"""Decode once: images are decoded, converted and resized a single time per run, then served from memory."""
+"""Decode once: every image of one modality is decoded, converted and resized a single time into a uint8 .npy
+file under the prepared dataset, then memory-mapped by every run, epoch and worker.
+
+The file name carries a key over everything that changes the bytes: the manifest's image columns (paths and
+their ``<modality>_sha1`` content hashes, in order), the stored size, the modality, the source files' sizes and
+mtimes and the decoder version. A changed manifest or size selects a new file and the old one is removed; a
+manifest edit that only moves samples between splits keeps the cache, since rows are looked up by position. A JSON sidecar written after the array holds its shape and CRC32s of every row; loading
+checks the file size and a sample of rows, so a truncated or corrupted file is rebuilt rather than trained on.
+Deleting ``<dataset>/cache/`` at any time is safe.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import math
+import os
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from fer_lightning.data.images import load_rgb
+
+log = logging.getLogger(__name__)
+
+# Bump when decode_resized changes its output, so old caches are not reused.
+CACHE_VERSION = 1
+CACHE_DIR = "cache"
+# Rows whose CRC is checked on every load; the whole file is checked by verify(full=True).
+CHECK_ROWS = 32
+
+
+def stored_size(image_size: int, scale: float = 1.125) -> int:
+    """The side images are cached at: a little above the network's input, so crops and zooms keep detail."""
+    return max(int(image_size), math.ceil(image_size * scale))
 
 
 def decode_resized(path: Path, size: int) -> np.ndarray:
@@ -17,8 +47,153 @@ def decode_resized(path: Path, size: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
+class CachedImages:
+    """A read-only (N, S, S, 3) uint8 view of selected rows of a cache file, opened lazily in each process.
+
+    Pickles as its path (not its pixels), so DataLoader workers, whatever the start method, map the same pages.
+    """
+
+    def __init__(self, path: Path, rows: np.ndarray, shape: tuple[int, ...]):
+        self.path = Path(path)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.full_shape = tuple(shape)
+        self._mm: np.ndarray | None = None
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._mm is None:
+            self._mm = np.load(self.path, mmap_mode="r")
+        return self._mm
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.full_shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.array[self.rows[i]]
+
+    def subset(self, positions: Sequence[int] | np.ndarray) -> CachedImages:
+        return CachedImages(self.path, self.rows[np.asarray(positions, dtype=np.int64)], self.full_shape)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self.array[self.rows]
+        return out if dtype is None else out.astype(dtype)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_mm": None}
+
+
+def _fingerprint(manifest_dir: Path, paths: list[str]) -> str:
+    """Sizes and mtimes of the source files: a replaced image invalidates the cache even if the manifest is the same."""
+    h = hashlib.sha1()
+    for p in paths:
+        st = (manifest_dir / p).stat()
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _row_crc(a: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(a).data)
+
+
+def _check_rows(n: int) -> np.ndarray:
+    return np.unique(np.linspace(0, n - 1, min(n, CHECK_ROWS)).round().astype(np.int64)) if n else np.empty(0, int)
+
+
+def _valid(npy: Path, meta_path: Path, key: str, paths: list[str], full: bool = False) -> dict | None:
+    """The sidecar when ``npy`` is complete and matches it, else None (with the reason logged)."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") != key or meta.get("paths") != paths:
+            return None
+        if npy.stat().st_size != meta["file_size"]:
+            log.warning("%s: size %d, expected %d: rebuilding", npy, npy.stat().st_size, meta["file_size"])
+            return None
+        arr = np.load(npy, mmap_mode="r")
+        if list(arr.shape) != meta["shape"] or arr.dtype != np.uint8:
+            log.warning("%s: shape %s does not match its sidecar: rebuilding", npy, arr.shape)
+            return None
+        crcs = meta["crc32"]
+        rows = np.arange(len(crcs)) if full else _check_rows(len(crcs))
+        bad = [int(i) for i in rows if _row_crc(arr[i]) != crcs[i]]
+        if bad:
+            log.warning("%s: row(s) %s fail their checksum: rebuilding", npy, bad[:5])
+            return None
+        return meta
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+        return None
+
+
+def _build(npy: Path, meta_path: Path, key: str, manifest_dir: Path, paths: list[str], size: int) -> dict:
+    log.info("decoding %d images once into %s", len(paths), npy)
+    tmp = npy.with_name(f".{npy.name}.{os.getpid()}.tmp")
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+    crcs = [0] * len(paths)
+
+    def work(i: int) -> None:
+        arr[i] = decode_resized(manifest_dir / paths[i], size)
+        crcs[i] = _row_crc(arr[i])
+
+    # PIL releases the GIL while decoding and resizing, so threads use every core without pickling pixels.
+    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 16)
+    try:
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            list(pool.map(work, range(len(paths))))
+        arr.flush()
+        del arr
+        meta = {"key": key, "version": CACHE_VERSION, "shape": [len(paths), size, size, 3],
+                "file_size": tmp.stat().st_size, "paths": paths, "crc32": crcs}
+        os.replace(tmp, npy)
+    finally:
+        tmp.unlink(missing_ok=True)
+    # The sidecar goes last: a crash before it leaves an array that fails validation and is rebuilt.
+    mtmp = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
+    mtmp.write_text(json.dumps(meta))
+    os.replace(mtmp, meta_path)
+    return meta
+
+
+def cache_images(manifest_dir: Path, rows: list[dict], modality: str, size: int) -> CachedImages:
+    """All images of ``modality`` in ``rows`` at ``size`` x ``size``, from the cache (built if missing or stale).
+
+    Row ``i`` of the result is ``rows[i]`` (rows without a ``modality`` image must be left out by the caller).
+    """
+    manifest_dir = Path(manifest_dir)
+    paths = [r[modality] for r in rows]
+    columns = [[r[modality], r.get(f"{modality}_sha1") or ""] for r in rows]
+    key = hashlib.sha1(
+        json.dumps([CACHE_VERSION, columns, modality, size, _fingerprint(manifest_dir, paths)]).encode()
+    ).hexdigest()[:16]
+    folder = manifest_dir / CACHE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{modality}-{size}px"
+    npy = folder / f"{stem}-{key}.npy"
+    meta_path = npy.with_suffix(".json")
+    meta = _valid(npy, meta_path, key, paths) if npy.is_file() else None
+    if meta is None:
+        meta = _build(npy, meta_path, key, manifest_dir, paths, size)
+        for old in folder.glob(f"{stem}-*"):  # stale keys of this modality and size
+            if old.name not in (npy.name, meta_path.name):
+                old.unlink(missing_ok=True)
+    return CachedImages(npy, np.arange(len(paths)), tuple(meta["shape"]))
+
+
+def verify(manifest_dir: Path) -> dict[str, bool]:
+    """Checks every row of every cache file of a prepared dataset: {file name: intact}."""
+    out = {}
+    for meta_path in sorted((Path(manifest_dir) / CACHE_DIR).glob("*.json")):
+        meta = json.loads(meta_path.read_text())
+        out[meta_path.with_suffix(".npy").name] = (
+            _valid(meta_path.with_suffix(".npy"), meta_path, meta.get("key"), meta.get("paths"), full=True) is not None
+        )
+    return out
+
+
 def load_array(manifest_dir: Path, rows: list[dict], modality: str, size: int) -> np.ndarray:
-    """(N, size, size, 3) uint8 images of one modality for ``rows``."""
+    """(N, size, size, 3) uint8 images of one modality for ``rows``, decoded now, without the cache."""
     out = np.empty((len(rows), size, size, 3), dtype=np.uint8)
     for i, row in enumerate(rows):
         out[i] = decode_resized(manifest_dir / row[modality], size)

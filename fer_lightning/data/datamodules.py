@@ -7,8 +7,10 @@ All of them read the same prepared layout (``<data_dir>/<name>/manifest.csv``); 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -18,16 +20,32 @@ import torch
 from torch.utils.data import DataLoader
 
 from fer_lightning.data import synthetic
-from fer_lightning.data.cache import load_array
-from fer_lightning.data.datasets import FERDataset, SeededSampler
+from fer_lightning.data.cache import cache_images, stored_size
+from fer_lightning.data.datasets import FERDataset, SeededSampler, offline_expand
 from fer_lightning.data.manifest import SplitSpec, apply_fold, atomic_write_text, ensure_splits, file_sha1, write_manifest
-from fer_lightning.data.transforms import PairTransform
+from fer_lightning.data.transforms import PairTransform, offline_variants
 from fer_lightning.errors import FERError
 
 log = logging.getLogger(__name__)
 
 IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 NORMALIZATIONS = ("imagenet", "dataset", "none")
+
+
+def resolve_workers(value: int | str | None) -> int:
+    """``auto``: none on a small CPU-only box (workers would steal the model's cores), most cores on a GPU one."""
+    if value is None or value == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if torch.cuda.is_available():
+            return max(1, min(cores - 1, 12))
+        return 0 if cores <= 2 else min(4, cores // 4)
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 0:
+        raise FERError(f"dataset.num_workers={value!r}: use auto or an integer >= 0")
+    return n
 
 
 class ManifestDataModule(L.LightningDataModule):
@@ -39,8 +57,11 @@ class ManifestDataModule(L.LightningDataModule):
         classes: class names in label order; None takes the sorted labels found in the manifest.
         image_size: side of the square image fed to the network.
         batch_size / eval_batch_size: training and validation/test batch sizes.
-        augment: ``{"geometric": [...], "photometric": [...], "paired_geometry": bool}`` of albumentations
-            transforms for training.
+        num_workers: DataLoader workers, or ``auto`` (see :func:`resolve_workers`).
+        augment: ``{"geometric": [...], "photometric": [...], "paired_geometry": bool, "offline_copies": int}``
+            of albumentations transforms for training. ``offline_copies`` N > 0 is the study's protocol: each
+            training image plus N-1 augmented copies drawn once before training (26 -> 26x the training set).
+        cache_scale: images are decoded once and cached at ``ceil(image_size * cache_scale)``.
         normalization: ``imagenet``, ``dataset`` (each modality's train-split mean/std) or ``none`` (inputs in
             [0, 1], as the study fed them).
         split: ``dataset.split`` settings (see :class:`SplitSpec`) plus ``fold``.
@@ -57,13 +78,14 @@ class ManifestDataModule(L.LightningDataModule):
         image_size: int = 64,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | str = "auto",
         augment: dict | None = None,
         normalization: str = "imagenet",
         split: dict | None = None,
         seed: int = 0,
         pin_memory: bool | None = None,
         name: str | None = None,
+        cache_scale: float = 1.125,
     ):
         super().__init__()
         if modality not in ("visible", "infrared", "fusion"):
@@ -79,8 +101,14 @@ class ManifestDataModule(L.LightningDataModule):
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
-        self.num_workers = int(num_workers)
+        self.num_workers = resolve_workers(num_workers)
         self.augment = dict(augment or {})
+        self.offline_copies = int(self.augment.get("offline_copies") or 0)
+        if self.offline_copies < 0:
+            raise FERError(f"augment.offline_copies={self.offline_copies}: use 0 (online) or N >= 1")
+        self.cache_scale = float(cache_scale)
+        if self.cache_scale < 1:
+            raise FERError(f"dataset.cache_scale={cache_scale}: use a value >= 1")
         self.normalization = normalization
         split = dict(split or {})
         self.fold = split.get("fold")
@@ -93,6 +121,7 @@ class ManifestDataModule(L.LightningDataModule):
         self.stats: dict[str, tuple[list[float], list[float]]] = {}
         self._datasets: dict[str, FERDataset] = {}
         self._loaded_key: tuple | None = None
+        self._norm: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def root(self) -> Path:
@@ -124,6 +153,10 @@ class ManifestDataModule(L.LightningDataModule):
         if not usable:
             raise FERError(f"{self.manifest_path}: no sample has {' and '.join(self.modalities)} images; "
                            f"try another modality")
+        if len(usable) < len(rows) and self.modality == "fusion":
+            from fer_lightning.data.prepared import unpaired_message
+
+            raise FERError(unpaired_message(self.manifest_path, rows))
         self.rows = rows
         index = {r["sample_id"]: i for i, r in enumerate(rows)}
         label_of = {c: i for i, c in enumerate(self.classes)}
@@ -140,9 +173,16 @@ class ManifestDataModule(L.LightningDataModule):
             photometric=self.augment.get("photometric") or (),
             paired_geometry=self.augment.get("paired_geometry", True),
         )
+        size = stored_size(self.image_size, self.cache_scale)
+        cached = {}
+        for m in self.modalities:
+            have = [i for i, r in enumerate(rows) if r[m]]
+            cached[m] = (cache_images(self.root, [rows[i] for i in have], m, size), {i: p for p, i in enumerate(have)})
         self._datasets = {}
         for s, split_rows in by_split.items():
-            images = {m: load_array(self.root, split_rows, m, self.image_size) for m in self.modalities}
+            images = {
+                m: c.subset([pos[index[r["sample_id"]]] for r in split_rows]) for m, (c, pos) in cached.items()
+            }
             self._datasets[s] = FERDataset(
                 images,
                 np.array([label_of[r["label"]] for r in split_rows], dtype=np.int64),
@@ -150,6 +190,16 @@ class ManifestDataModule(L.LightningDataModule):
                 train_tf if s == "train" else eval_tf,
             )
         self.stats = {m: self._stats(m) for m in self.modalities}
+        if self.offline_copies:
+            variants = [
+                PairTransform(self.modalities, self.image_size, geometric=g,
+                              photometric=self.augment.get("photometric") or (),
+                              paired_geometry=self.augment.get("paired_geometry", True))
+                for g in offline_variants(self.augment.get("geometric") or ())
+            ]
+            self._datasets["train"] = offline_expand(
+                self._datasets["train"], self.offline_copies, eval_tf, variants, self.seed, self.num_workers
+            )
         self._loaded_key = key
 
     def _classes(self, rows: list[dict]) -> list[str]:
@@ -167,8 +217,16 @@ class ManifestDataModule(L.LightningDataModule):
             return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
         if self.normalization == "imagenet":
             return IMAGENET_STATS
-        pixels = self._datasets["train"].images[modality].reshape(-1, 3).astype(np.float64) / 255
-        return pixels.mean(0).tolist(), np.maximum(pixels.std(0), 1e-3).tolist()
+        images = self._datasets["train"].images[modality]
+        # Per-image sums in float64: one image at a time, never the whole split as floats.
+        total, sq, n = np.zeros(3), np.zeros(3), 0
+        for i in range(len(images)):
+            px = images[i].reshape(-1, 3).astype(np.float64) / 255
+            total += px.sum(0)
+            sq += (px * px).sum(0)
+            n += len(px)
+        mean = total / n
+        return mean.tolist(), np.maximum(np.sqrt(np.maximum(sq / n - mean * mean, 0)), 1e-3).tolist()
 
     def split_size(self, split: str) -> int:
         return len(self._datasets[split])
@@ -199,9 +257,17 @@ class ManifestDataModule(L.LightningDataModule):
         out = dict(batch)
         for m in self.modalities:
             if m in batch and batch[m].dtype == torch.uint8:
-                mean, std = (torch.tensor(v, device=batch[m].device).view(1, 3, 1, 1) for v in self.stats[m])
-                out[m] = (batch[m].float() / 255 - mean) / std
+                scale, shift = self._affine(m, batch[m].device)
+                out[m] = torch.addcmul(shift, batch[m].float(), scale)
         return out
+
+    def _affine(self, modality: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # (x/255 - mean)/std as one fused multiply-add; kept per device so no host->device copy happens per batch.
+        key = (modality, str(device), tuple(map(tuple, self.stats[modality])))
+        if key not in self._norm:
+            mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in self.stats[modality])
+            self._norm[key] = ((1 / (255 * std)).to(device), (-mean / std).to(device))
+        return self._norm[key]
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         return self.normalize(batch)
@@ -256,20 +322,50 @@ class SyntheticDataModule(ManifestDataModule):
         tmp.rename(self.root)
 
 
-class PublishedDataModule(ManifestDataModule):
-    """A dataset prepared from the study's published archives (see ``fer_lightning.prepare``)."""
+class ImageFilesDataModule(ManifestDataModule):
+    """Image files on disk, checked and paired into a manifest by :mod:`fer_lightning.data.prepared`.
 
-    def __init__(self, download: bool = True, verify: bool = True, **kwargs):
+    Args:
+        pairing: ``auto`` (file stems, else sorted order where counts are equal, with a warning) or
+            ``strict``.
+        sixteen_bit / sixteen_bit_range: how 16-bit images become 8-bit: ``minmax`` per image, or ``fixed``
+            (clipped to the range, comparable across images); they are converted once, at preparation.
+    """
+
+    def __init__(self, pairing: str = "auto", sixteen_bit: str = "minmax",
+                 sixteen_bit_range: tuple[float, float] = (0, 65535), **kwargs):
+        super().__init__(**kwargs)
+        from fer_lightning.data.prepared import ImageOptions
+
+        self.image_options = ImageOptions(pairing, sixteen_bit, tuple(sixteen_bit_range))
+
+
+class PublishedDataModule(ImageFilesDataModule):
+    """A dataset prepared from the study's published archives in ``<data_dir>/raw/<name>/``.
+
+    Args:
+        download: fetch missing archives (``dataset.download``); false never touches the network.
+        verify: refuse archives whose git blob id differs (``dataset.verify``); false only warns.
+        base_url: where archives are fetched from: a prefix, or a template with ``{name}`` and ``{commit}``;
+            null is the study's repository at its pinned commit.
+        retries: download retries per archive, with exponential backoff.
+    """
+
+    def __init__(self, download: bool = True, verify: bool = True, base_url: str | None = None,
+                 retries: int = 3, **kwargs):
         super().__init__(**kwargs)
         self.download = download
         self.verify = verify
+        self.base_url = base_url
+        self.retries = int(retries)
 
     def prepare(self) -> None:
-        if not self.manifest_path.is_file():
-            raise FERError(
-                f"{self.manifest_path}: {self.name} is not prepared; run python -m fer_lightning.prepare "
-                f"dataset={self.name} (archives go in {self.data_dir / 'raw' / self.name})"
-            )
+        from fer_lightning.data.prepared import prepare_published
+
+        prepare_published(
+            self.name, self.data_dir / "raw" / self.name, self.root, self.image_options,
+            download=self.download, verify=self.verify, base_url=self.base_url, retries=self.retries,
+        )
 
 
 class VIRIDataModule(PublishedDataModule):
@@ -280,8 +376,13 @@ class NVIEDataModule(PublishedDataModule):
     name = "nvie"
 
 
-class FolderDataModule(ManifestDataModule):
-    """A user's own data: ``<root>/visible/<Class>/*`` and/or ``<root>/infrared/<Class>/*``."""
+class FolderDataModule(ImageFilesDataModule):
+    """A user's own data: ``<root>/visible/<Class>/*`` and/or ``<root>/infrared/<Class>/*``.
+
+    Classes are the folder names, pairs match by file stem. The images stay where they are; the prepared
+    dataset (manifest, rejected.csv, contact sheet) goes to ``<data_dir>/folder/<root name>-<8 hex of the
+    absolute root's sha1>/``, so two folder datasets never share one.
+    """
 
     name = "folder"
 
@@ -291,6 +392,12 @@ class FolderDataModule(ManifestDataModule):
             raise FERError("dataset=folder needs dataset.root=DIR (DIR/visible/<Class>/*, DIR/infrared/<Class>/*)")
         self.source = Path(root).expanduser().resolve()
 
+    @property
+    def root(self) -> Path:
+        digest = hashlib.sha1(str(self.source).encode()).hexdigest()[:8]
+        return self.data_dir / "folder" / f"{self.source.name}-{digest}"
+
     def prepare(self) -> None:
-        if not self.manifest_path.is_file():
-            raise FERError(f"{self.manifest_path}: folder dataset preparation is not available yet")
+        from fer_lightning.data.prepared import prepare_folder
+
+        prepare_folder(self.source, self.root, self.image_options)

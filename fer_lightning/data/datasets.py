@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fer_lightning.data.transforms import PairTransform
 
@@ -38,6 +38,46 @@ class FERDataset(Dataset):
         sample["label"] = int(self.labels[i])
         sample["index"] = int(self.indices[i])
         return sample
+
+
+class _OfflineDraws(Dataset):
+    """Item ``j`` is copy ``j % copies`` of sample ``j // copies``: copy 0 unchanged, copy k the variant
+    ``(k - 1) % len(variants)`` with a seed fixed by (seed, sample, copy)."""
+
+    def __init__(self, base: FERDataset, copies: int, plain: PairTransform, variants: list[PairTransform], seed: int):
+        self.base, self.copies, self.plain, self.variants, self.seed = base, copies, plain, variants, seed
+
+    def __len__(self) -> int:
+        return len(self.base) * self.copies
+
+    def __getitem__(self, j: int) -> dict[str, torch.Tensor]:
+        i, k = divmod(j, self.copies)
+        images = {m: a[i] for m, a in self.base.images.items()}
+        if k == 0:
+            return self.plain(images, 0)
+        draw_seed = int(np.random.SeedSequence([self.seed, 26, i, k]).generate_state(1)[0])
+        return self.variants[(k - 1) % len(self.variants)](images, draw_seed)
+
+
+def offline_expand(
+    base: FERDataset, copies: int, plain: PairTransform, variants: list[PairTransform], seed: int, num_workers: int = 0
+) -> FERDataset:
+    """The study's offline augmentation: every image of ``base`` kept plus ``copies - 1`` copies drawn once.
+
+    The result holds ``len(base) * copies`` final-size images in memory and serves them through ``plain`` (a
+    resize-only transform), so epochs re-read the same draws, as training on the study's files did. The draws
+    depend only on ``seed``, not on ``num_workers``.
+    """
+    draws = _OfflineDraws(base, copies, plain, variants, seed)
+    out: dict[str, np.ndarray] = {}
+    start = 0
+    for batch in DataLoader(draws, batch_size=256, num_workers=num_workers):
+        for m, t in batch.items():
+            if m not in out:
+                out[m] = np.empty((len(draws), *t.shape[2:], t.shape[1]), dtype=np.uint8)
+            out[m][start : start + len(t)] = t.permute(0, 2, 3, 1).numpy()
+        start += len(next(iter(batch.values())))
+    return FERDataset(out, np.repeat(base.labels, copies), np.repeat(base.indices, copies), plain)
 
 
 class SeededSampler(Sampler):

@@ -152,7 +152,11 @@ def _assign_groups(
             counts[labels[i]] += 1
 
         def deficit(s: str, counts=counts) -> float:
-            return sum(target[s][c] - have[s][c] for c in counts if target[s][c] > 0) - 1e-9 * names.index(s)
+            # Ties (common with a few samples per class) go to the split furthest below its overall target, so
+            # small classes do not all send their leftover sample to the same split and leave another empty.
+            own = sum(target[s][c] - have[s][c] for c in counts if target[s][c] > 0)
+            overall = sum(target[s][c] - have[s][c] for c in classes)
+            return own + 1e-6 * overall - 1e-9 * names.index(s)
 
         best = max((s for s in names if sum(target[s].values()) > 0), key=deficit)
         assignment[g] = best

@@ -53,6 +53,7 @@ class FERModule(L.LightningModule):
         softmax_before_loss: the study's defect (softmax, then CrossEntropyLoss, which applies log-softmax
             again). Off by default; on only as an ablation.
         channels_last: store images and weights channels-last (faster convolutions on recent GPUs).
+        compile: ``torch.compile`` each backbone in place when fitting (state-dict keys unchanged).
     """
 
     modalities: tuple[str, ...] = ()
@@ -65,6 +66,7 @@ class FERModule(L.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         softmax_before_loss: bool = False,
         channels_last: bool = False,
+        compile: bool = False,
     ):
         super().__init__()
         self.num_classes = num_classes
@@ -73,6 +75,8 @@ class FERModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.softmax_before_loss = softmax_before_loss
         self.channels_last = channels_last
+        # Not ``self.compile``: that is nn.Module's method.
+        self.compile_backbones = compile
         # ModuleDict keys may not shadow Module attributes such as ``train``, hence the suffix.
         self.metrics = nn.ModuleDict(
             {f"{stage}_metrics": stage_metrics(num_classes, f"{stage}/") for stage in ("train", "val", "test")}
@@ -135,6 +139,9 @@ class FERModule(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+        if self.compile_backbones:
+            for backbone in self.backbones.values():
+                backbone.compile()
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:

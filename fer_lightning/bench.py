@@ -1,0 +1,404 @@
+"""``python -m fer_lightning.bench``: training throughput of this framework vs the study's pipeline, same run.
+
+Both train the same architecture on the same generated images for a fixed number of steps:
+
+- framework: the real datamodule (images decoded once into the uint8 cache, augmentation in workers) and
+  LightningModule under a Lightning Trainer (bf16-mixed + channels_last + cudnn benchmark on a GPU);
+- study-style: a re-creation of the study's loop: 640x480 JPEG files decoded with PIL and resized by a
+  torchvision-style Dataset every epoch, float32 tensors from 2 workers, fp32, ``torch.cuda.empty_cache()``
+  and ``loss.item()`` every step.
+
+The last line printed is one JSON object (see ``README``); images/s count pairs for ``--modality fusion``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import math
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from fer_lightning.data import synthetic
+from fer_lightning.data.datamodules import ManifestDataModule
+from fer_lightning.data.datasets import FERDataset, offline_expand
+from fer_lightning.data.manifest import SplitSpec, atomic_write_text, write_manifest
+from fer_lightning.data.transforms import PairTransform, offline_variants
+from fer_lightning.errors import FERError
+from fer_lightning.resolvers import auto_precision
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+# The study's protocol at VIRI size: 566 pairs -> train 393 / val 83 / test 90; 26 images per training image.
+VIRI = {"pairs": 566, "train": 393, "val": 83, "test": 90, "copies": 26}
+STUDY_SIZE = (640, 480)
+STUDY_WORKERS = 2
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+def make_images(out: Path, pairs: int, unique: int, seed: int = 0) -> list[dict]:
+    """``pairs`` visible+infrared 640x480 JPEGs under ``out`` (a manifest dir), split ~ like VIRI.
+
+    ``unique`` faces are rendered by :mod:`synthetic` and re-used with a shift and flip per copy, so every file
+    differs while generation stays fast.
+    """
+    per_class = max(1, math.ceil(unique / len(synthetic.CLASSES)))
+    src = synthetic.generate(out / "_faces", n_subjects=1, samples_per_class=per_class, image_size=96, seed=seed)
+    faces = {m: [np.asarray(Image.open(out / "_faces" / r[m]).convert("RGB")) for r in src] for m in ("visible", "infrared")}
+    labels = [r["label"] for r in src]
+    ratios = np.array([VIRI["train"], VIRI["val"], VIRI["test"]]) / VIRI["pairs"]
+    order = np.random.default_rng(seed).permutation(pairs)
+    cut = np.round(np.cumsum(ratios) * pairs).astype(int)
+    split_of = np.empty(pairs, dtype=object)
+    split_of[order[: cut[0]]], split_of[order[cut[0] : cut[1]]], split_of[order[cut[1] :]] = "train", "val", "test"
+    rows = []
+    for j in range(pairs):
+        u = j % len(src)
+        sid = f"b{j:05d}"
+        row = {"sample_id": sid, "label": labels[u], "subject": sid, "split": split_of[j]}
+        for m in ("visible", "infrared"):
+            a = np.roll(faces[m][u], shift=(j // len(src)) % 9 - 4, axis=1)
+            if (j // len(src)) % 2:
+                a = a[:, ::-1]
+            rel = f"images/{m}/{labels[u]}/{sid}.jpg"
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.ascontiguousarray(a)).resize(STUDY_SIZE, Image.Resampling.BICUBIC).save(
+                out / rel, quality=92
+            )
+            row[m] = rel
+        rows.append(row)
+    shutil.rmtree(out / "_faces")
+    write_manifest(out / "manifest.csv", rows)
+    # Splits are given, not drawn: the split state says so, so the datamodule keeps them.
+    atomic_write_text(out / "split.json", json.dumps(SplitSpec().to_json(), indent=2) + "\n")
+    return rows
+
+
+class StudyStyleDataset(Dataset):
+    """The study's loader: each item opens its JPEG(s) with PIL and resizes + converts with torchvision."""
+
+    def __init__(self, root: Path, rows: list[dict], modalities: tuple[str, ...], classes: list[str], size: int):
+        from torchvision import transforms
+
+        self.files = [[root / r[m] for m in modalities] for r in rows]
+        self.labels = [classes.index(r["label"]) for r in rows]
+        self.tf = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        return (*[self.tf(Image.open(p).convert("RGB")) for p in self.files[i]], self.labels[i])
+
+
+# ------------------------------------------------------------------------------------------- runs
+
+
+class _Timer(L.Callback):
+    """Wall time and images of the training steps after ``warmup``."""
+
+    def __init__(self, warmup: int, device: str):
+        self.warmup, self.device, self.k, self.n, self.t0, self.t1 = warmup, device, 0, 0, None, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.k += 1
+        if self.k == self.warmup:
+            _sync(self.device)
+            self.t0 = time.perf_counter()
+        elif self.k > self.warmup:
+            self.n += int(batch["label"].shape[0])
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        _sync(self.device)
+        self.t1 = time.perf_counter()
+
+
+def model_config(modality: str, device: str, compile_: bool):
+    cfg = OmegaConf.load(CONF / "model" / "resnet18.yaml")
+    cfg = OmegaConf.merge(cfg, OmegaConf.load(CONF / "modality" / f"{modality}.yaml").model)
+    cfg.backbone.weights = None  # random init: no download; speed does not depend on the weights
+    cfg.channels_last = device == "cuda"
+    cfg.compile = compile_
+    cfg.scheduler = None
+    return cfg
+
+
+def build_model(cfg, classes: list[str]) -> L.LightningModule:
+    return instantiate(cfg, num_classes=len(classes), class_names=classes, _convert_="all")
+
+
+def run_framework(dm: ManifestDataModule, args, classes: list[str]) -> dict:
+    model = build_model(model_config(args.modality, args.device, args.compile), classes)
+    timer = _Timer(args.warmup, args.device)
+    precision = auto_precision() if args.device == "cuda" else "32-true"
+    trainer = L.Trainer(
+        accelerator=args.device, devices=1, precision=precision, max_steps=args.warmup + args.steps,
+        limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, benchmark=args.device == "cuda",
+        callbacks=[timer],
+    )
+    trainer.fit(model, datamodule=dm)
+    train_img_s = timer.n / (timer.t1 - timer.t0)
+    eval_img_s = _eval_throughput(model, dm, args, precision)
+    return {"img_s": train_img_s, "eval_img_s": eval_img_s, "precision": precision, "model": model}
+
+
+@torch.no_grad()
+def _eval_throughput(model, dm: ManifestDataModule, args, precision: str) -> float:
+    model.eval().to(args.device)
+    loader = dm.val_dataloader()
+    dtype = torch.bfloat16 if precision.startswith("bf16") else None
+    n, t0 = 0, None
+    batches = 0
+    while batches < args.warmup + args.steps // 2:
+        for batch in loader:
+            batch = dm.normalize({k: v.to(args.device, non_blocking=True) for k, v in batch.items()})
+            with torch.autocast(args.device, dtype=dtype, enabled=dtype is not None):
+                model(model._inputs(batch))
+            batches += 1
+            if batches == args.warmup:
+                _sync(args.device)
+                t0 = time.perf_counter()
+            elif batches > args.warmup:
+                n += int(batch["label"].shape[0])
+            if batches >= args.warmup + args.steps // 2:
+                break
+    _sync(args.device)
+    return n / (time.perf_counter() - t0) if n else float("nan")
+
+
+def run_loader_only(dm: ManifestDataModule, args) -> float:
+    """Images/s the training loader delivers to the device (normalised) with no model."""
+    loader = dm.train_dataloader()
+    n, k, t0 = 0, 0, None
+    while k < args.warmup + args.steps:
+        for batch in loader:
+            batch = dm.normalize({key: v.to(args.device, non_blocking=True) for key, v in batch.items()})
+            k += 1
+            if k == args.warmup:
+                _sync(args.device)
+                t0 = time.perf_counter()
+            elif k > args.warmup:
+                n += int(batch["label"].shape[0])
+            if k >= args.warmup + args.steps:
+                break
+    _sync(args.device)
+    return n / (time.perf_counter() - t0)
+
+
+def run_study_style(root: Path, rows: list[dict], classes: list[str], args) -> float:
+    modalities = ("visible", "infrared") if args.modality == "fusion" else (args.modality,)
+    train_rows = [r for r in rows if r["split"] == "train"]
+    ds = StudyStyleDataset(root, train_rows, modalities, classes, args.image_size)
+    loader = DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=STUDY_WORKERS)
+    model = build_model(model_config(args.modality, "cpu", False), classes).to(args.device)
+    torch.backends.cudnn.benchmark = False  # PyTorch's default, which the study kept (the Trainer set it on)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    criterion = torch.nn.CrossEntropyLoss()
+    k, n, t0, running_loss, correct = 0, 0, None, 0.0, 0
+    while k < args.warmup + args.steps:
+        for *images, labels in loader:
+            batch = {m: x.to(args.device) for m, x in zip(modalities, images, strict=True)}
+            labels = labels.to(args.device)
+            optimizer.zero_grad()
+            outputs = model(batch).softmax(dim=1)  # the study's heads ended in Softmax
+            loss = criterion(outputs, labels)
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.item()
+            correct += (outputs.argmax(1) == labels).sum().item()
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
+            k += 1
+            if k == args.warmup:
+                t0 = time.perf_counter()
+            elif k > args.warmup:
+                n += len(labels)
+            if k >= args.warmup + args.steps:
+                break
+    _sync(args.device)
+    return n / (time.perf_counter() - t0)
+
+
+def offline_draw_seconds(dm: ManifestDataModule, args, n_samples: int = 16) -> float:
+    """Seconds per training image to draw the 25 offline copies (measured on a few samples)."""
+    train = dm._datasets["train"]
+    n = min(n_samples, len(train))
+    base = FERDataset({m: a.subset(range(n)) for m, a in train.images.items()}, train.labels[:n], train.indices[:n],
+                      train.transform)
+    plain = PairTransform(dm.modalities, dm.image_size)
+    aug = dm.augment
+    variants = [PairTransform(dm.modalities, dm.image_size, geometric=g, photometric=aug.get("photometric") or (),
+                              paired_geometry=aug.get("paired_geometry", True))
+                for g in offline_variants(aug.get("geometric") or ())]
+    t = time.perf_counter()
+    offline_expand(base, VIRI["copies"], plain, variants, 0, dm.num_workers)
+    return (time.perf_counter() - t) / n
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m fer_lightning.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--modality", choices=("visible", "infrared", "fusion"), default="visible")
+    p.add_argument("--image-size", type=int, default=None, help="default: 224 on cuda, 64 on cpu")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=30, help="timed training steps per pipeline")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (worker start, cudnn autotune)")
+    p.add_argument("--pairs", type=int, default=VIRI["pairs"], help="generated image pairs (VIRI: 566)")
+    p.add_argument("--unique", type=int, default=20, help="distinct synthetic faces behind the pairs")
+    p.add_argument("--augment", default="paper", help="a preset in conf/augment/ for the framework")
+    p.add_argument("--workers", default="auto", help="framework DataLoader workers (the study-style uses 2)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the framework's backbones")
+    p.add_argument("--epochs", type=int, default=50, help="epochs of the paper protocol to extrapolate")
+    p.add_argument("--data-dir", type=Path, default=None, help="keep the generated images here (default: temp)")
+    p.add_argument("--skip-study", action="store_true", help="framework only (no study-style run)")
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise FERError("--device cuda: no CUDA device is visible; use --device cpu")
+    if args.image_size is None:
+        args.image_size = 224 if args.device == "cuda" else 64
+    for name in ("image_size", "batch_size", "steps", "pairs", "unique", "epochs"):
+        if getattr(args, name) < 1:
+            raise FERError(f"--{name.replace('_', '-')}={getattr(args, name)}: use a positive integer")
+    if args.warmup < 1:
+        raise FERError(f"--warmup={args.warmup}: use at least 1")
+    if not (CONF / "augment" / f"{args.augment}.yaml").is_file():
+        raise FERError(f"--augment {args.augment}: no {CONF / 'augment' / args.augment}.yaml")
+    return args
+
+
+def bench(args: argparse.Namespace, work: Path) -> dict:
+    rows = make_images(work / "bench", args.pairs, args.unique)
+    classes = sorted({r["label"] for r in rows})
+    augment = OmegaConf.to_container(OmegaConf.load(CONF / "augment" / f"{args.augment}.yaml"), resolve=True)
+    augment["offline_copies"] = 0  # online draws: the framework pays for augmentation inside the timed steps
+    dm = ManifestDataModule(
+        modality=args.modality, data_dir=str(work), name="bench", classes=classes, image_size=args.image_size,
+        batch_size=args.batch_size, num_workers=args.workers, augment=instantiate(augment, _convert_="all"),
+        normalization="imagenet", pin_memory=args.device == "cuda",
+    )
+    dm.prepare_data()
+    t = time.perf_counter()
+    dm.setup("fit")
+    cache_s = time.perf_counter() - t
+
+    fw = run_framework(dm, args, classes)
+    loader_img_s = run_loader_only(dm, args)
+    draw_s = offline_draw_seconds(dm, args)
+    seed_img_s = float("nan") if args.skip_study else run_study_style(work / "bench", rows, classes, args)
+
+    per_epoch = VIRI["train"] * VIRI["copies"]
+    setup_s = cache_s * VIRI["pairs"] / args.pairs + draw_s * VIRI["train"]
+    protocol_s = setup_s + args.epochs * (per_epoch / fw["img_s"] + VIRI["val"] / fw["eval_img_s"]) + (
+        VIRI["test"] / fw["eval_img_s"]
+    )
+    study_protocol_s = args.epochs * per_epoch / seed_img_s
+    gpu = torch.cuda.get_device_name() if args.device == "cuda" else None
+    return {
+        "device": args.device,
+        "device_name": gpu or platform.processor() or platform.machine(),
+        "cpu_cores": resolve_cores(),
+        "date": dt.date.today().isoformat(),
+        "torch": torch.__version__,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "modality": args.modality,
+        "unit": "pairs/s" if args.modality == "fusion" else "img/s",
+        "steps": args.steps,
+        "augment": args.augment,
+        "precision": fw["precision"],
+        "channels_last": args.device == "cuda",
+        "compile": args.compile,
+        "framework_workers": dm.num_workers,
+        "study_workers": STUDY_WORKERS,
+        "framework_img_s": round(fw["img_s"], 1),
+        "seed_style_img_s": round(seed_img_s, 1),
+        "ratio": round(fw["img_s"] / seed_img_s, 2),
+        "loader_img_s": round(loader_img_s, 1),
+        "loader_over_model": round(loader_img_s / fw["img_s"], 2),
+        "eval_img_s": round(fw["eval_img_s"], 1),
+        "cache_build_s": round(cache_s, 2),
+        "cache_pairs": args.pairs,
+        "offline_draw_s_per_image": round(draw_s, 4),
+        "protocol": f"VIRI size: {VIRI['train']} train x {VIRI['copies']} offline copies x {args.epochs} epochs "
+                    f"+ val {VIRI['val']}/epoch + test {VIRI['test']}",
+        "protocol_s": round(protocol_s, 1),
+        "protocol_how": "extrapolated",
+        "seed_style_protocol_s": round(study_protocol_s, 1),
+    }
+
+
+def resolve_cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def table(r: dict) -> str:
+    u = r["unit"]
+    lines = [
+        f"# {r['date']}  {r['device']} ({r['device_name']}, {r['cpu_cores']} cores)  torch {r['torch']}  "
+        f"{r['modality']}  {r['image_size']} px  batch {r['batch_size']}  {r['steps']} timed steps",
+        f"| pipeline | {u} |",
+        "|---|---|",
+        f"| framework: uint8 cache + {r['augment']} augmentation online, {r['framework_workers']} workers, "
+        f"{r['precision']}{', channels_last' if r['channels_last'] else ''}"
+        f"{', compile' if r['compile'] else ''} | {r['framework_img_s']:,.1f} |",
+        f"| study-style: 640x480 JPEG + PIL every epoch, fp32, {r['study_workers']} workers | "
+        f"{r['seed_style_img_s']:,.1f} |",
+        f"| ratio | {r['ratio']:.2f}x |",
+        f"| loader alone (no model), framework | {r['loader_img_s']:,.1f} ({r['loader_over_model']:.1f}x the model) |",
+        f"| evaluation (no grad), framework | {r['eval_img_s']:,.1f} |",
+        f"| paper protocol, {r['protocol']} ({r['protocol_how']}) | {r['protocol_s']:,.1f} s "
+        f"(study-style {r['seed_style_protocol_s']:,.1f} s) |",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    from fer_lightning.cli import quiet_libraries
+
+    quiet_libraries()
+    try:
+        args = parse_args(argv)
+        if args.data_dir is not None:
+            args.data_dir.mkdir(parents=True, exist_ok=True)
+            result = bench(args, args.data_dir)
+        else:
+            with tempfile.TemporaryDirectory(prefix="fer-bench-") as tmp:
+                result = bench(args, Path(tmp))
+    except FERError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    print(table(result))
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

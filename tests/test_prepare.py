@@ -1,0 +1,410 @@
+"""``python -m fer_lightning.prepare``: published archives (local server or copied in), folder datasets, pairing,
+rejected files, idempotence, and training on what it prepares. No internet: 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
+
+from fer_lightning.data.archives import ARCHIVES, SOURCE_COMMIT
+from fer_lightning.data.manifest import read_manifest
+from fer_lightning.errors import FERError
+from fer_lightning.prepare import prepare
+from fer_lightning.train import build_datamodule, train
+from tests.archive_fixtures import (
+    build_published_set,
+    build_zip,
+    closed_port_url,
+    file_blob_id,
+    image_bytes,
+    serve_directory,
+    specs_with_blobs,
+)
+from tests.conftest import CONF, REPO, compose_cfg
+
+FAST_TRAIN = ["debug=fast", "dataset.image_size=32", "dataset.batch_size=8", "model.backbone.weights=null"]
+OUTPUTS = ("manifest.csv", "rejected.csv", "contact_sheet.png", "split.json", "prepare.json", ".scan.json")
+
+
+def prepare_cfg(overrides: list[str], data_dir: Path):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="prepare", overrides=[*overrides, f"paths.data_dir={data_dir}"])
+
+
+def rejected(root: Path) -> dict[str, str]:
+    with open(root / "rejected.csv", newline="") as f:
+        return {r["file"]: r["reason"] for r in csv.DictReader(f)}
+
+
+def stamps(root: Path) -> dict[str, int]:
+    return {name: (root / name).stat().st_mtime_ns for name in OUTPUTS}
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> dict[str, tuple[Path, dict[str, str]]]:
+    """Both archive sets, each with a corrupt image in its first archive: dataset -> (folder, blob ids)."""
+    base = tmp_path_factory.mktemp("published")
+    return {d: (base / d, build_published_set(base / d, d, corrupt=True)) for d in ("viri", "nvie")}
+
+
+@pytest.fixture
+def pinned(monkeypatch, published):
+    """The archive table with the blob ids of the fixture archives, so dataset.verify=true applies."""
+    for dataset, (_, blobs) in published.items():
+        monkeypatch.setitem(ARCHIVES, dataset, specs_with_blobs(dataset, blobs))
+
+
+def copy_raw(published, dataset: str, data_dir: Path) -> Path:
+    raw = data_dir / "raw" / dataset
+    shutil.copytree(published[dataset][0], raw)
+    return raw
+
+
+# --------------------------------------------------------------------------------------------------
+# Published archives
+
+
+def test_viri_downloads_verifies_and_prepares_then_reruns_without_change(tmp_path, published, pinned, capsys):
+    data = tmp_path / "data"
+    with serve_directory(published["viri"][0]) as server:
+        cfg = prepare_cfg(["dataset=viri", f"dataset.base_url={server.url}"], data)
+        info = prepare(cfg)
+        fetched = len(server.requests)
+        root = data / "viri"
+        assert sorted(p.name for p in (data / "raw" / "viri").glob("*.zip")) == sorted(
+            s.name for s in ARCHIVES["viri"]
+        )
+        rows = read_manifest(root / "manifest.csv")
+        assert len(rows) == 20 and info["rows"] == 20
+        assert {r["label"] for r in rows} == {"Angry", "Happy", "Neutral", "Sad", "Surprise"}
+        assert all(r["visible"] and r["infrared"] for r in rows)
+        for r in rows:  # pairs by stem: IMG_003_vis.JPG <-> img_003_IR.jpg
+            assert Path(r["visible"]).name.lower()[:7] == Path(r["infrared"]).name.lower()[:7]
+            assert (root / r["visible"]).is_file() and not Path(r["visible"]).is_absolute()
+        assert {r["split"] for r in rows} == {"train", "val", "test"}
+        rej = rejected(root)
+        assert rej["extracted/VIRI-Angry-Vis/Angry/S01/broken.jpg"].startswith("unreadable image")
+        assert rej["VIRI-Angry-Vis.zip/Angry/Thumbs.db"] == "OS metadata file"
+        assert rej["VIRI-Angry-Vis.zip/Angry/readme.txt"] == "not an image (.txt)"
+        assert rej["VIRI-Sad-Vis.zip/Sad/__MACOSX/._x.jpg"] == "macOS metadata folder"
+        assert len(rej) == 31  # 5 junk per visible archive, desktop.ini per infrared one, the corrupt image
+        out = capsys.readouterr().out
+        assert "Surprise" in out and "rejected: 31 files" in out and "unreadable image" in out
+
+        before, manifest = stamps(root), (root / "manifest.csv").read_bytes()
+        start = time.perf_counter()
+        prepare(prepare_cfg(["dataset=viri", f"dataset.base_url={server.url}"], data))
+        assert time.perf_counter() - start < 5
+        assert len(server.requests) == fetched  # nothing fetched again
+    assert stamps(root) == before and (root / "manifest.csv").read_bytes() == manifest
+
+
+def test_nvie_offline_merges_parts_and_falls_back_to_sorted_order(tmp_path, published, pinned, capsys):
+    data = tmp_path / "data"
+    copy_raw(published, "nvie", data)
+    # A closed port: any attempt to reach the network would fail the run.
+    cfg = prepare_cfg(
+        ["dataset=nvie", "dataset.download=false", f"dataset.base_url={closed_port_url()}"], data
+    )
+    prepare(cfg)
+    rows = read_manifest(data / "nvie" / "manifest.csv")
+    by_label = {c: [r for r in rows if r["label"] == c] for c in ("fear", "disgust", "happy")}
+    assert [len(v) for v in by_label.values()] == [4, 4, 4]
+    # the happy class is split over a .7z and a .zip part
+    assert {r["visible"].split("/")[1] for r in by_label["happy"]} == {"NVIE-happy1-Vis", "NVIE-happy2-Vis"}
+    fear = sorted((Path(r["visible"]).name, Path(r["infrared"]).name) for r in by_label["fear"])
+    assert fear == [(f"fear_{i}.JPG", f"T{i}.png") for i in range(1, 5)]
+    out = capsys.readouterr().out
+    assert "warning: class 'fear'" in out and "sorted order" in out
+    assert rejected(data / "nvie")["extracted/NVIE-disgust1-Vis/disgust/broken.jpg"].startswith("unreadable")
+
+
+def test_nvie_strict_pairing_refuses_unmatched_names(tmp_path, published, pinned):
+    data = tmp_path / "data"
+    copy_raw(published, "nvie", data)
+    cfg = prepare_cfg(["dataset=nvie", "dataset.download=false", "dataset.pairing=strict"], data)
+    with pytest.raises(FERError, match=r"class 'fear'.*dataset.pairing=auto"):
+        prepare(cfg)
+
+
+def test_verify_false_accepts_archives_with_other_blob_ids(tmp_path, published):
+    data = tmp_path / "data"
+    copy_raw(published, "viri", data)
+    with pytest.raises(FERError, match="does not match their git blob ids.*dataset.verify=false"):
+        prepare(prepare_cfg(["dataset=viri", "dataset.download=false"], data))
+    with pytest.warns(UserWarning, match="VIRI-Angry-Vis.zip: git blob id .* dataset.verify=false"):
+        prepare(prepare_cfg(["dataset=viri", "dataset.download=false", "dataset.verify=false"], data))
+    assert len(read_manifest(data / "viri" / "manifest.csv")) == 20
+
+
+def test_archive_class_folder_disagreeing_with_its_name_is_reported(tmp_path, published, monkeypatch):
+    data = tmp_path / "data"
+    raw = copy_raw(published, "viri", data)
+    build_zip(
+        raw / "VIRI-Sad-Vis.zip", {f"Happy/IMG_{i:03d}_vis.JPG": image_bytes(900 + i) for i in range(1, 5)}
+    )
+    blobs = {**published["viri"][1], "VIRI-Sad-Vis.zip": file_blob_id(raw / "VIRI-Sad-Vis.zip")}
+    monkeypatch.setitem(ARCHIVES, "viri", specs_with_blobs("viri", blobs))
+    info = prepare(prepare_cfg(["dataset=viri", "dataset.download=false"], data))
+    assert any("VIRI-Sad-Vis.zip: 4 image(s) are in a folder named 'Happy'" in w for w in info["warnings"])
+    rows = read_manifest(data / "viri" / "manifest.csv")
+    assert sum(r["label"] == "Sad" for r in rows) == 4  # labels follow the archive name
+
+
+def test_no_archives_and_no_network_is_one_line_and_exit_2(tmp_path):
+    data = tmp_path / "data"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fer_lightning.prepare",
+            "dataset=viri",
+            "dataset.download=false",
+            f"paths.data_dir={data}",
+            f"paths.log_dir={tmp_path}/logs",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    line = lines[0]
+    raw = data / "raw" / "viri"
+    assert line.startswith(
+        f"error: 10 viri archives missing from {raw}: VIRI-Angry-Vis.zip (https://github.com/"
+    )
+    for spec in ARCHIVES["viri"]:
+        assert (
+            f"{spec.name} (https://github.com/naseemmuhammadtahir/raw-data/raw/{SOURCE_COMMIT}/{spec.name})"
+            in line
+        )
+    assert line.endswith(f"put them in {raw}, or set dataset.download=true to download them")
+
+
+def test_unreachable_server_names_the_reason_and_train_stops_the_same_way(tmp_path):
+    data = tmp_path / "data"
+    args = ["dataset=viri", f"dataset.base_url={closed_port_url()}", "dataset.retries=0"]
+    with pytest.raises(FERError, match=r"missing from .* and could not be downloaded \(.*refused") as exc:
+        prepare(prepare_cfg(args, data))
+    assert "\n" not in str(exc.value) and "VIRI-Surprise-Ir.zip" in str(exc.value)
+    with pytest.raises(FERError, match="could not be downloaded"):
+        train(compose_cfg([*args, *FAST_TRAIN], tmp_path / "run", data))
+
+
+def test_train_prepares_viri_on_first_use_and_trains_every_modality(tmp_path, published, pinned):
+    data = tmp_path / "data"
+    copy_raw(published, "viri", data)
+    metrics, objects = train(
+        compose_cfg(["dataset=viri", "modality=fusion", *FAST_TRAIN], tmp_path / "f", data)
+    )
+    assert objects["datamodule"].classes == ["Angry", "Happy", "Neutral", "Sad", "Surprise"]
+    assert (data / "viri" / "contact_sheet.png").is_file()
+    assert metrics["results"]["dataset"] == "viri" and metrics["results"]["test"]["n"] > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Folder datasets
+
+
+def write_image(path: Path, seed: int, mode: str = "RGB", size: int = 20) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    if mode == "I;16":
+        Image.fromarray(rng.integers(1000, 9000, (size, size), dtype=np.uint16)).save(path)
+    else:
+        pixels = rng.integers(0, 256, (size, size, 4 if mode == "RGBA" else 3), dtype=np.uint8)
+        Image.fromarray(pixels, "RGBA" if mode == "RGBA" else "RGB").convert(mode).save(path)
+    return path
+
+
+def make_folder(
+    root: Path, classes=("Angry", "Happy"), n: int = 7, modalities=("visible", "infrared")
+) -> Path:
+    for ci, c in enumerate(classes):
+        for i in range(n):
+            if "visible" in modalities:
+                write_image(root / "visible" / c / f"s{i}_{c}.JPG", 1000 * ci + i)
+            if "infrared" in modalities:
+                # other class-folder case, other extension, a 16-bit and a grayscale thermal image
+                mode = "I;16" if i == 0 else "L"
+                ext = ".tif" if mode == "I;16" else ".png"
+                write_image(root / "infrared" / c.lower() / f"s{i}_{c}_IR{ext}", 5000 + 1000 * ci + i, mode)
+    return root
+
+
+def folder_cfg(root: Path, data: Path, *extra: str):
+    return prepare_cfg(["dataset=folder", f"dataset.root={root}", *extra], data)
+
+
+def test_folder_dataset_pairs_converts_and_records_rejects(tmp_path):
+    src = make_folder(tmp_path / "my data")
+    write_image(src / "visible" / "Happy" / "extra_only_visible.png", 77, "RGBA")
+    write_image(src / "visible" / "loose.jpg", 78)
+    (src / "visible" / "Angry" / "Thumbs.db").write_bytes(b"x")
+    (src / "infrared" / "angry" / "notes.txt").write_text("x")
+    (src / "infrared" / "happy" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
+    data = tmp_path / "data"
+    info = prepare(folder_cfg(src, data))
+    digest = hashlib.sha1(str(src.resolve()).encode()).hexdigest()[:8]
+    root = data / "folder" / f"my data-{digest}"
+    rows = read_manifest(root / "manifest.csv")
+    assert info["rows"] == len(rows) == 15 and {r["label"] for r in rows} == {"Angry", "Happy"}
+    paired = [r for r in rows if r["visible"] and r["infrared"]]
+    assert len(paired) == 14
+    only = [r for r in rows if not r["infrared"]]
+    assert [Path(r["visible"]).name for r in only] == ["extra_only_visible.png"]
+    for r in rows:  # relative to the manifest, pointing at the user's files (or converted copies)
+        for m in ("visible", "infrared"):
+            if r[m]:
+                assert not Path(r[m]).is_absolute() and (root / r[m]).is_file()
+    sixteen = [r["infrared"] for r in rows if r["infrared"].startswith("converted/")]
+    assert len(sixteen) == 2 and all(s.endswith(".tif.png") for s in sixteen)
+    converted = np.asarray(Image.open(root / sixteen[0]))
+    assert converted.dtype == np.uint8 and converted.shape == (20, 20, 3)
+    assert converted.min() == 0 and converted.max() == 255  # per-image min-max
+    rej = rejected(root)
+    reasons = {Path(f).name: r for f, r in rej.items()}
+    assert reasons["loose.jpg"] == "not in a class folder"
+    assert reasons["Thumbs.db"] == "OS metadata file" and reasons["notes.txt"] == "not an image (.txt)"
+    assert reasons["bad.png"].startswith("unreadable image")
+    assert reasons["extra_only_visible.png"].startswith("unpaired (no infrared image")
+
+    # fusion refuses the unpaired image, naming it under its class; visible-only uses all 15
+    fusion = build_datamodule(
+        compose_cfg(["dataset=folder", f"dataset.root={src}", *FAST_TRAIN], tmp_path, data).dataset
+    )
+    fusion.prepare_data()
+    with pytest.raises(
+        FERError, match=r"class 'Happy': 1 visible without infrared \(extra_only_visible.png\)"
+    ):
+        fusion.setup("fit")
+    visible = build_datamodule(
+        compose_cfg(
+            ["dataset=folder", f"dataset.root={src}", "modality=visible", *FAST_TRAIN], tmp_path, data
+        ).dataset
+    )
+    visible.prepare_data()
+    visible.setup("fit")
+    assert sum(visible.split_size(s) for s in ("train", "val", "test")) == 15
+
+
+def test_folder_rerun_is_idempotent_and_a_fixed_range_reconverts(tmp_path):
+    src = make_folder(tmp_path / "src")
+    data = tmp_path / "data"
+    prepare(folder_cfg(src, data))
+    root = next((data / "folder").iterdir())
+    before = stamps(root)
+    prepare(folder_cfg(src, data))
+    assert stamps(root) == before
+    prepare(folder_cfg(src, data, "dataset.sixteen_bit=fixed", "dataset.sixteen_bit_range=[0,10000]"))
+    converted = [
+        r["infrared"] for r in read_manifest(root / "manifest.csv") if r["infrared"].startswith("converted")
+    ]
+    pixels = np.asarray(Image.open(root / converted[0]))
+    assert 0 < pixels.min() and pixels.max() < 255  # 1000..9000 of 0..10000, not stretched
+
+
+def test_two_folder_datasets_never_share_a_prepared_folder(tmp_path):
+    data = tmp_path / "data"
+    a = make_folder(tmp_path / "a" / "faces", n=7)
+    b = make_folder(tmp_path / "b" / "faces", classes=("Sad", "Happy"), n=7)
+    prepare(folder_cfg(a, data))
+    prepare(folder_cfg(b, data))
+    roots = sorted((data / "folder").iterdir())
+    assert len(roots) == 2 and all(r.name.startswith("faces-") for r in roots)
+
+
+def test_folder_pairing_order_fallback_strict_and_unequal_counts(tmp_path):
+    src = tmp_path / "src"
+    for i in range(7):  # names that share nothing: only the sorted order can pair them
+        write_image(src / "visible" / "Sad" / f"DSC{i:04d}.jpg", i)
+        write_image(src / "infrared" / "Sad" / f"FLIR{i:04d}.jpg", 100 + i)
+        write_image(src / "visible" / "Happy" / f"h{i}.jpg", 200 + i)
+        write_image(src / "infrared" / "Happy" / f"h{i}.jpg", 300 + i)
+    data = tmp_path / "data"
+    info = prepare(folder_cfg(src, data))
+    assert any("class 'Sad'" in w and "sorted order" in w for w in info["warnings"])
+    rows = read_manifest(next((data / "folder").iterdir()) / "manifest.csv")
+    assert ("Sad", "DSC0003.jpg", "FLIR0003.jpg") in {
+        (r["label"], Path(r["visible"]).name, Path(r["infrared"]).name) for r in rows
+    }
+    with pytest.raises(FERError, match="class 'Sad'.*dataset.pairing=auto"):
+        prepare(folder_cfg(src, data, "dataset.pairing=strict"))
+    # one infrared file fewer: no fallback, the visible ones are kept for visible-only runs
+    (src / "infrared" / "Sad" / "FLIR0006.jpg").unlink()
+    prepare(folder_cfg(src, data))
+    rows = read_manifest(next((data / "folder").iterdir()) / "manifest.csv")
+    sad = [r for r in rows if r["label"] == "Sad"]
+    assert len(sad) == 13 and sum(bool(r["visible"] and r["infrared"]) for r in sad) == 0
+
+
+def test_duplicate_images_are_rejected_not_leaked(tmp_path):
+    src = make_folder(tmp_path / "src", modalities=("visible",))
+    shutil.copy(src / "visible" / "Angry" / "s0_Angry.JPG", src / "visible" / "Happy" / "copy.JPG")
+    data = tmp_path / "data"
+    prepare(folder_cfg(src, data))
+    root = next((data / "folder").iterdir())
+    assert len(read_manifest(root / "manifest.csv")) == 14
+    assert rejected(root)[str(src / "visible" / "Happy" / "copy.JPG")].startswith(
+        "duplicate content (same as"
+    )
+
+
+def test_folder_errors_are_one_line(tmp_path):
+    data = tmp_path / "data"
+    with pytest.raises(FERError, match="dataset.root=.*no such folder"):
+        prepare(folder_cfg(tmp_path / "missing", data))
+    (tmp_path / "empty" / "faces").mkdir(parents=True)
+    with pytest.raises(FERError, match="neither a visible/ nor an infrared/ folder"):
+        prepare(folder_cfg(tmp_path / "empty", data))
+    with pytest.raises(FERError, match="dataset.pairing='maybe'"):
+        prepare(folder_cfg(tmp_path / "empty", data, "dataset.pairing=maybe"))
+
+
+def test_one_modality_folder_trains_visible(tmp_path):
+    src = make_folder(tmp_path / "src", modalities=("visible",))
+    metrics, objects = train(
+        compose_cfg(
+            ["dataset=folder", f"dataset.root={src}", "modality=visible", *FAST_TRAIN],
+            tmp_path / "r",
+            tmp_path / "data",
+        )
+    )
+    assert objects["datamodule"].classes == ["Angry", "Happy"]
+    assert metrics["results"]["modality"] == "visible"
+
+
+def test_a_changed_manifest_is_reported_when_a_checkpoint_is_loaded(tmp_path, caplog):
+    src = make_folder(tmp_path / "src")
+    data = tmp_path / "data"
+    metrics, objects = train(
+        compose_cfg(["dataset=folder", f"dataset.root={src}", *FAST_TRAIN], tmp_path / "r", data)
+    )
+    ckpt = tmp_path / "model.ckpt"
+    objects["trainer"].save_checkpoint(ckpt)
+    write_image(src / "visible" / "Angry" / "s9_Angry.JPG", 4242)
+    write_image(src / "infrared" / "angry" / "s9_Angry_IR.png", 4343, "L")
+    cfg = compose_cfg(["dataset=folder", f"dataset.root={src}", *FAST_TRAIN], tmp_path / "r2", data)
+    datamodule = build_datamodule(cfg.dataset)
+    with caplog.at_level(logging.WARNING):
+        datamodule.prepare_data()
+        objects["trainer"].test(objects["model"], datamodule=datamodule, ckpt_path=str(ckpt), verbose=False)
+    text = caplog.text
+    assert "the samples changed (1 added, 0 removed" in text
+    assert "changed since this checkpoint was written" in text
