@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from fer_lightning.data import synthetic
 from fer_lightning.data.datamodules import ManifestDataModule
 from fer_lightning.data.datasets import FERDataset, offline_expand
-from fer_lightning.data.manifest import SplitSpec, atomic_write_text, write_manifest
+from fer_lightning.data.manifest import SplitSpec, atomic_write_text, read_manifest, write_manifest
 from fer_lightning.data.transforms import PairTransform, offline_variants
 from fer_lightning.errors import FERError
 from fer_lightning.resolvers import auto_precision
@@ -59,18 +59,21 @@ def _sync(device: str) -> None:
 def make_images(out: Path, pairs: int, unique: int, seed: int = 0) -> list[dict]:
     """``pairs`` visible+infrared 640x480 JPEGs under ``out`` (a manifest dir), split ~ like VIRI.
 
-    ``unique`` faces are rendered by :mod:`synthetic` and re-used with a shift and flip per copy, so every file
-    differs while generation stays fast.
+    ``unique`` faces are rendered by :mod:`synthetic` and re-used with a shift and flip per copy, so every
+    file differs while generation stays fast.
     """
     per_class = max(1, math.ceil(unique / len(synthetic.CLASSES)))
     src = synthetic.generate(out / "_faces", n_subjects=1, samples_per_class=per_class, image_size=96, seed=seed)
-    faces = {m: [np.asarray(Image.open(out / "_faces" / r[m]).convert("RGB")) for r in src] for m in ("visible", "infrared")}
+    faces = {
+        m: [np.asarray(Image.open(out / "_faces" / r[m]).convert("RGB")) for r in src] for m in ("visible", "infrared")
+    }
     labels = [r["label"] for r in src]
     ratios = np.array([VIRI["train"], VIRI["val"], VIRI["test"]]) / VIRI["pairs"]
     order = np.random.default_rng(seed).permutation(pairs)
     cut = np.round(np.cumsum(ratios) * pairs).astype(int)
     split_of = np.empty(pairs, dtype=object)
-    split_of[order[: cut[0]]], split_of[order[cut[0] : cut[1]]], split_of[order[cut[1] :]] = "train", "val", "test"
+    for name, part in zip(("train", "val", "test"), np.split(order, cut[:2]), strict=True):
+        split_of[part] = name
     rows = []
     for j in range(pairs):
         u = j % len(src)
@@ -152,9 +155,17 @@ def run_framework(dm: ManifestDataModule, args, classes: list[str]) -> dict:
     timer = _Timer(args.warmup, args.device)
     precision = auto_precision() if args.device == "cuda" else "32-true"
     trainer = L.Trainer(
-        accelerator=args.device, devices=1, precision=precision, max_steps=args.warmup + args.steps,
-        limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, benchmark=args.device == "cuda",
+        accelerator=args.device,
+        devices=1,
+        precision=precision,
+        max_steps=args.warmup + args.steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        benchmark=args.device == "cuda",
         callbacks=[timer],
     )
     trainer.fit(model, datamodule=dm)
@@ -217,7 +228,7 @@ def run_study_style(root: Path, rows: list[dict], classes: list[str], args) -> f
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     criterion = torch.nn.CrossEntropyLoss()
     k, n, t0, running_loss, correct = 0, 0, None, 0.0, 0
-    while k < args.warmup + args.steps:
+    while k < args.warmup + args.study_steps:
         for *images, labels in loader:
             batch = {m: x.to(args.device) for m, x in zip(modalities, images, strict=True)}
             labels = labels.to(args.device)
@@ -235,7 +246,7 @@ def run_study_style(root: Path, rows: list[dict], classes: list[str], args) -> f
                 t0 = time.perf_counter()
             elif k > args.warmup:
                 n += len(labels)
-            if k >= args.warmup + args.steps:
+            if k >= args.warmup + args.study_steps:
                 break
     _sync(args.device)
     return n / (time.perf_counter() - t0)
@@ -245,13 +256,20 @@ def offline_draw_seconds(dm: ManifestDataModule, args, n_samples: int = 16) -> f
     """Seconds per training image to draw the 25 offline copies (measured on a few samples)."""
     train = dm._datasets["train"]
     n = min(n_samples, len(train))
-    base = FERDataset({m: a.subset(range(n)) for m, a in train.images.items()}, train.labels[:n], train.indices[:n],
-                      train.transform)
+    images = {m: a.subset(range(n)) for m, a in train.images.items()}
+    base = FERDataset(images, train.labels[:n], train.indices[:n], train.transform)
     plain = PairTransform(dm.modalities, dm.image_size)
     aug = dm.augment
-    variants = [PairTransform(dm.modalities, dm.image_size, geometric=g, photometric=aug.get("photometric") or (),
-                              paired_geometry=aug.get("paired_geometry", True))
-                for g in offline_variants(aug.get("geometric") or ())]
+    variants = [
+        PairTransform(
+            dm.modalities,
+            dm.image_size,
+            geometric=g,
+            photometric=aug.get("photometric") or (),
+            paired_geometry=aug.get("paired_geometry", True),
+        )
+        for g in offline_variants(aug.get("geometric") or ())
+    ]
     t = time.perf_counter()
     offline_expand(base, VIRI["copies"], plain, variants, 0, dm.num_workers)
     return (time.perf_counter() - t) / n
@@ -262,11 +280,13 @@ def offline_draw_seconds(dm: ManifestDataModule, args, n_samples: int = 16) -> f
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m fer_lightning.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    default_device = "cuda" if torch.cuda.is_available() else "cpu"
+    p.add_argument("--device", choices=("cpu", "cuda"), default=default_device)
     p.add_argument("--modality", choices=("visible", "infrared", "fusion"), default="visible")
     p.add_argument("--image-size", type=int, default=None, help="default: 224 on cuda, 64 on cpu")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=30, help="timed training steps per pipeline")
+    p.add_argument("--study-steps", type=int, default=None, help="timed study-style steps (default: --steps)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (worker start, cudnn autotune)")
     p.add_argument("--pairs", type=int, default=VIRI["pairs"], help="generated image pairs (VIRI: 566)")
     p.add_argument("--unique", type=int, default=20, help="distinct synthetic faces behind the pairs")
@@ -274,14 +294,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", default="auto", help="framework DataLoader workers (the study-style uses 2)")
     p.add_argument("--compile", action="store_true", help="torch.compile the framework's backbones")
     p.add_argument("--epochs", type=int, default=50, help="epochs of the paper protocol to extrapolate")
-    p.add_argument("--data-dir", type=Path, default=None, help="keep the generated images here (default: temp)")
+    p.add_argument("--data-dir", type=Path, default=None, help="keep the generated data here (default: temp)")
     p.add_argument("--skip-study", action="store_true", help="framework only (no study-style run)")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise FERError("--device cuda: no CUDA device is visible; use --device cpu")
     if args.image_size is None:
         args.image_size = 224 if args.device == "cuda" else 64
-    for name in ("image_size", "batch_size", "steps", "pairs", "unique", "epochs"):
+    if args.study_steps is None:
+        args.study_steps = args.steps
+    for name in ("image_size", "batch_size", "steps", "study_steps", "pairs", "unique", "epochs"):
         if getattr(args, name) < 1:
             raise FERError(f"--{name.replace('_', '-')}={getattr(args, name)}: use a positive integer")
     if args.warmup < 1:
@@ -292,14 +314,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def bench(args: argparse.Namespace, work: Path) -> dict:
-    rows = make_images(work / "bench", args.pairs, args.unique)
+    manifest = work / "bench" / "manifest.csv"
+    if manifest.is_file() and (work / "bench" / "split.json").is_file() and len(read_manifest(manifest)) == args.pairs:
+        rows = read_manifest(manifest)  # a kept --data-dir: the same files again
+    else:
+        shutil.rmtree(work / "bench", ignore_errors=True)
+        rows = make_images(work / "bench", args.pairs, args.unique)
     classes = sorted({r["label"] for r in rows})
     augment = OmegaConf.to_container(OmegaConf.load(CONF / "augment" / f"{args.augment}.yaml"), resolve=True)
     augment["offline_copies"] = 0  # online draws: the framework pays for augmentation inside the timed steps
     dm = ManifestDataModule(
-        modality=args.modality, data_dir=str(work), name="bench", classes=classes, image_size=args.image_size,
-        batch_size=args.batch_size, num_workers=args.workers, augment=instantiate(augment, _convert_="all"),
-        normalization="imagenet", pin_memory=args.device == "cuda",
+        modality=args.modality,
+        data_dir=str(work),
+        name="bench",
+        classes=classes,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        augment=instantiate(augment, _convert_="all"),
+        normalization="imagenet",
+        pin_memory=args.device == "cuda",
     )
     dm.prepare_data()
     t = time.perf_counter()
@@ -309,14 +343,16 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
     fw = run_framework(dm, args, classes)
     loader_img_s = run_loader_only(dm, args)
     draw_s = offline_draw_seconds(dm, args)
-    seed_img_s = float("nan") if args.skip_study else run_study_style(work / "bench", rows, classes, args)
+    seed_img_s = None if args.skip_study else run_study_style(work / "bench", rows, classes, args)
 
     per_epoch = VIRI["train"] * VIRI["copies"]
     setup_s = cache_s * VIRI["pairs"] / args.pairs + draw_s * VIRI["train"]
-    protocol_s = setup_s + args.epochs * (per_epoch / fw["img_s"] + VIRI["val"] / fw["eval_img_s"]) + (
-        VIRI["test"] / fw["eval_img_s"]
+    protocol_s = (
+        setup_s
+        + args.epochs * (per_epoch / fw["img_s"] + VIRI["val"] / fw["eval_img_s"])
+        + (VIRI["test"] / fw["eval_img_s"])
     )
-    study_protocol_s = args.epochs * per_epoch / seed_img_s
+    study_protocol_s = args.epochs * per_epoch / seed_img_s if seed_img_s else None
     gpu = torch.cuda.get_device_name() if args.device == "cuda" else None
     return {
         "device": args.device,
@@ -336,20 +372,24 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
         "framework_workers": dm.num_workers,
         "study_workers": STUDY_WORKERS,
         "framework_img_s": round(fw["img_s"], 1),
-        "seed_style_img_s": round(seed_img_s, 1),
-        "ratio": round(fw["img_s"] / seed_img_s, 2),
+        "seed_style_img_s": _round(seed_img_s, 1),
+        "ratio": _round(fw["img_s"] / seed_img_s if seed_img_s else None, 2),
         "loader_img_s": round(loader_img_s, 1),
         "loader_over_model": round(loader_img_s / fw["img_s"], 2),
         "eval_img_s": round(fw["eval_img_s"], 1),
         "cache_build_s": round(cache_s, 2),
         "cache_pairs": args.pairs,
         "offline_draw_s_per_image": round(draw_s, 4),
-        "protocol": f"VIRI size: {VIRI['train']} train x {VIRI['copies']} offline copies x {args.epochs} epochs "
-                    f"+ val {VIRI['val']}/epoch + test {VIRI['test']}",
+        "protocol": f"VIRI size: {VIRI['train']} train x {VIRI['copies']} offline copies x {args.epochs} "
+        f"epochs + val {VIRI['val']}/epoch + test {VIRI['test']}",
         "protocol_s": round(protocol_s, 1),
         "protocol_how": "extrapolated",
-        "seed_style_protocol_s": round(study_protocol_s, 1),
+        "seed_style_protocol_s": _round(study_protocol_s, 1),
     }
+
+
+def _round(x: float | None, digits: int) -> float | None:
+    return None if x is None else round(x, digits)
 
 
 def resolve_cores() -> int:
@@ -360,6 +400,7 @@ def resolve_cores() -> int:
 
 def table(r: dict) -> str:
     u = r["unit"]
+    r = {k: ("not run" if v is None else v) for k, v in r.items()}
     lines = [
         f"# {r['date']}  {r['device']} ({r['device_name']}, {r['cpu_cores']} cores)  torch {r['torch']}  "
         f"{r['modality']}  {r['image_size']} px  batch {r['batch_size']}  {r['steps']} timed steps",
@@ -369,14 +410,19 @@ def table(r: dict) -> str:
         f"{r['precision']}{', channels_last' if r['channels_last'] else ''}"
         f"{', compile' if r['compile'] else ''} | {r['framework_img_s']:,.1f} |",
         f"| study-style: 640x480 JPEG + PIL every epoch, fp32, {r['study_workers']} workers | "
-        f"{r['seed_style_img_s']:,.1f} |",
-        f"| ratio | {r['ratio']:.2f}x |",
-        f"| loader alone (no model), framework | {r['loader_img_s']:,.1f} ({r['loader_over_model']:.1f}x the model) |",
+        f"{_num(r['seed_style_img_s'])} |",
+        f"| ratio | {_num(r['ratio'], 2)}x |",
+        f"| loader alone (no model), framework | {r['loader_img_s']:,.1f} "
+        f"({r['loader_over_model']:.1f}x what the model consumes) |",
         f"| evaluation (no grad), framework | {r['eval_img_s']:,.1f} |",
         f"| paper protocol, {r['protocol']} ({r['protocol_how']}) | {r['protocol_s']:,.1f} s "
-        f"(study-style {r['seed_style_protocol_s']:,.1f} s) |",
+        f"(study-style {_num(r['seed_style_protocol_s'])} s) |",
     ]
     return "\n".join(lines)
+
+
+def _num(x, digits: int = 1) -> str:
+    return x if isinstance(x, str) else f"{x:,.{digits}f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,8 @@ from typing import Any
 from weakref import proxy
 
 import lightning as L
+import numpy as np
+import torch
 import yaml
 from hydra.experimental.callback import Callback as HydraCallback
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
@@ -42,6 +44,25 @@ def fsync_path(path: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _portable_rng_states() -> dict[str, Any]:
+    """Lightning's RNG states with numpy's key array as a list, so ``torch.load(weights_only=True)`` reads it."""
+    states = _collect_rng_states(include_cuda=True)
+    if "numpy" in states:
+        kind, keys, pos, has_gauss, gauss = states["numpy"]
+        states["numpy"] = (kind, keys.tolist(), int(pos), int(has_gauss), float(gauss))
+    return states
+
+
+def _native_rng_states(states: dict[str, Any]) -> dict[str, Any]:
+    states = dict(states)
+    if "numpy" in states:
+        kind, keys, pos, has_gauss, gauss = states["numpy"]
+        states["numpy"] = (kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss)
+    if not states.get("torch.cuda") or not torch.cuda.is_available():
+        states.pop("torch.cuda", None)  # saved on a GPU machine, resumed on a CPU one (or none saved)
+    return states
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
@@ -105,7 +126,7 @@ class AtomicModelCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "rng_states": _collect_rng_states(include_cuda=True)}
+        return {**super().state_dict(), "rng_states": _portable_rng_states()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state = dict(state_dict)
@@ -116,10 +137,7 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         # Not in load_state_dict: Lightning restores callbacks before it sets up the loops; training starts
         # here, at the point matching the moment the checkpoint was saved (the sanity check is RNG-isolated).
         if self._resume_rng is not None:
-            states = self._resume_rng
-            if not states.get("torch.cuda"):
-                states = {k: v for k, v in states.items() if k != "torch.cuda"}
-            _set_rng_states(states)
+            _set_rng_states(_native_rng_states(self._resume_rng))
             self._resume_rng = None
 
 

@@ -7,6 +7,8 @@ import logging
 import sys
 import warnings
 
+from hydra.errors import InstantiationException
+
 from fer_lightning.errors import FERError
 
 
@@ -18,10 +20,19 @@ def report_errors(fn):
         try:
             return fn(*args, **kwargs)
         except FERError as exc:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-            sys.exit(2)
+            _exit_with(exc)
+        except InstantiationException as exc:
+            # Hydra wraps errors raised in constructors; ours are still expected errors.
+            if isinstance(exc.__cause__, FERError):
+                _exit_with(exc.__cause__)
+            raise
 
     return wrapper
+
+
+def _exit_with(exc: FERError):
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def quiet_libraries() -> None:

@@ -85,7 +85,9 @@ def load_checkpoint(ckpt_path: str | Path | None) -> RunCheckpoint:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         reason = " ".join(str(exc).split())[:120] or type(exc).__name__
-        raise FERError(f"ckpt_path={path}: not a readable checkpoint ({reason}); train again or pick another file")
+        raise FERError(
+            f"ckpt_path={path}: not a readable checkpoint ({reason}); train again or pick another file"
+        ) from exc
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise FERError(f"ckpt_path={path}: not a Lightning checkpoint (no state_dict); pick a file from checkpoints/")
     for run_dir in (path.parent.parent, path.parent):
@@ -93,12 +95,14 @@ def load_checkpoint(ckpt_path: str | Path | None) -> RunCheckpoint:
         if config_path.is_file():
             break
     else:
-        raise FERError(f"ckpt_path={path}: no run config ({path.parent.parent / RUN_CONFIG}); evaluate a checkpoint "
-                       "that sits in its run dir's checkpoints/ folder")
+        raise FERError(
+            f"ckpt_path={path}: no run config ({path.parent.parent / RUN_CONFIG}); evaluate a checkpoint "
+            "that sits in its run dir's checkpoints/ folder"
+        )
     try:
         config = OmegaConf.load(config_path)
     except (OmegaConfBaseException, OSError, ValueError) as exc:
-        raise FERError(f"{config_path}: unreadable run config ({type(exc).__name__}); restore it from the run")
+        raise FERError(f"{config_path}: unreadable run config ({type(exc).__name__}); restore it from the run") from exc
     return RunCheckpoint(path=path, checkpoint=checkpoint, run_dir=run_dir, config=config)
 
 
@@ -115,8 +119,10 @@ def build_model_from_run(run: RunCheckpoint, classes: list[str] | None = None) -
         model.load_state_dict(run.checkpoint["state_dict"])
     except RuntimeError as exc:
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-        raise FERError(f"ckpt_path={run.path}: weights do not fit the run config's model ({first[:100]}); "
-                       f"was {run.run_dir / RUN_CONFIG} edited?") from exc
+        raise FERError(
+            f"ckpt_path={run.path}: weights do not fit the run config's model ({first[:100]}); "
+            f"was {run.run_dir / RUN_CONFIG} edited?"
+        ) from exc
     return model.eval()
 
 
@@ -138,8 +144,10 @@ def apply_overrides(run_cfg: DictConfig, composed: DictConfig, overrides: list[s
         if ov.is_sweep_override():
             raise FERError(f"{key}: evaluate takes one value per key, not a sweep")
         if key in GLOBAL_GROUPS:
-            raise FERError(f"{key}={ov.value()}: evaluate uses the checkpoint's own {key}; override single keys "
-                           "instead (e.g. dataset.split.fold=1)")
+            raise FERError(
+                f"{key}={ov.value()}: evaluate uses the checkpoint's own {key}; override single keys "
+                "instead (e.g. dataset.split.fold=1)"
+            )
         if ov.is_delete():
             with open_dict(run_cfg):
                 OmegaConf.update(run_cfg, key, None, force_add=True)
@@ -168,8 +176,16 @@ def _write_predictions(path: Path, rows: list[dict], probs: torch.Tensor, labels
     writer.writerow(["sample_id", "visible", "infrared", "label", "prediction", *(f"p_{c}" for c in classes)])
     for p, y, i in zip(probs.tolist(), labels.tolist(), index.tolist(), strict=True):
         r = rows[i]
-        writer.writerow([r["sample_id"], r.get("visible", ""), r.get("infrared", ""), classes[y],
-                         classes[max(range(len(p)), key=p.__getitem__)], *(f"{v:.6f}" for v in p)])
+        writer.writerow(
+            [
+                r["sample_id"],
+                r.get("visible", ""),
+                r.get("infrared", ""),
+                classes[y],
+                classes[max(range(len(p)), key=p.__getitem__)],
+                *(f"{v:.6f}" for v in p),
+            ]
+        )
     atomic_write_text(path, buf.getvalue())
 
 
@@ -199,17 +215,23 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     datamodule.prepare_data()
     datamodule.setup("test")
     if run.classes and datamodule.classes != run.classes:
-        raise FERError(f"{datamodule.manifest_path}: classes {datamodule.classes} differ from the checkpoint's "
-                       f"{run.classes}; evaluate on the dataset the model was trained for")
+        raise FERError(
+            f"{datamodule.manifest_path}: classes {datamodule.classes} differ from the checkpoint's "
+            f"{run.classes}; evaluate on the dataset the model was trained for"
+        )
     state = run.datamodule_state
     manifest_changed = None
     if state is not None:
         saved_sha1 = state.get("manifest_sha1")
         manifest_changed = bool(saved_sha1 and saved_sha1 != datamodule.manifest_sha1)
         if manifest_changed:
-            print(f"warning: {datamodule.manifest_path} changed since {run.path.name} was written (sha1 "
-                  f"{saved_sha1[:12]} -> {datamodule.manifest_sha1[:12]}): splits or samples may differ from "
-                  "the run's", file=sys.stderr, flush=True)
+            print(
+                f"warning: {datamodule.manifest_path} changed since {run.path.name} was written (sha1 "
+                f"{saved_sha1[:12]} -> {datamodule.manifest_sha1[:12]}): splits or samples may differ from "
+                "the run's",
+                file=sys.stderr,
+                flush=True,
+            )
         # Normalise with the statistics the model was trained with, not ones recomputed from today's data.
         datamodule.load_state_dict({k: v for k, v in state.items() if k != "manifest_sha1"})
     model = build_model_from_run(run, datamodule.classes)
@@ -233,7 +255,7 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         "best_val_accuracy": previous.get("best_val_accuracy"),
         "best_checkpoint": str(run.path.resolve()),
         "epochs_trained": int(run.checkpoint.get("epoch", -1)) + 1,
-        "train_seconds": previous.get("train_seconds"),
+        "train_seconds": previous.get("train_seconds", float("nan")),  # NaN: the run left no results.json
         "test": report,
         "split": split,
         "source": "evaluate",
@@ -246,10 +268,15 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         "test_samples": [datamodule.rows[i]["sample_id"] for i in outputs["index"].tolist()],
     }
     path = write_results(output_dir, results)
-    confusion_matrix_figure(report["confusion_matrix"], classes, output_dir / "confusion_matrix.png",
-                            title=f"{datamodule.name} {datamodule.modality} {split} (n={report['n']})")
-    _write_predictions(output_dir / "predictions.csv", datamodule.rows, outputs["probs"], outputs["labels"],
-                       outputs["index"], classes)
+    confusion_matrix_figure(
+        report["confusion_matrix"],
+        classes,
+        output_dir / "confusion_matrix.png",
+        title=f"{datamodule.name} {datamodule.modality} {split} (n={report['n']})",
+    )
+    _write_predictions(
+        output_dir / "predictions.csv", datamodule.rows, outputs["probs"], outputs["labels"], outputs["index"], classes
+    )
     print_summary(results, path)
     return results
 

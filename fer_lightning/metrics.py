@@ -59,7 +59,12 @@ def bootstrap_ci(
 
 
 def classification_report(
-    labels: np.ndarray, preds: np.ndarray, class_names: list[str], *, n_resamples: int = N_BOOTSTRAP, seed: int = 0
+    labels: np.ndarray,
+    preds: np.ndarray,
+    class_names: list[str],
+    *,
+    n_resamples: int = N_BOOTSTRAP,
+    seed: int = 0,
 ) -> dict:
     """The ``test`` object of ``results.json`` (see CONTRACTS.md)."""
     labels = np.asarray(labels, dtype=np.int64)
@@ -67,7 +72,7 @@ def classification_report(
     c = len(class_names)
     cm = confusion_matrix(labels, preds, c)
     precision, recall, f1, support = _per_class(cm)
-    n = int(len(labels))
+    n = len(labels)
     weights = support / support.sum() if n else np.zeros(c)
     ci = bootstrap_ci(labels, preds, c, n_resamples=n_resamples, seed=seed)
     return {

@@ -46,6 +46,25 @@ def confusion_matrix_figure(cm: list[list[int]], classes: list[str], path: Path,
     _save(fig, path)
 
 
+def curves_figure(history: list[dict], path: Path, title: str = "") -> None:
+    """Loss (left) and accuracy (right) per epoch; ``history`` rows hold ``epoch`` and ``train/...``, ``val/...``."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for stage, style in (("train", "-o"), ("val", "-s")):
+            points = [(h["epoch"], h[f"{stage}/{metric}"]) for h in history if h.get(f"{stage}/{metric}") is not None]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, style, label=stage, markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
 def contact_sheet(root: Path, rows: list[dict], path: Path, per_class: int = 6, tile: int = 64) -> None:
     """One row per class: ``per_class`` samples, each shown as visible | infrared side by side."""
     by_class: dict[str, list[dict]] = defaultdict(list)

@@ -43,8 +43,10 @@ class Predictor:
         self.datamodule: ManifestDataModule = build_datamodule(run.config.dataset)  # settings only: no I/O
         state = run.datamodule_state
         if state is None or not state.get("stats"):
-            raise FERError(f"ckpt_path={run.path}: no normalisation statistics in the checkpoint; "
-                           "predict needs a checkpoint written by fer_lightning.train")
+            raise FERError(
+                f"ckpt_path={run.path}: no normalisation statistics in the checkpoint; "
+                "predict needs a checkpoint written by fer_lightning.train"
+            )
         self.datamodule.load_state_dict({k: v for k, v in state.items() if k != "manifest_sha1"})
         self.classes = list(state.get("classes") or run.classes)
         self.modalities = self.datamodule.modalities
@@ -108,8 +110,9 @@ def collect_inputs(input_dir: Path, modalities: tuple[str, ...]) -> tuple[list[d
     folders = {m: input_dir / m for m in modalities}
     missing = [str(p) for p in folders.values() if not p.is_dir()]
     if missing:
-        raise FERError(f"input_dir={input_dir}: a fusion model needs {' and '.join(missing)} (pairs matched by "
-                       "file stem)")
+        raise FERError(
+            f"input_dir={input_dir}: a fusion model needs {' and '.join(missing)} (pairs matched by file stem)"
+        )
     found = {m: _images(p) for m, p in folders.items()}
     keys = sorted(set(found["visible"]) & set(found["infrared"]))
     if not keys:
@@ -127,15 +130,19 @@ def predict(cfg: DictConfig) -> dict | Path:
             raise FERError("pass either input_dir=<dir> or visible=/infrared= images, not both")
         samples, unpaired = collect_inputs(Path(cfg.input_dir).expanduser(), predictor.modalities)
         if unpaired:
-            print(f"warning: {len(unpaired)} image(s) without a partner skipped, e.g. {unpaired[0]}",
-                  file=sys.stderr)
+            print(f"warning: {len(unpaired)} image(s) without a partner skipped, e.g. {unpaired[0]}", file=sys.stderr)
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow([*predictor.modalities, "label", *(f"p_{c}" for c in predictor.classes)])
         for paths in samples:
             out = predictor.as_dict(predictor.predict(paths))
-            writer.writerow([*(str(paths[m]) for m in predictor.modalities), out["label"],
-                             *(f"{p:.6f}" for p in out["probabilities"].values())])
+            writer.writerow(
+                [
+                    *(str(paths[m]) for m in predictor.modalities),
+                    out["label"],
+                    *(f"{p:.6f}" for p in out["probabilities"].values()),
+                ]
+            )
         path = Path(cfg.output or Path(cfg.paths.output_dir) / "predictions.csv")
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, buf.getvalue())

@@ -16,9 +16,16 @@ from fer_lightning.errors import FERError
 
 def make_rows(subjects=20, classes=("A", "B", "C"), per=3):
     return [
-        {"sample_id": f"s{s:02d}_{c}_{k}", "label": c, "visible": f"visible/{c}/s{s:02d}_{c}_{k}.png",
-         "infrared": f"infrared/{c}/s{s:02d}_{c}_{k}.png", "subject": f"s{s:02d}"}
-        for s in range(subjects) for c in classes for k in range(per)
+        {
+            "sample_id": f"s{s:02d}_{c}_{k}",
+            "label": c,
+            "visible": f"visible/{c}/s{s:02d}_{c}_{k}.png",
+            "infrared": f"infrared/{c}/s{s:02d}_{c}_{k}.png",
+            "subject": f"s{s:02d}",
+        }
+        for s in range(subjects)
+        for c in classes
+        for k in range(per)
     ]
 
 
@@ -31,7 +38,11 @@ def test_stratified_split_is_deterministic_and_near_70_15_15():
     assert [r["split"] for r in a] != [r["split"] for r in c]
     per_class = Counter((r["label"], r["split"]) for r in a)
     for label in "ABC":
-        assert per_class[(label, "train")] == 42 and per_class[(label, "val")] == 9 and per_class[(label, "test")] == 9
+        assert (
+            per_class[(label, "train")] == 42
+            and per_class[(label, "val")] == 9
+            and per_class[(label, "test")] == 9
+        )
 
 
 def test_group_regex_gives_subject_disjoint_splits():
@@ -62,7 +73,7 @@ def test_folds_cover_train_val_once_and_keep_test_fixed():
         seen_val.update(r["sample_id"] for r in folded if r["split"] == "val")
     assert set(seen_val) == {r["sample_id"] for r in rows} - test_ids
     assert set(seen_val.values()) == {1}
-    with pytest.raises(FERError, match="fold=5"):
+    with pytest.raises(FERError, match=r"fold=5"):
         apply_fold(rows, 5, 5)
 
 
@@ -71,7 +82,7 @@ def test_leakage_check_refuses_identical_images_in_two_splits():
         {"sample_id": "a", "split": "train", "visible": "v/a.png", "visible_sha1": "x", "infrared": ""},
         {"sample_id": "b", "split": "test", "visible": "v/b.png", "visible_sha1": "x", "infrared": ""},
     ]
-    with pytest.raises(FERError, match="leakage: v/b.png"):
+    with pytest.raises(FERError, match=r"leakage: v/b\.png"):
         check_leakage(rows)
     rows[1]["split"] = "train"
     check_leakage(rows)
@@ -101,7 +112,7 @@ def test_bad_split_settings_are_one_line_errors():
         SplitSpec.from_config({"ratios": [0.5, 0.5, 0.5]})
     with pytest.raises(FERError, match="not a valid regex"):
         SplitSpec.from_config({"group_regex": "("})
-    with pytest.raises(FERError, match="unknown dataset.split"):
+    with pytest.raises(FERError, match=r"unknown dataset\.split"):
         SplitSpec.from_config({"sed": 1})
     with pytest.raises(FERError, match="no capture group"):
         assign_splits(make_rows(2), SplitSpec(group_regex=r"^zz(\d)"))

@@ -31,11 +31,21 @@ def layer_signature(seq: nn.Sequential) -> list[tuple]:
 STUDY_HEADS = {
     "visible": [("Dropout", 0.4), ("Linear", 512, 256), ("Dropout", 0.4), ("Linear", 256, 5)],
     "infrared": [
-        ("Dropout", 0.7), ("Linear", 512, 256), ("ReLU",), ("BatchNorm1d", 256), ("Dropout", 0.8), ("Linear", 256, 5),
+        ("Dropout", 0.7),
+        ("Linear", 512, 256),
+        ("ReLU",),
+        ("BatchNorm1d", 256),
+        ("Dropout", 0.8),
+        ("Linear", 256, 5),
     ],
     # the study also dropped 20 % of the logits; the paper presets add that Dropout(0.2) at the end
     "fusion": [
-        ("Dropout", 0.2), ("Linear", 1024, 256), ("ReLU",), ("BatchNorm1d", 256), ("Dropout", 0.2), ("Linear", 256, 5),
+        ("Dropout", 0.2),
+        ("Linear", 1024, 256),
+        ("ReLU",),
+        ("BatchNorm1d", 256),
+        ("Dropout", 0.2),
+        ("Linear", 256, 5),
     ],
 }
 
@@ -126,7 +136,9 @@ def test_imagenet_offline_says_where_to_put_the_file(monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
+    monkeypatch.setattr(
+        torchvision.models.ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline
+    )
     with pytest.raises(FERError) as err:
         build_backbone("resnet18", weights="imagenet")
     msg = str(err.value)
@@ -139,8 +151,16 @@ def test_backbone_registry_has_resnet18_34_50():
 
 
 def test_study_head_builder_sequence():
-    head = build_head(1024, 3, hidden=256, dropout_in=0.2, activation="relu", batchnorm=True,
-                      dropout_hidden=0.2, dropout_out=0.2)
+    head = build_head(
+        1024,
+        3,
+        hidden=256,
+        dropout_in=0.2,
+        activation="relu",
+        batchnorm=True,
+        dropout_hidden=0.2,
+        dropout_out=0.2,
+    )
     assert layer_signature(head)[-1] == ("Dropout", 0.2)
     assert layer_signature(head)[1] == ("Linear", 1024, 256)
 

@@ -1,5 +1,5 @@
-"""``python -m fer_lightning.prepare``: published archives (local server or copied in), folder datasets, pairing,
-rejected files, idempotence, and training on what it prepares. No internet: 127.0.0.1 only."""
+"""``python -m fer_lightning.prepare``: published archives (local server or copied in), folder datasets,
+pairing, rejected files, idempotence, and training on what it prepares. No internet: 127.0.0.1 only."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
+import zlib
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import numpy as np
+import py7zr
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -24,6 +28,8 @@ from fer_lightning.errors import FERError
 from fer_lightning.prepare import prepare
 from fer_lightning.train import build_datamodule, train
 from tests.archive_fixtures import (
+    CORRUPT_JPEG,
+    build_7z,
     build_published_set,
     build_zip,
     closed_port_url,
@@ -53,11 +59,40 @@ def stamps(root: Path) -> dict[str, int]:
     return {name: (root / name).stat().st_mtime_ns for name in OUTPUTS}
 
 
+def distinct_content(folder: Path) -> dict[str, str]:
+    """Rewrites every image of an archive set with content unique to its archive and name.
+
+    The shared NVIE fixture reuses the same pixels across classes; prepare rightly drops such duplicates
+    (they would leak between splits), which would leave one class here.
+    """
+    blobs = {}
+    for archive in sorted(folder.iterdir()):
+        with TemporaryDirectory() as tmp:
+            if archive.suffix == ".zip":
+                with zipfile.ZipFile(archive) as zf:
+                    members = {n: zf.read(n) for n in zf.namelist()}
+            else:
+                with py7zr.SevenZipFile(archive) as sz:
+                    sz.extractall(tmp)
+                members = {p.relative_to(tmp).as_posix(): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()}
+        for name, data in members.items():
+            suffix = Path(name).suffix.lower()
+            if suffix in (".jpg", ".png") and "__MACOSX" not in name and data != CORRUPT_JPEG:
+                seed = zlib.crc32(f"{archive.name}/{name}".encode())
+                mode = "L" if "-Ir" in archive.name else "RGB"
+                members[name] = image_bytes(seed, "PNG" if suffix == ".png" else "JPEG", mode=mode)
+        (build_7z if archive.suffix == ".7z" else build_zip)(archive, members)
+        blobs[archive.name] = file_blob_id(archive)
+    return blobs
+
+
 @pytest.fixture(scope="module")
 def published(tmp_path_factory) -> dict[str, tuple[Path, dict[str, str]]]:
     """Both archive sets, each with a corrupt image in its first archive: dataset -> (folder, blob ids)."""
     base = tmp_path_factory.mktemp("published")
-    return {d: (base / d, build_published_set(base / d, d, corrupt=True)) for d in ("viri", "nvie")}
+    sets = {d: (base / d, build_published_set(base / d, d, corrupt=True)) for d in ("viri", "nvie")}
+    sets["nvie"] = (base / "nvie", distinct_content(base / "nvie"))
+    return sets
 
 
 @pytest.fixture
@@ -84,9 +119,7 @@ def test_viri_downloads_verifies_and_prepares_then_reruns_without_change(tmp_pat
         info = prepare(cfg)
         fetched = len(server.requests)
         root = data / "viri"
-        assert sorted(p.name for p in (data / "raw" / "viri").glob("*.zip")) == sorted(
-            s.name for s in ARCHIVES["viri"]
-        )
+        assert sorted(p.name for p in (data / "raw" / "viri").glob("*.zip")) == sorted(s.name for s in ARCHIVES["viri"])
         rows = read_manifest(root / "manifest.csv")
         assert len(rows) == 20 and info["rows"] == 20
         assert {r["label"] for r in rows} == {"Angry", "Happy", "Neutral", "Sad", "Surprise"}
@@ -112,14 +145,12 @@ def test_viri_downloads_verifies_and_prepares_then_reruns_without_change(tmp_pat
     assert stamps(root) == before and (root / "manifest.csv").read_bytes() == manifest
 
 
-def test_nvie_offline_merges_parts_and_falls_back_to_sorted_order(tmp_path, published, pinned, capsys):
+def test_nvie_offline_merges_parts_and_falls_back_to_sorted_order(tmp_path, published, pinned, capsys, caplog):
     data = tmp_path / "data"
     copy_raw(published, "nvie", data)
     # A closed port: any attempt to reach the network would fail the run.
-    cfg = prepare_cfg(
-        ["dataset=nvie", "dataset.download=false", f"dataset.base_url={closed_port_url()}"], data
-    )
-    prepare(cfg)
+    cfg = prepare_cfg(["dataset=nvie", "dataset.download=false", f"dataset.base_url={closed_port_url()}"], data)
+    info = prepare(cfg)
     rows = read_manifest(data / "nvie" / "manifest.csv")
     by_label = {c: [r for r in rows if r["label"] == c] for c in ("fear", "disgust", "happy")}
     assert [len(v) for v in by_label.values()] == [4, 4, 4]
@@ -127,9 +158,10 @@ def test_nvie_offline_merges_parts_and_falls_back_to_sorted_order(tmp_path, publ
     assert {r["visible"].split("/")[1] for r in by_label["happy"]} == {"NVIE-happy1-Vis", "NVIE-happy2-Vis"}
     fear = sorted((Path(r["visible"]).name, Path(r["infrared"]).name) for r in by_label["fear"])
     assert fear == [(f"fear_{i}.JPG", f"T{i}.png") for i in range(1, 5)]
-    out = capsys.readouterr().out
-    assert "warning: class 'fear'" in out and "sorted order" in out
-    assert rejected(data / "nvie")["extracted/NVIE-disgust1-Vis/disgust/broken.jpg"].startswith("unreadable")
+    assert "warnings: 1 (logged above" in capsys.readouterr().out
+    assert any(w.startswith("class 'fear'") and "sorted order" in w for w in info["warnings"])
+    assert "class 'fear'" in caplog.text
+    assert rejected(data / "nvie")["extracted/NVIE-disgust1-Vis/disgust/S01/broken.jpg"].startswith("unreadable")
 
 
 def test_nvie_strict_pairing_refuses_unmatched_names(tmp_path, published, pinned):
@@ -143,9 +175,9 @@ def test_nvie_strict_pairing_refuses_unmatched_names(tmp_path, published, pinned
 def test_verify_false_accepts_archives_with_other_blob_ids(tmp_path, published):
     data = tmp_path / "data"
     copy_raw(published, "viri", data)
-    with pytest.raises(FERError, match="does not match their git blob ids.*dataset.verify=false"):
+    with pytest.raises(FERError, match=r"do not match their git blob ids.*dataset.verify=false"):
         prepare(prepare_cfg(["dataset=viri", "dataset.download=false"], data))
-    with pytest.warns(UserWarning, match="VIRI-Angry-Vis.zip: git blob id .* dataset.verify=false"):
+    with pytest.warns(UserWarning, match=r"VIRI-Angry-Vis.zip: git blob id .* dataset.verify=false"):
         prepare(prepare_cfg(["dataset=viri", "dataset.download=false", "dataset.verify=false"], data))
     assert len(read_manifest(data / "viri" / "manifest.csv")) == 20
 
@@ -153,9 +185,7 @@ def test_verify_false_accepts_archives_with_other_blob_ids(tmp_path, published):
 def test_archive_class_folder_disagreeing_with_its_name_is_reported(tmp_path, published, monkeypatch):
     data = tmp_path / "data"
     raw = copy_raw(published, "viri", data)
-    build_zip(
-        raw / "VIRI-Sad-Vis.zip", {f"Happy/IMG_{i:03d}_vis.JPG": image_bytes(900 + i) for i in range(1, 5)}
-    )
+    build_zip(raw / "VIRI-Sad-Vis.zip", {f"Happy/IMG_{i:03d}_vis.JPG": image_bytes(900 + i) for i in range(1, 5)})
     blobs = {**published["viri"][1], "VIRI-Sad-Vis.zip": file_blob_id(raw / "VIRI-Sad-Vis.zip")}
     monkeypatch.setitem(ARCHIVES, "viri", specs_with_blobs("viri", blobs))
     info = prepare(prepare_cfg(["dataset=viri", "dataset.download=false"], data))
@@ -186,14 +216,9 @@ def test_no_archives_and_no_network_is_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     line = lines[0]
     raw = data / "raw" / "viri"
-    assert line.startswith(
-        f"error: 10 viri archives missing from {raw}: VIRI-Angry-Vis.zip (https://github.com/"
-    )
+    assert line.startswith(f"error: 10 viri archives missing from {raw}: VIRI-Angry-Vis.zip (https://github.com/")
     for spec in ARCHIVES["viri"]:
-        assert (
-            f"{spec.name} (https://github.com/naseemmuhammadtahir/raw-data/raw/{SOURCE_COMMIT}/{spec.name})"
-            in line
-        )
+        assert f"{spec.name} (https://github.com/naseemmuhammadtahir/raw-data/raw/{SOURCE_COMMIT}/{spec.name})" in line
     assert line.endswith(f"put them in {raw}, or set dataset.download=true to download them")
 
 
@@ -207,12 +232,11 @@ def test_unreachable_server_names_the_reason_and_train_stops_the_same_way(tmp_pa
         train(compose_cfg([*args, *FAST_TRAIN], tmp_path / "run", data))
 
 
-def test_train_prepares_viri_on_first_use_and_trains_every_modality(tmp_path, published, pinned):
+@pytest.mark.slow  # two ResNet-18 branches: ~10 s on an idle 2-core CPU, 40 s on a busy one
+def test_train_prepares_viri_on_first_use_and_trains_fusion(tmp_path, published, pinned):
     data = tmp_path / "data"
     copy_raw(published, "viri", data)
-    metrics, objects = train(
-        compose_cfg(["dataset=viri", "modality=fusion", *FAST_TRAIN], tmp_path / "f", data)
-    )
+    metrics, objects = train(compose_cfg(["dataset=viri", "modality=fusion", *FAST_TRAIN], tmp_path / "f", data))
     assert objects["datamodule"].classes == ["Angry", "Happy", "Neutral", "Sad", "Surprise"]
     assert (data / "viri" / "contact_sheet.png").is_file()
     assert metrics["results"]["dataset"] == "viri" and metrics["results"]["test"]["n"] > 0
@@ -233,9 +257,7 @@ def write_image(path: Path, seed: int, mode: str = "RGB", size: int = 20) -> Pat
     return path
 
 
-def make_folder(
-    root: Path, classes=("Angry", "Happy"), n: int = 7, modalities=("visible", "infrared")
-) -> Path:
+def make_folder(root: Path, classes=("Angry", "Happy"), n: int = 7, modalities=("visible", "infrared")) -> Path:
     for ci, c in enumerate(classes):
         for i in range(n):
             if "visible" in modalities:
@@ -290,14 +312,10 @@ def test_folder_dataset_pairs_converts_and_records_rejects(tmp_path):
         compose_cfg(["dataset=folder", f"dataset.root={src}", *FAST_TRAIN], tmp_path, data).dataset
     )
     fusion.prepare_data()
-    with pytest.raises(
-        FERError, match=r"class 'Happy': 1 visible without infrared \(extra_only_visible.png\)"
-    ):
+    with pytest.raises(FERError, match=r"class 'Happy': 1 visible without infrared \(extra_only_visible.png\)"):
         fusion.setup("fit")
     visible = build_datamodule(
-        compose_cfg(
-            ["dataset=folder", f"dataset.root={src}", "modality=visible", *FAST_TRAIN], tmp_path, data
-        ).dataset
+        compose_cfg(["dataset=folder", f"dataset.root={src}", "modality=visible", *FAST_TRAIN], tmp_path, data).dataset
     )
     visible.prepare_data()
     visible.setup("fit")
@@ -313,11 +331,9 @@ def test_folder_rerun_is_idempotent_and_a_fixed_range_reconverts(tmp_path):
     prepare(folder_cfg(src, data))
     assert stamps(root) == before
     prepare(folder_cfg(src, data, "dataset.sixteen_bit=fixed", "dataset.sixteen_bit_range=[0,10000]"))
-    converted = [
-        r["infrared"] for r in read_manifest(root / "manifest.csv") if r["infrared"].startswith("converted")
-    ]
+    converted = [r["infrared"] for r in read_manifest(root / "manifest.csv") if r["infrared"].startswith("converted")]
     pixels = np.asarray(Image.open(root / converted[0]))
-    assert 0 < pixels.min() and pixels.max() < 255  # 1000..9000 of 0..10000, not stretched
+    assert pixels.min() > 0 and pixels.max() < 255  # 1000..9000 of 0..10000, not stretched
 
 
 def test_two_folder_datasets_never_share_a_prepared_folder(tmp_path):
@@ -344,7 +360,7 @@ def test_folder_pairing_order_fallback_strict_and_unequal_counts(tmp_path):
     assert ("Sad", "DSC0003.jpg", "FLIR0003.jpg") in {
         (r["label"], Path(r["visible"]).name, Path(r["infrared"]).name) for r in rows
     }
-    with pytest.raises(FERError, match="class 'Sad'.*dataset.pairing=auto"):
+    with pytest.raises(FERError, match=r"class 'Sad'.*dataset.pairing=auto"):
         prepare(folder_cfg(src, data, "dataset.pairing=strict"))
     # one infrared file fewer: no fallback, the visible ones are kept for visible-only runs
     (src / "infrared" / "Sad" / "FLIR0006.jpg").unlink()
@@ -355,25 +371,29 @@ def test_folder_pairing_order_fallback_strict_and_unequal_counts(tmp_path):
 
 
 def test_duplicate_images_are_rejected_not_leaked(tmp_path):
-    src = make_folder(tmp_path / "src", modalities=("visible",))
-    shutil.copy(src / "visible" / "Angry" / "s0_Angry.JPG", src / "visible" / "Happy" / "copy.JPG")
+    src = make_folder(tmp_path / "src")
+    shutil.copy(src / "visible" / "Angry" / "s1_Angry.JPG", src / "visible" / "Happy" / "copy.JPG")
+    write_image(src / "infrared" / "happy" / "copy_IR.png", 999, "L")
     data = tmp_path / "data"
-    prepare(folder_cfg(src, data))
+    info = prepare(folder_cfg(src, data))
     root = next((data / "folder").iterdir())
-    assert len(read_manifest(root / "manifest.csv")) == 14
-    assert rejected(root)[str(src / "visible" / "Happy" / "copy.JPG")].startswith(
-        "duplicate content (same as"
+    assert len(read_manifest(root / "manifest.csv")) == 14  # split without a leakage error
+    rej = rejected(root)
+    assert rej[str(src / "visible" / "Happy" / "copy.JPG")] == (
+        f"duplicate content (same as {src / 'visible' / 'Angry' / 's1_Angry.JPG'}, class Angry)"
     )
+    assert rej[str(src / "infrared" / "happy" / "copy_IR.png")].startswith("partner of a duplicate image")
+    assert any("1 image(s) have the same content as an image of another class" in w for w in info["warnings"])
 
 
 def test_folder_errors_are_one_line(tmp_path):
     data = tmp_path / "data"
-    with pytest.raises(FERError, match="dataset.root=.*no such folder"):
+    with pytest.raises(FERError, match=r"dataset.root=.*no such folder"):
         prepare(folder_cfg(tmp_path / "missing", data))
     (tmp_path / "empty" / "faces").mkdir(parents=True)
     with pytest.raises(FERError, match="neither a visible/ nor an infrared/ folder"):
         prepare(folder_cfg(tmp_path / "empty", data))
-    with pytest.raises(FERError, match="dataset.pairing='maybe'"):
+    with pytest.raises(FERError, match=r"dataset\.pairing='maybe'"):
         prepare(folder_cfg(tmp_path / "empty", data, "dataset.pairing=maybe"))
 
 
@@ -391,16 +411,14 @@ def test_one_modality_folder_trains_visible(tmp_path):
 
 
 def test_a_changed_manifest_is_reported_when_a_checkpoint_is_loaded(tmp_path, caplog):
-    src = make_folder(tmp_path / "src")
+    src = make_folder(tmp_path / "src", modalities=("visible",))
     data = tmp_path / "data"
-    metrics, objects = train(
-        compose_cfg(["dataset=folder", f"dataset.root={src}", *FAST_TRAIN], tmp_path / "r", data)
-    )
+    overrides = ["dataset=folder", f"dataset.root={src}", "modality=visible", *FAST_TRAIN]
+    _, objects = train(compose_cfg(overrides, tmp_path / "r", data))
     ckpt = tmp_path / "model.ckpt"
     objects["trainer"].save_checkpoint(ckpt)
     write_image(src / "visible" / "Angry" / "s9_Angry.JPG", 4242)
-    write_image(src / "infrared" / "angry" / "s9_Angry_IR.png", 4343, "L")
-    cfg = compose_cfg(["dataset=folder", f"dataset.root={src}", *FAST_TRAIN], tmp_path / "r2", data)
+    cfg = compose_cfg(overrides, tmp_path / "r2", data)
     datamodule = build_datamodule(cfg.dataset)
     with caplog.at_level(logging.WARNING):
         datamodule.prepare_data()
@@ -408,3 +426,27 @@ def test_a_changed_manifest_is_reported_when_a_checkpoint_is_loaded(tmp_path, ca
     text = caplog.text
     assert "the samples changed (1 added, 0 removed" in text
     assert "changed since this checkpoint was written" in text
+
+
+def test_split_settings_apply_to_prepared_datasets(tmp_path):
+    src = make_folder(tmp_path / "src", n=9)  # files s<i>_<Class>: i is the subject
+    data = tmp_path / "data"
+    prepare(folder_cfg(src, data, "dataset.split.holdout_regex='^s[01]_'", "dataset.split.group_regex='^(s\\d+)_'"))
+    rows = read_manifest(next((data / "folder").iterdir()) / "manifest.csv")
+    test = {Path(r["visible"]).name.split("_")[0] for r in rows if r["split"] == "test"}
+    assert test == {"s0", "s1"}
+    subjects = {}
+    for r in rows:  # subject-disjoint: every subject in one split only
+        subjects.setdefault(Path(r["visible"]).name.split("_")[0], set()).add(r["split"])
+    assert all(len(s) == 1 for s in subjects.values())
+    cfg = compose_cfg(
+        ["dataset=folder", f"dataset.root={src}", "dataset.split.folds=3", "dataset.split.fold=1", *FAST_TRAIN],
+        tmp_path,
+        data,
+    )
+    datamodule = build_datamodule(cfg.dataset)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    rows = read_manifest(datamodule.manifest_path)
+    assert {r["fold"] for r in rows if r["split"] != "test"} == {"0", "1", "2"}
+    assert datamodule.split_size("val") == sum(r["fold"] == "1" for r in rows)

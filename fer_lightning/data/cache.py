@@ -2,10 +2,11 @@
 file under the prepared dataset, then memory-mapped by every run, epoch and worker.
 
 The file name carries a key over everything that changes the bytes: the manifest's image columns (paths and
-their ``<modality>_sha1`` content hashes, in order), the stored size, the modality, the source files' sizes and
-mtimes and the decoder version. A changed manifest or size selects a new file and the old one is removed; a
-manifest edit that only moves samples between splits keeps the cache, since rows are looked up by position. A JSON sidecar written after the array holds its shape and CRC32s of every row; loading
-checks the file size and a sample of rows, so a truncated or corrupted file is rebuilt rather than trained on.
+their ``<modality>_sha1`` content hashes, in order), the stored size, the modality, the source files' sizes
+and mtimes and the decoder version. A changed manifest or size selects a new file and the old one is removed;
+a manifest edit that only moves samples between splits keeps the cache, since rows are looked up by position.
+A JSON sidecar written after the array holds its shape and CRC32s of every row; loading checks the file size
+and a sample of rows, so a truncated or corrupted file is rebuilt rather than trained on.
 Deleting ``<dataset>/cache/`` at any time is safe.
 """
 
@@ -50,7 +51,7 @@ def decode_resized(path: Path, size: int) -> np.ndarray:
 class CachedImages:
     """A read-only (N, S, S, 3) uint8 view of selected rows of a cache file, opened lazily in each process.
 
-    Pickles as its path (not its pixels), so DataLoader workers, whatever the start method, map the same pages.
+    Pickles as its path (not its pixels): DataLoader workers, whatever the start method, map the same pages.
     """
 
     def __init__(self, path: Path, rows: np.ndarray, shape: tuple[int, ...]):
@@ -87,7 +88,7 @@ class CachedImages:
 
 
 def _fingerprint(manifest_dir: Path, paths: list[str]) -> str:
-    """Sizes and mtimes of the source files: a replaced image invalidates the cache even if the manifest is the same."""
+    """Sizes and mtimes of the source files: a replaced image invalidates the cache, same manifest or not."""
     h = hashlib.sha1()
     for p in paths:
         st = (manifest_dir / p).stat()
@@ -100,7 +101,9 @@ def _row_crc(a: np.ndarray) -> int:
 
 
 def _check_rows(n: int) -> np.ndarray:
-    return np.unique(np.linspace(0, n - 1, min(n, CHECK_ROWS)).round().astype(np.int64)) if n else np.empty(0, int)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    return np.unique(np.linspace(0, n - 1, min(n, CHECK_ROWS)).round().astype(np.int64))
 
 
 def _valid(npy: Path, meta_path: Path, key: str, paths: list[str], full: bool = False) -> dict | None:
@@ -138,14 +141,19 @@ def _build(npy: Path, meta_path: Path, key: str, manifest_dir: Path, paths: list
         crcs[i] = _row_crc(arr[i])
 
     # PIL releases the GIL while decoding and resizing, so threads use every core without pickling pixels.
-    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 16)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
-        with ThreadPoolExecutor(max(1, workers)) as pool:
+        with ThreadPoolExecutor(max(1, min(cores, 16))) as pool:
             list(pool.map(work, range(len(paths))))
         arr.flush()
-        del arr
-        meta = {"key": key, "version": CACHE_VERSION, "shape": [len(paths), size, size, 3],
-                "file_size": tmp.stat().st_size, "paths": paths, "crc32": crcs}
+        meta = {
+            "key": key,
+            "version": CACHE_VERSION,
+            "shape": [len(paths), size, size, 3],
+            "file_size": tmp.stat().st_size,
+            "paths": paths,
+            "crc32": crcs,
+        }
         os.replace(tmp, npy)
     finally:
         tmp.unlink(missing_ok=True)
@@ -157,7 +165,7 @@ def _build(npy: Path, meta_path: Path, key: str, manifest_dir: Path, paths: list
 
 
 def cache_images(manifest_dir: Path, rows: list[dict], modality: str, size: int) -> CachedImages:
-    """All images of ``modality`` in ``rows`` at ``size`` x ``size``, from the cache (built if missing or stale).
+    """All images of ``modality`` in ``rows`` at ``size`` x ``size``, from the cache (built when missing/stale).
 
     Row ``i`` of the result is ``rows[i]`` (rows without a ``modality`` image must be left out by the caller).
     """
@@ -186,9 +194,8 @@ def verify(manifest_dir: Path) -> dict[str, bool]:
     out = {}
     for meta_path in sorted((Path(manifest_dir) / CACHE_DIR).glob("*.json")):
         meta = json.loads(meta_path.read_text())
-        out[meta_path.with_suffix(".npy").name] = (
-            _valid(meta_path.with_suffix(".npy"), meta_path, meta.get("key"), meta.get("paths"), full=True) is not None
-        )
+        npy = meta_path.with_suffix(".npy")
+        out[npy.name] = _valid(npy, meta_path, meta.get("key"), meta.get("paths"), full=True) is not None
     return out
 
 

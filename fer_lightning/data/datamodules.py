@@ -33,7 +33,7 @@ NORMALIZATIONS = ("imagenet", "dataset", "none")
 
 
 def resolve_workers(value: int | str | None) -> int:
-    """``auto``: none on a small CPU-only box (workers would steal the model's cores), most cores on a GPU one."""
+    """``auto``: none on a small CPU-only box (workers would steal the model's cores), most cores with a GPU."""
     if value is None or value == "auto":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         if torch.cuda.is_available():
@@ -177,12 +177,11 @@ class ManifestDataModule(L.LightningDataModule):
         cached = {}
         for m in self.modalities:
             have = [i for i, r in enumerate(rows) if r[m]]
-            cached[m] = (cache_images(self.root, [rows[i] for i in have], m, size), {i: p for p, i in enumerate(have)})
+            position = {i: p for p, i in enumerate(have)}
+            cached[m] = (cache_images(self.root, [rows[i] for i in have], m, size), position)
         self._datasets = {}
         for s, split_rows in by_split.items():
-            images = {
-                m: c.subset([pos[index[r["sample_id"]]] for r in split_rows]) for m, (c, pos) in cached.items()
-            }
+            images = {m: c.subset([pos[index[r["sample_id"]]] for r in split_rows]) for m, (c, pos) in cached.items()}
             self._datasets[s] = FERDataset(
                 images,
                 np.array([label_of[r["label"]] for r in split_rows], dtype=np.int64),
@@ -262,7 +261,7 @@ class ManifestDataModule(L.LightningDataModule):
         return out
 
     def _affine(self, modality: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        # (x/255 - mean)/std as one fused multiply-add; kept per device so no host->device copy happens per batch.
+        # (x/255 - mean)/std as one fused multiply-add, kept per device: no host->device copy per batch.
         key = (modality, str(device), tuple(map(tuple, self.stats[modality])))
         if key not in self._norm:
             mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in self.stats[modality])

@@ -44,7 +44,8 @@ class _OfflineDraws(Dataset):
     """Item ``j`` is copy ``j % copies`` of sample ``j // copies``: copy 0 unchanged, copy k the variant
     ``(k - 1) % len(variants)`` with a seed fixed by (seed, sample, copy)."""
 
-    def __init__(self, base: FERDataset, copies: int, plain: PairTransform, variants: list[PairTransform], seed: int):
+    def __init__(self, base: FERDataset, copies: int, plain: PairTransform, variants: list[PairTransform],
+                 seed: int):
         self.base, self.copies, self.plain, self.variants, self.seed = base, copies, plain, variants, seed
 
     def __len__(self) -> int:
@@ -60,7 +61,12 @@ class _OfflineDraws(Dataset):
 
 
 def offline_expand(
-    base: FERDataset, copies: int, plain: PairTransform, variants: list[PairTransform], seed: int, num_workers: int = 0
+    base: FERDataset,
+    copies: int,
+    plain: PairTransform,
+    variants: list[PairTransform],
+    seed: int,
+    num_workers: int = 0,
 ) -> FERDataset:
     """The study's offline augmentation: every image of ``base`` kept plus ``copies - 1`` copies drawn once.
 

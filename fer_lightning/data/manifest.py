@@ -24,7 +24,17 @@ import numpy as np
 
 from fer_lightning.errors import FERError
 
-COLUMNS = ("sample_id", "label", "visible", "infrared", "subject", "split", "fold", "visible_sha1", "infrared_sha1")
+COLUMNS = (
+    "sample_id",
+    "label",
+    "visible",
+    "infrared",
+    "subject",
+    "split",
+    "fold",
+    "visible_sha1",
+    "infrared_sha1",
+)
 REQUIRED = COLUMNS[:6]
 SPLITS = ("train", "val", "test")
 
@@ -46,13 +56,17 @@ class SplitSpec:
         cfg.pop("fold", None)  # which fold to use is a run setting, not part of the persisted split
         unknown = set(cfg) - {"seed", "ratios", "group_regex", "holdout_regex", "folds"}
         if unknown:
-            raise FERError(f"unknown dataset.split key(s) {sorted(unknown)}: use seed, ratios, group_regex, "
-                           "holdout_regex, folds, fold")
+            raise FERError(
+                f"unknown dataset.split key(s) {sorted(unknown)}: use seed, ratios, group_regex, "
+                "holdout_regex, folds, fold"
+            )
         if "ratios" in cfg:
             cfg["ratios"] = tuple(float(r) for r in cfg["ratios"])
         spec = cls(**cfg)
         if len(spec.ratios) != 3 or min(spec.ratios) < 0 or abs(sum(spec.ratios) - 1) > 1e-6:
-            raise FERError(f"dataset.split.ratios={list(spec.ratios)}: need three non-negative numbers summing to 1")
+            raise FERError(
+                f"dataset.split.ratios={list(spec.ratios)}: need three non-negative numbers summing to 1"
+            )
         if spec.folds is not None and spec.folds < 2:
             raise FERError(f"dataset.split.folds={spec.folds}: need at least 2 folds, or null")
         for key in ("group_regex", "holdout_regex"):
@@ -108,7 +122,9 @@ def read_manifest(path: Path, allow_unsplit: bool = False) -> list[dict]:
         if row["split"] not in SPLITS and not (allow_unsplit and row["split"] == ""):
             raise FERError(f"{path}:{i}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
         if not row["visible"] and not row["infrared"]:
-            raise FERError(f"{path}:{i}: sample {row['sample_id']!r} has neither a visible nor an infrared image")
+            raise FERError(
+                f"{path}:{i}: sample {row['sample_id']!r} has neither a visible nor an infrared image"
+            )
     return rows
 
 
@@ -131,7 +147,10 @@ def _group_of(row: dict, regex: re.Pattern | None) -> str:
 
 
 def _assign_groups(
-    groups: dict[str, list[int]], labels: Sequence[str], names: Sequence[str], ratios: Sequence[float],
+    groups: dict[str, list[int]],
+    labels: Sequence[str],
+    names: Sequence[str],
+    ratios: Sequence[float],
     rng: np.random.Generator,
 ) -> dict[str, str]:
     """Stratified assignment of whole groups to splits.
@@ -209,7 +228,9 @@ def apply_fold(rows: list[dict], folds: int | None, fold: int | None) -> list[di
     if not folds:
         return rows
     if fold is None or not 0 <= int(fold) < folds:
-        raise FERError(f"dataset.split.fold={fold}: must be in 0..{folds - 1} for dataset.split.folds={folds}")
+        raise FERError(
+            f"dataset.split.fold={fold}: must be in 0..{folds - 1} for dataset.split.folds={folds}"
+        )
     out = []
     for r in rows:
         if r["split"] != "test":

@@ -111,9 +111,7 @@ class PrepareResult:
 def published_sources(name: str, extracted: list[tuple], extract_root: Path) -> Sources:
     """Sources from :func:`archives.extract_all`; labels come from the archive names."""
     rejected = [
-        (f"{result.archive.name}/{entry}", reason)
-        for _, result in extracted
-        for entry, reason in result.skipped
+        (f"{result.archive.name}/{entry}", reason) for _, result in extracted for entry, reason in result.skipped
     ]
     return Sources(
         images=collect_images(extracted),
@@ -150,15 +148,11 @@ def folder_sources(root: Path) -> Sources:
     layout = "DIR/visible/<Class>/* and/or DIR/infrared/<Class>/*"
     if not root.is_dir():
         raise FERError(f"dataset.root={root}: no such folder; point it at a folder laid out as {layout}")
-    modality_dirs = {
-        child.name.lower(): child
-        for child in sorted(root.iterdir())
-        if child.is_dir() and child.name.lower() in MODALITIES
-    }
+    found = {c.name.lower(): c for c in root.iterdir() if c.is_dir() and c.name.lower() in MODALITIES}
+    # visible first: its class-folder spelling names the class when the two differ in case
+    modality_dirs = {m: found[m] for m in MODALITIES if m in found}
     if not modality_dirs:
-        raise FERError(
-            f"dataset.root={root}: has neither a visible/ nor an infrared/ folder; lay it out as {layout}"
-        )
+        raise FERError(f"dataset.root={root}: has neither a visible/ nor an infrared/ folder; lay it out as {layout}")
     images: dict[str, dict[str, list[Path]]] = {m: {} for m in MODALITIES}
     spelling: dict[str, str] = {}  # class folders match across modalities whatever their case
     rejected = []
@@ -330,18 +324,25 @@ def build(root: Path, sources: Sources, options: ImageOptions) -> PrepareResult:
     for sides in pairing.unpaired.values():
         for m, other in (("visible", "infrared"), ("infrared", "visible")):
             for p in sides.get(m, []):
-                rejected.append(
-                    (_shown(p, root), f"unpaired (no {other} image; used by {m}-only runs, not fusion)")
-                )
+                rejected.append((_shown(p, root), f"unpaired (no {other} image; used by {m}-only runs, not fusion)"))
 
     rows: list[dict] = []
     first_of: dict[str, tuple[str, str]] = {}  # content sha1 -> (file, label) of the first image with it
+    conflicts: list[str] = []  # the same image under two labels
     for label, vis, ir in pairing.pairs:
         pair = [(m, p) for m, p in (("visible", vis), ("infrared", ir)) if p is not None]
         dup = next((first_of[scanned[p]["sha1"]] for _, p in pair if scanned[p]["sha1"] in first_of), None)
         if dup is not None:
             for _, p in pair:
-                rejected.append((_shown(p, root), f"duplicate content (same as {dup[0]}, class {dup[1]})"))
+                first = first_of.get(scanned[p]["sha1"])
+                reason = (
+                    f"duplicate content (same as {first[0]}, class {first[1]})"
+                    if first
+                    else "partner of a duplicate image (fusion needs both)"
+                )
+                rejected.append((_shown(p, root), reason))
+            if dup[1] != label:
+                conflicts.append(f"{_shown(pair[0][1], root)} ({label}) = {dup[0]} ({dup[1]})")
             continue
         for _, p in pair:
             first_of[scanned[p]["sha1"]] = (_shown(p, root), label)
@@ -364,6 +365,11 @@ def build(root: Path, sources: Sources, options: ImageOptions) -> PrepareResult:
             row[m], row[f"{m}_sha1"] = _relative(target, root), digest
         rows.append(row)
     cache.save()
+    if conflicts:
+        warnings.append(
+            f"{len(conflicts)} image(s) have the same content as an image of another class, e.g. {conflicts[0]}; "
+            "the later copies are dropped (see rejected.csv)"
+        )
 
     manifest = root / "manifest.csv"
     try:
@@ -377,7 +383,7 @@ def build(root: Path, sources: Sources, options: ImageOptions) -> PrepareResult:
             removed = len(set(_sample_key(old)) - set(_sample_key(rows)))
             log.warning(
                 "%s: the samples changed (%d added, %d removed or changed): the splits are drawn again, "
-                "so runs trained before this one used a different test set",
+                "so runs trained before this one may have used a different test set",
                 manifest,
                 added,
                 removed,
@@ -408,9 +414,7 @@ def prepare_published(
     retries: int = 3,
 ) -> PrepareResult:
     """Archives in ``raw_dir`` (fetched when missing and ``download``) -> the prepared dataset in ``root``."""
-    archives = ensure_archives(
-        name, raw_dir, download=download, verify=verify, base_url=base_url, retries=retries
-    )
+    archives = ensure_archives(name, raw_dir, download=download, verify=verify, base_url=base_url, retries=retries)
     extracted = extract_all(archives, root / EXTRACTED)
     return build(root, published_sources(name, extracted, root / EXTRACTED), options)
 
@@ -489,7 +493,8 @@ def print_summary(root: Path, name: str, classes: list[str] | None = None, conso
     info = summary(root, classes)
     counts = info["counts"]
     modalities = [m for m in (*MODALITIES, "pairs") if any(k[1] == m for k in counts)]
-    table = Table(title=f"{name}: {info['rows']} samples in {root}")
+    console.print(f"{name}: prepared in {root}", soft_wrap=True, markup=False)
+    table = Table(title=f"{name}: {info['rows']} samples")
     table.add_column("class")
     table.add_column("modality")
     for s in (*SPLITS, "total"):
@@ -497,24 +502,21 @@ def print_summary(root: Path, name: str, classes: list[str] | None = None, conso
     for c in info["classes"]:
         for i, m in enumerate(modalities):
             n = [counts[c, m, s] for s in SPLITS]
-            table.add_row(
-                c if i == 0 else "", m, *map(str, n), str(sum(n)), end_section=i == len(modalities) - 1
-            )
+            table.add_row(c if i == 0 else "", m, *map(str, n), str(sum(n)), end_section=i == len(modalities) - 1)
     for m in modalities:
         n = [sum(v for k, v in counts.items() if k[1] == m and k[2] == s) for s in SPLITS]
         table.add_row("all" if m == modalities[0] else "", m, *map(str, n), str(sum(n)))
     console.print(table)
     if info["rejected"]:
-        rej = Table(
-            title=f"rejected: {sum(info['rejected'].values())} files", caption=f"see {root / REJECTED}"
-        )
+        rej = Table(title=f"rejected: {sum(info['rejected'].values())} files")
         rej.add_column("reason")
         rej.add_column("files", justify="right")
         for reason, n in sorted(info["rejected"].items(), key=lambda kv: (-kv[1], kv[0])):
             rej.add_row(reason, str(n))
         console.print(rej)
+        console.print(f"each file and its reason: {root / REJECTED}", soft_wrap=True, markup=False)
     else:
         console.print("rejected: none")
-    for w in info["warnings"]:
-        console.print(f"warning: {w}", markup=False)
+    if info["warnings"]:  # each was logged when the dataset was checked
+        console.print(f"warnings: {len(info['warnings'])} (logged above, kept in {root / STATE})", soft_wrap=True)
     return info

@@ -68,9 +68,9 @@ class Knobs:
     vis_bad_light_frac: float = 0.18  # low light, glare or a hard shadow on the visible image only
     occlusion_frac: float = 0.08  # hand/card/mask/sunglasses, seen by both cameras (card with parallax)
     ir_artifact_frac: float = 0.15  # hot object, defocus, stripe noise or calibration drift
-    ir_resolution: float = 0.5  # effective thermal sensor resolution as a fraction of image_size
-    ir_blur: float = 1.0  # gaussian sigma in output pixels
-    ir_noise: float = 0.15  # sensor noise std in degrees C (face contrast is about 5 C)
+    ir_resolution: float = 0.4  # effective thermal sensor resolution as a fraction of image_size
+    ir_blur: float = 1.3  # gaussian sigma in output pixels
+    ir_noise: float = 0.25  # sensor noise std in degrees C (face contrast is about 5 C)
     ir_cue_strength: float = 1.0  # multiplier on expression-linked thermal patterns
     ir_misalign: float = 1.0  # multiplier on the visible/infrared camera offset
     disjoint_failures: bool = True
@@ -177,7 +177,7 @@ class Subject:
         return cls(
             face_w=u(0.92, 1.06), aspect=u(1.22, 1.42), jaw=u(0.0, 1.0),
             eye_y=u(-0.14, -0.04), eye_dx=u(0.36, 0.44), eye_w=u(0.15, 0.19),
-            brow_gap=u(0.17, 0.23), brow_th=u(0.045, 0.075), brow_arch=u(0.0, 0.04),
+            brow_gap=u(0.17, 0.23), brow_th=u(0.055, 0.08), brow_arch=u(0.0, 0.04),
             nose_len=u(0.30, 0.40), nose_w=u(0.10, 0.14), mouth_y=u(0.58, 0.68), mouth_w=u(0.28, 0.36),
             lip=u(0.045, 0.07), hairline=u(0.48, 0.66), hair_style=style, hair_volume=u(1.0, 1.15),
             hair_part=u(-1.0, 1.0),
@@ -203,13 +203,13 @@ _NEUTRAL_EXPR = dict(brow_in=0.0, brow_out=0.0, brow_arch=0.0, eye_open=1.0, low
                      cheek=0.0, furrow=0.0, forehead=0.0, chin=0.0)
 _EXPRESSIONS: dict[str, dict[str, float]] = {
     "Neutral": {},
-    "Happy": dict(brow_in=-0.02, brow_out=-0.02, eye_open=0.72, lower_lid=0.5, mouth_curve=-0.13,
-                  mouth_open=0.07, mouth_w=1.22, lip_scale=0.85, teeth=1.0, cheek=1.0),
-    "Sad": dict(brow_in=-0.11, brow_out=0.05, eye_open=0.75, gaze_y=0.03, mouth_curve=0.11, mouth_w=0.92,
+    "Happy": dict(brow_in=-0.02, brow_out=-0.02, eye_open=0.72, lower_lid=0.5, mouth_curve=-0.15,
+                  mouth_open=0.08, mouth_w=1.22, lip_scale=0.85, teeth=1.0, cheek=1.0),
+    "Sad": dict(brow_in=-0.13, brow_out=0.05, eye_open=0.75, gaze_y=0.03, mouth_curve=0.13, mouth_w=0.92,
                 lip_scale=1.1, chin=1.0),
-    "Angry": dict(brow_in=0.11, brow_out=-0.03, eye_open=0.55, mouth_curve=0.03, mouth_w=0.82,
+    "Angry": dict(brow_in=0.13, brow_out=-0.03, eye_open=0.55, mouth_curve=0.03, mouth_w=0.82,
                   lip_scale=0.5, furrow=1.0),
-    "Surprise": dict(brow_in=-0.15, brow_out=-0.13, brow_arch=0.05, eye_open=1.55, mouth_open=0.27,
+    "Surprise": dict(brow_in=-0.15, brow_out=-0.13, brow_arch=0.05, eye_open=1.55, mouth_open=0.3,
                      mouth_w=0.62, lip_scale=0.9, forehead=1.0),
 }
 
@@ -254,9 +254,10 @@ class Pose:
         k = self.scale * size
         return np.array([[c * k, -s * k], [s * k, c * k]]), np.array([self.cx * size, self.cy * size])
 
-    def to_pixels(self, pts: np.ndarray, size: float) -> list[tuple[float, float]]:
+    def to_pixels(self, pts: np.ndarray, size: float) -> list[float]:
+        """Flat ``[x0, y0, x1, y1, ...]`` as Pillow's drawing calls take it."""
         a, t = self.matrix(size)
-        return [tuple(p) for p in (np.asarray(pts) @ a.T + t).tolist()]
+        return (np.asarray(pts) @ a.T + t).ravel().tolist()
 
     def face_grid(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """Face coordinates of every pixel centre of a ``size`` x ``size`` canvas."""
@@ -372,7 +373,7 @@ def build_geometry(subject: Subject, expression: str, intensity: float) -> Geome
             bot = ey + lower * (1 - tc**2) ** 0.9
             c[:, 1] = np.clip(c[:, 1], top, bot)
             add(Layer(part, c))
-        add(Layer("lash", _curve(x, y_up), 0.03))
+        add(Layer("lash", _curve(x, y_up), 0.035))
     anchors: dict[str, list[tuple[float, float]]] = {
         "inner_canthus": [(side * (ex - ew * 0.85), ey) for side in (-1, 1)],
         "periorbital": [(side * ex, ey) for side in (-1, 1)],
@@ -410,7 +411,7 @@ def build_geometry(subject: Subject, expression: str, intensity: float) -> Geome
     lip_u = sj.lip * e["lip_scale"] * 0.8 * np.sqrt(bell) * (1 - 0.35 * np.exp(-((t / 0.18) ** 2)))
     lip_l = sj.lip * e["lip_scale"] * 1.1 * np.sqrt(bell)
     add(Layer("lips", np.concatenate([_curve(x, in_top - lip_u), _curve(x, in_bot + lip_l)[::-1]])))
-    add(Layer("lip_line", _curve(x, yc), 0.018))
+    add(Layer("lip_line", _curve(x, yc), 0.025))
     if e["mouth_open"] > 0.012:
         add(Layer("mouth_inner", np.concatenate([_curve(x, in_top), _curve(x, in_bot)[::-1]])))
         if e["teeth"] > 0.5:
@@ -465,7 +466,7 @@ def sample_scene(rng: np.random.Generator, subject: Subject, knobs: Knobs) -> Sc
     pj = knobs.pose_jitter
     lo, hi = knobs.intensity
     pose = Pose(angle=math.radians(float(np.clip(rng.normal(0, 6), -15, 15)) * pj),
-                scale=0.3 * (1 + rng.uniform(-0.08, 0.08) * pj) / subject.face_w ** 0.5,
+                scale=0.33 * (1 + rng.uniform(-0.08, 0.08) * pj) / subject.face_w ** 0.5,
                 cx=0.5 + rng.uniform(-0.05, 0.05) * pj, cy=0.5 + rng.uniform(-0.04, 0.04) * pj)
     m = knobs.ir_misalign
     ir_pose = Pose(angle=pose.angle + math.radians(rng.normal(0, 1.0)) * m,
@@ -565,32 +566,31 @@ def render_visible(rng: np.random.Generator, subject: Subject, geom: Geometry, s
     size = image_size * ss
     sj = subject
 
-    # Background: two-colour gradient, blurred clutter (out of focus behind the subject).
-    c0, c1 = rng.uniform(30, 220, 3), rng.uniform(30, 220, 3)
+    # Background at output resolution (it is out of focus anyway): gradient plus blurred clutter.
+    n = image_size
+    gx, gy = np.mgrid[0:n, 0:n] / n - 0.5
     d = rng.uniform(0, 2 * np.pi)
-    ramp = np.linspace(0, 1, size)
-    g = np.clip(0.5 + 0.5 * (np.cos(d) * ramp[None, :] + np.sin(d) * ramp[:, None] - 0.5 * (np.cos(d) + np.sin(d))),
-                0, 1)
-    bg = (c0 + g[..., None] * (c1 - c0)).astype(np.uint8)
-    img = Image.fromarray(bg)
-    draw = ImageDraw.Draw(img, "RGBA")
+    g = np.clip(0.5 + np.cos(d) * gx + np.sin(d) * gy, 0, 1)[..., None]
+    c0, c1 = rng.uniform(30, 220, 3), rng.uniform(30, 220, 3)
+    bg = Image.fromarray((c0 + g * (c1 - c0)).astype(np.uint8))
+    draw = ImageDraw.Draw(bg, "RGBA")
     for _ in range(rng.poisson(6 * knobs.clutter)):
-        col = (*_rgb(rng.uniform(0, 255, 3)), int(rng.uniform(90, 230)))
-        x0, y0 = rng.uniform(-0.2, 1.0, 2) * size
-        w, h = rng.uniform(0.08, 0.6, 2) * size
+        col = (*_rgb(rng.uniform(0, 255, 3)), int(rng.uniform(80, 200)))
+        x0, y0 = rng.uniform(-0.2, 1.0, 2) * n
+        w, h = rng.uniform(0.08, 0.6, 2) * n
         shape = rng.integers(3)
         if shape == 0:
             draw.rectangle([x0, y0, x0 + w, y0 + h], fill=col)
         elif shape == 1:
             draw.ellipse([x0, y0, x0 + w, y0 + h], fill=col)
         else:
-            draw.line([(x0, y0), (x0 + w, y0 + h)], fill=col, width=int(rng.uniform(0.01, 0.04) * size) + 1)
-    if knobs.clutter > 0:
-        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2.5) * ss))
-        draw = ImageDraw.Draw(img, "RGBA")
+            draw.line([(x0, y0), (x0 + w, y0 + h)], fill=col, width=int(rng.uniform(0.01, 0.04) * n) + 1)
+    bg = bg.filter(ImageFilter.GaussianBlur(rng.uniform(0.8, 2.0) * n / 80))
+    img = bg.resize((size, size), Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(img, "RGBA")
 
     skin = sj.skin
-    brow = _mix(sj.hair, (20, 15, 10), 0.5)
+    brow = _mix(sj.hair, (20, 15, 10), 0.6)
     paint: dict[str, Any] = {
         "hair_back": _shade(sj.hair, 0.8), "clothes": _shade(sj.clothes, 1.0), "neck": _shade(skin, 0.82),
         "ear": _shade(skin, 0.9), "face": _shade(skin, 1.0), "cheek": (*_mix(skin, (230, 90, 90), 0.5), 70),
@@ -606,17 +606,18 @@ def render_visible(rng: np.random.Generator, subject: Subject, geom: Geometry, s
         colour = {"hand": _shade(skin, 0.95), "sunglasses": (15, 15, 20, 255)}.get(
             scene.occluder_kind or "", (*_rgb(rng.uniform(20, 235, 3)), 255))
         _paint(draw, scene.occluder, scene.pose, size, {"occluder": colour})
+    out = np.asarray(img.resize((n, n), Image.Resampling.LANCZOS), dtype=np.float64)
 
-    # Lighting: rounded-face shading, directional light across the face, illumination gradient.
-    u, v = scene.pose.face_grid(size)
+    # Lighting is smooth, so it is applied after downsampling: rounded-face shading, a directional light
+    # across the face, an illumination gradient over the frame and a white balance error.
+    u, v = scene.pose.face_grid(n)
     r = np.sqrt((u / geom.half_w) ** 2 + (v / geom.half_h) ** 2)
     head = np.clip((1.1 - r) / 0.15, 0, 1)
     lx, ly = rng.normal(0, 0.5), rng.normal(-0.3, 0.3)
     light = 1 + head * (-0.3 * np.clip(r, 0, 1) ** 4 + 0.12 * (lx * u + ly * v))
     d = rng.uniform(0, 2 * np.pi)
-    gx, gy = np.mgrid[0:size, 0:size] / size - 0.5
     light = light * (1 + rng.uniform(0, 0.5) * (np.cos(d) * gx + np.sin(d) * gy))
-    light = light[..., None] * rng.uniform(0.9, 1.1, 3)  # white balance
+    light = light[..., None] * rng.uniform(0.9, 1.1, 3)
     gain = rng.uniform(0.8, 1.15)
     noise = knobs.vis_noise
     if scene.bad_light == "dark":
@@ -624,33 +625,39 @@ def render_visible(rng: np.random.Generator, subject: Subject, geom: Geometry, s
         noise = noise + rng.uniform(0.02, 0.04)
     elif scene.bad_light == "glare":
         gain = rng.uniform(2.0, 3.2)
-        cx, cy = rng.uniform(0.3, 0.7, 2)
-        light = light + 1.5 * np.exp(-((gx + 0.5 - cy) ** 2 + (gy + 0.5 - cx) ** 2) / 0.05)[..., None]
+        fx, fy = rng.uniform(-0.2, 0.2, 2)
+        light = light + 1.5 * np.exp(-((gx - fx) ** 2 + (gy - fy) ** 2) / 0.05)[..., None]
     elif scene.bad_light == "shadow":
         d = rng.uniform(0, 2 * np.pi)
         side = np.cos(d) * gx + np.sin(d) * gy - rng.uniform(-0.1, 0.1)
         light = light * (1 - 0.85 * np.clip(side * 20 + 0.5, 0, 1))[..., None]
-    lit = np.clip(np.asarray(img, dtype=np.float64) * light * gain, 0, 255).astype(np.uint8)
-    out = np.asarray(Image.fromarray(lit).resize((image_size, image_size), Image.Resampling.LANCZOS), np.float64)
-    out = out + rng.normal(0, noise * 255, out.shape)
+    out = np.clip(out * light * gain, 0, 255) + rng.normal(0, noise * 255, out.shape)
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 def _gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable blur of a square array as two matrix products, edges reflected."""
+    n = x.shape[0]
     if sigma <= 0.05:
         return x
-    radius = max(1, int(math.ceil(3 * sigma)))
-    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    k /= k.sum()
-    pad = np.pad(x, radius, mode="reflect" if radius < x.shape[0] else "edge")
-    pad = np.apply_along_axis(np.convolve, 0, pad, k, "valid")
-    return np.apply_along_axis(np.convolve, 1, pad, k, "valid")
+    i = np.arange(n)
+    offsets = np.arange(-int(math.ceil(3 * sigma)), int(math.ceil(3 * sigma)) + 1)
+    w = np.exp(-0.5 * (offsets / sigma) ** 2)
+    w /= w.sum()
+    cols = i[:, None] + offsets[None, :]
+    cols = np.abs(cols)
+    cols = np.where(cols > n - 1, 2 * (n - 1) - cols, cols)
+    k = np.zeros((n, n))
+    np.add.at(k, (np.repeat(i, len(offsets)), np.clip(cols, 0, n - 1).ravel()), np.tile(w, n))
+    return k @ x @ k.T
 
 
 def render_thermal(rng: np.random.Generator, subject: Subject, geom: Geometry, scene: Scene, image_size: int,
                    knobs: Knobs, palette: str) -> np.ndarray:
     lut = _palette(palette)
-    size = image_size * 2  # blurred anyway; 2x is enough for smooth region edges
+    # Drawn at twice the sensor's resolution, which the sensor then averages down.
+    n_eff = max(8, int(round(image_size * knobs.ir_resolution)))
+    size = 2 * n_eff
     sj, amb, base, pose = subject, scene.ambient, subject.skin_temp, scene.ir_pose
 
     # Background: room temperature with a gradient and a few warm/cold objects.
@@ -676,8 +683,8 @@ def render_thermal(rng: np.random.Generator, subject: Subject, geom: Geometry, s
     paint: dict[str, Any] = {
         "hair_back": hair, "clothes": amb + 5.0, "neck": base - 0.4, "ear": base - 2.0, "face": base,
         "brow": base - 0.9, "eye_white": eye, "iris": eye, "pupil": eye, "nostril": base - 0.3,
-        "beard": amb + (base - amb) * 0.7, "lips": base + 0.5, "lip_line": base + 0.8, "mouth_inner": base + 2.5,
-        "teeth": base + 1.0, "fringe": amb + (base - amb) * 0.6, "glasses_lens": amb + 2.5,
+        "beard": amb + (base - amb) * 0.7, "lips": base + 0.3, "lip_line": base + 0.5, "mouth_inner": base + 1.6,
+        "teeth": base + 0.6, "fringe": amb + (base - amb) * 0.6, "glasses_lens": amb + 2.5,
         "glasses_frame": amb + 4.0,
     }
     _paint(draw, geom.layers, pose, size, {k: float(v) for k, v in paint.items()})
@@ -706,7 +713,6 @@ def render_thermal(rng: np.random.Generator, subject: Subject, geom: Geometry, s
     t_field = np.asarray(temp, dtype=np.float64) + heat * (np.asarray(mask, dtype=np.float64) / 255.0)
 
     # Sensor: low resolution, noise, optics blur.
-    n_eff = max(8, int(round(image_size * knobs.ir_resolution)))
     low = Image.fromarray(t_field.astype(np.float32), "F").resize((n_eff, n_eff), Image.Resampling.BOX)
     low_a = np.asarray(low, dtype=np.float64)
     noise, blur = knobs.ir_noise, knobs.ir_blur

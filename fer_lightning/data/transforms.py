@@ -18,7 +18,7 @@ def offline_variants(geometric: Sequence[A.BasicTransform]) -> list[list[A.Basic
     """The geometric pipelines the offline copies cycle through.
 
     A preset that is a single ``OneOf`` (the study's five transforms) yields one pipeline per member, so
-    copies 1..25 are exactly five draws of each transform as the study made them; anything else is one pipeline.
+    copies 1..25 are exactly five draws of each transform, as the study made them; else one pipeline.
     """
     if len(geometric) == 1 and isinstance(geometric[0], A.OneOf):
         return [[t] for t in geometric[0].transforms]

@@ -1,0 +1,104 @@
+"""``python -m fer_lightning.explain ckpt_path=<ckpt> visible=<img> infrared=<img>``: Grad-CAM per branch.
+
+Each modality branch gets its own heat map from its backbone's last residual stage
+(``model.backbones[<modality>].trunk.layer4``), computed by the ``grad-cam`` package for the predicted (or the
+``target``) class with the other branch's input held fixed, resized to the input image and overlaid on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+from fer_lightning.cli import quiet_libraries, report_errors
+from fer_lightning.data.cache import decode_resized
+from fer_lightning.data.images import load_rgb
+from fer_lightning.errors import FERError
+from fer_lightning.evaluate import load_checkpoint
+from fer_lightning.predict import MODALITIES, Predictor
+
+
+class _Branch(nn.Module):
+    """The model as a function of one modality's image, the other inputs fixed (GradCAM calls model(x))."""
+
+    def __init__(self, model: nn.Module, modality: str, batch: dict[str, torch.Tensor]):
+        super().__init__()
+        self.model = model
+        self.modality = modality
+        self.batch = batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model({**self.batch, self.modality: x})
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    Image.fromarray(array).save(tmp)
+    os.replace(tmp, path)
+
+
+def explain(cfg: DictConfig) -> dict:
+    """Writes one ``<image stem>_<modality>_gradcam.png`` per branch; returns the prediction and the files."""
+    predictor = Predictor(load_checkpoint(cfg.get("ckpt_path")), device=cfg.get("device") or "cpu")
+    paths = predictor.check_inputs({m: cfg.get(m) for m in MODALITIES})
+    probs = predictor.predict(paths)
+    target = cfg.get("target")
+    if target is None:
+        target_idx = int(probs.argmax())
+    elif str(target) in predictor.classes:
+        target_idx = predictor.classes.index(str(target))
+    else:
+        raise FERError(f"target={target}: not a class of this checkpoint; use one of {', '.join(predictor.classes)}")
+    alpha = float(cfg.get("alpha", 0.5))
+    if not 0 <= alpha <= 1:
+        raise FERError(f"alpha={alpha}: use a value in [0, 1]")
+
+    images = {m: decode_resized(paths[m], predictor.stored) for m in predictor.modalities}
+    sample = predictor.transform(images, seed=0)
+    batch = predictor.datamodule.normalize({m: t.unsqueeze(0).to(predictor.device) for m, t in sample.items()})
+    out_dir = Path(cfg.get("output_dir") or cfg.paths.output_dir)
+    written = {}
+    for m in predictor.modalities:
+        branch = _Branch(predictor.model, m, batch)
+        with GradCAM(model=branch, target_layers=[predictor.model.backbones[m].trunk.layer4]) as cam:
+            heat = cam(input_tensor=batch[m], targets=[ClassifierOutputTarget(target_idx)])[0]
+        original = load_rgb(paths[m])
+        h, w = original.shape[:2]
+        heat = cv2.resize(heat.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+        overlay = show_cam_on_image(
+            original.astype(np.float32) / 255, np.clip(heat, 0, 1), use_rgb=True, image_weight=1 - alpha
+        )
+        path = out_dir / f"{paths[m].stem}_{m}_gradcam.png"
+        _save_png(overlay, path)
+        written[m] = str(path)
+    result = {
+        **predictor.as_dict(probs),
+        "explained_class": predictor.classes[target_idx],
+        "heatmaps": written,
+    }
+    print(json.dumps(result, indent=2))
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="explain")
+@report_errors
+def main(cfg: DictConfig) -> None:
+    quiet_libraries()
+    explain(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""``python -m fer_lightning.bench`` with tiny settings: it runs both pipelines and ends with one JSON line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fer_lightning import bench
+
+REQUIRED = (
+    "device",
+    "image_size",
+    "batch_size",
+    "modality",
+    "framework_img_s",
+    "seed_style_img_s",
+    "ratio",
+    "loader_img_s",
+    "protocol_s",
+    "protocol_how",
+    "seed_style_protocol_s",
+)
+TINY = [
+    "--device",
+    "cpu",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "4",
+    "--steps",
+    "2",
+    "--warmup",
+    "1",
+    "--pairs",
+    "24",
+    "--unique",
+    "5",
+    "--epochs",
+    "1",
+]
+
+
+@pytest.mark.parametrize("modality", ["visible", pytest.param("fusion", marks=pytest.mark.slow)])
+def test_bench_prints_table_then_json(tmp_path, capsys, modality):
+    assert bench.main([*TINY, "--modality", modality, "--data-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert all(k in result for k in REQUIRED)
+    assert result["device"] == "cpu" and result["modality"] == modality and result["image_size"] == 32
+    assert result["unit"] == ("pairs/s" if modality == "fusion" else "img/s")
+    for key in ("framework_img_s", "seed_style_img_s", "loader_img_s", "protocol_s"):
+        assert result[key] > 0
+    # (rates are rounded to 0.1 before printing, and tiny runs are slow)
+    assert result["ratio"] == pytest.approx(result["framework_img_s"] / result["seed_style_img_s"], rel=0.15)
+    assert result["protocol_how"] == "extrapolated"
+    assert any(line.startswith("| ratio |") for line in lines)
+    # The study-style files really are 640x480 JPEGs beside the framework's cache.
+    from PIL import Image
+
+    jpg = next((tmp_path / "bench" / "images").rglob("*.jpg"))
+    assert Image.open(jpg).size == (640, 480)
+    assert any((tmp_path / "bench" / "cache").glob("*.npy"))
+
+
+def test_bench_rejects_bad_arguments(capsys):
+    assert bench.main(["--device", "cpu", "--steps", "0"]) == 2
+    assert "--steps" in capsys.readouterr().err

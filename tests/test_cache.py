@@ -1,0 +1,141 @@
+"""The decode-once cache: exact round trip, reuse, invalidation, corruption detection, datamodule use."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer_lightning.data import cache
+from fer_lightning.data.cache import cache_images, decode_resized, stored_size, verify
+from fer_lightning.data.datamodules import SyntheticDataModule, resolve_workers
+from fer_lightning.errors import FERError
+
+
+def _images(root, n=5, size=(48, 40)):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        rel = f"visible/img{i}.{'jpg' if i % 2 else 'png'}"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(root / rel)
+        rows.append({"sample_id": f"s{i}", "visible": rel, "visible_sha1": f"h{i}"})
+    return rows
+
+
+def _npys(root):
+    return sorted((root / cache.CACHE_DIR).glob("*.npy"))
+
+
+def test_cache_round_trips_exactly_and_is_reused(tmp_path, monkeypatch):
+    rows = _images(tmp_path)
+    imgs = cache_images(tmp_path, rows, "visible", 36)
+    assert imgs.shape == (5, 36, 36, 3)
+    for i, r in enumerate(rows):
+        assert np.array_equal(imgs[i], decode_resized(tmp_path / r["visible"], 36))
+    assert np.asarray(imgs).dtype == np.uint8
+    # A second call maps the same file without decoding anything.
+    monkeypatch.setattr(cache, "decode_resized", lambda *a: pytest.fail("decoded again"))
+    again = cache_images(tmp_path, rows, "visible", 36)
+    assert again.path == imgs.path and np.array_equal(np.asarray(again), np.asarray(imgs))
+    # Workers receive the path, not the pixels.
+    assert len(pickle.dumps(imgs)) < 2000
+    assert np.array_equal(pickle.loads(pickle.dumps(imgs.subset([3, 1])))[0], imgs[3])
+
+
+def test_manifest_or_size_change_rebuilds_and_removes_stale(tmp_path):
+    rows = _images(tmp_path)
+    first = cache_images(tmp_path, rows, "visible", 36)
+    rows[2] = {**rows[2], "visible": rows[0]["visible"], "visible_sha1": rows[0]["visible_sha1"]}
+    second = cache_images(tmp_path, rows, "visible", 36)
+    assert second.path != first.path and not first.path.exists()
+    assert np.array_equal(second[2], second[0])
+    bigger = cache_images(tmp_path, rows, "visible", 40)
+    assert bigger.shape[1:] == (40, 40, 3)
+    assert len(_npys(tmp_path)) == 2  # one per size
+
+
+def test_replaced_source_file_rebuilds(tmp_path):
+    rows = _images(tmp_path)
+    first = cache_images(tmp_path, rows, "visible", 36)
+    Image.new("RGB", (48, 40), (255, 0, 0)).save(tmp_path / rows[0]["visible"])
+    second = cache_images(tmp_path, rows, "visible", 36)
+    assert second.path != first.path and (second[0] == [255, 0, 0]).all()
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "sidecar", "delete"])
+def test_corrupted_cache_is_detected_and_rebuilt(tmp_path, damage):
+    rows = _images(tmp_path)
+    good = np.asarray(cache_images(tmp_path, rows, "visible", 36)).copy()
+    (npy,) = _npys(tmp_path)
+    if damage == "flip":
+        data = bytearray(npy.read_bytes())
+        data[-10] ^= 0xFF  # last row, always among the rows checked at load
+        npy.write_bytes(bytes(data))
+        assert verify(tmp_path) == {npy.name: False}
+    elif damage == "truncate":
+        npy.write_bytes(npy.read_bytes()[:-100])
+    elif damage == "sidecar":
+        npy.with_suffix(".json").write_text("{not json")
+    else:
+        import shutil
+
+        shutil.rmtree(tmp_path / cache.CACHE_DIR)
+    rebuilt = cache_images(tmp_path, rows, "visible", 36)
+    assert np.array_equal(np.asarray(rebuilt), good)
+    assert verify(tmp_path) == {npy.name: True}
+
+
+def test_sidecar_records_shape_and_checksums(tmp_path):
+    rows = _images(tmp_path, n=3)
+    imgs = cache_images(tmp_path, rows, "visible", 20)
+    meta = json.loads(imgs.path.with_suffix(".json").read_text())
+    assert meta["shape"] == [3, 20, 20, 3] and len(meta["crc32"]) == 3
+    assert meta["file_size"] == imgs.path.stat().st_size
+
+
+def test_stored_size_is_a_little_larger():
+    assert stored_size(64) == 72 and stored_size(224) == 252 and stored_size(64, 1.0) == 64
+
+
+def test_datamodule_serves_from_cache(tmp_path):
+    dm = SyntheticDataModule(
+        data_dir=str(tmp_path),
+        modality="fusion",
+        image_size=32,
+        batch_size=8,
+        num_workers=0,
+        generator={"n_subjects": 6, "samples_per_class": 2, "image_size": 40},
+        split={"group_regex": r"^(s\d+)_"},
+        normalization="dataset",
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    assert {p.name.split("-")[0] for p in _npys(dm.root)} == {"visible", "infrared"}
+    train = dm._datasets["train"]
+    assert train.images["visible"].shape[1:] == (36, 36, 3)
+    row = dm.rows[int(train.indices[0])]
+    assert np.array_equal(train.images["infrared"][0], decode_resized(dm.root / row["infrared"], 36))
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["visible"].shape == (8, 3, 32, 32) and batch["visible"].dtype.is_floating_point is False
+    x = dm.normalize(batch)["visible"]
+    mean, std = (np.array(v) for v in dm.stats["visible"])
+    expected = (batch["visible"].float().numpy() / 255 - mean[:, None, None]) / std[:, None, None]
+    assert np.allclose(x.numpy(), expected, atol=1e-5)
+
+
+def test_num_workers_auto(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(cache.os, "sched_getaffinity", lambda _: set(range(2)), raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_workers("auto") == 0
+    monkeypatch.setattr(cache.os, "sched_getaffinity", lambda _: set(range(16)), raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_workers("auto") == 12
+    assert resolve_workers(3) == 3
+    with pytest.raises(FERError, match=r"dataset\.num_workers"):
+        resolve_workers("many")

@@ -1,0 +1,60 @@
+"""RunFigures: curves.png at fit end; confusion matrix, per-class table and misclassified samples to wandb."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+
+from fer_lightning.callbacks import RunFigures
+from fer_lightning.train import train
+from tests.conftest import TINY, compose_cfg
+
+
+def test_history_survives_a_checkpoint_round_trip(tmp_path):
+    cb = RunFigures(str(tmp_path))
+    cb.history = {0: {"epoch": 0, "train/loss": 1.5}, 1: {"epoch": 1, "train/loss": 1.2, "val/accuracy": 0.4}}
+    restored = RunFigures(str(tmp_path))
+    restored.load_state_dict(torch.load(_save(cb.state_dict(), tmp_path), weights_only=True))
+    assert restored.history == cb.history
+
+
+def _save(obj, tmp_path):
+    path = tmp_path / "state.pt"
+    torch.save(obj, path)
+    return path
+
+
+def test_no_wandb_logger_means_no_wandb_calls(tmp_path):
+    trainer = Trainer(logger=False, accelerator="cpu", enable_progress_bar=False)
+    RunFigures(str(tmp_path)).on_test_end(trainer, torch.nn.Module())  # returns without touching wandb
+
+
+@pytest.mark.slow
+def test_offline_wandb_run_gets_test_tables_and_examples(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose_cfg(
+        [
+            *TINY,
+            "logger=wandb",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=1",
+            "+trainer.limit_val_batches=1",
+        ],
+        tmp_path,
+        data_dir,
+    )
+    metrics, _ = train(cfg)
+    from fer_lightning.loggers import finish_wandb
+
+    finish_wandb()
+    assert (tmp_path / "curves.png").is_file()
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    media = runs[0] / "files" / "media"
+    tables = [p.name for p in (media / "table" / "test").glob("*.table.json")]
+    assert any(t.startswith("per_class") for t in tables) and any(t.startswith("confusion_matrix") for t in tables)
+    test = metrics["results"]["test"]
+    wrong = test["n"] - round(test["accuracy"] * test["n"])
+    assert len(list((media / "images" / "test").glob("misclassified_*.png"))) == min(wrong, 8)

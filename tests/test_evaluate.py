@@ -1,0 +1,112 @@
+"""evaluate: a checkpoint tested with its run's saved config reproduces the run's test metrics."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fer_lightning.errors import FERError
+from fer_lightning.evaluate import evaluate, load_checkpoint
+from tests.conftest import REPO
+from tests.eval_runs import compose_app, tiny_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data_dir) -> Path:
+    return tiny_run(tmp_path_factory, data_dir)
+
+
+@pytest.fixture(scope="module")
+def run_results(run_dir) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def _evaluate(ckpt: Path, out: Path, *extra: str) -> dict:
+    overrides = [f"ckpt_path={ckpt}", *extra]
+    return evaluate(compose_app("eval", overrides, out))
+
+
+def test_evaluate_reproduces_the_runs_test_metrics(run_dir, run_results, tmp_path):
+    results = _evaluate(Path(run_results["best_checkpoint"]), tmp_path)
+    ours, theirs = results["test"], run_results["test"]
+    assert ours["n"] == theirs["n"] > 0
+    assert ours["confusion_matrix"] == theirs["confusion_matrix"]
+    for key in ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "accuracy_ci95", "f1_macro_ci95"):
+        assert ours[key] == pytest.approx(theirs[key]), key
+    assert results["test_samples"] == run_results["test_samples"]
+    assert results["dataset"] == "synthetic" and results["modality"] == "fusion"
+    assert results["manifest_changed"] is False
+    assert (tmp_path / "results.json").is_file() and (tmp_path / "confusion_matrix.png").is_file()
+    with open(tmp_path / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == ours["n"]
+    assert sum(r["label"] == r["prediction"] for r in rows) == round(ours["accuracy"] * ours["n"])
+
+
+def test_training_run_writes_curves_without_a_logger(run_dir):
+    # the tiny run trains with logger=none: curves.png must not depend on the CSV logger
+    assert (run_dir / "curves.png").stat().st_size > 0
+
+
+def test_overrides_are_applied_to_the_runs_config(run_dir, tmp_path, capsys):
+    results = _evaluate(run_dir / "checkpoints" / "last.ckpt", tmp_path, "split=val", "dataset.eval_batch_size=4")
+    assert results["split"] == "val"
+    assert results["overrides"] == ["dataset.eval_batch_size=4"]
+    assert set(results["test_samples"]).isdisjoint(json.loads((run_dir / "results.json").read_text())["test_samples"])
+    assert "[" in capsys.readouterr().out  # the summary shows CIs
+
+
+def test_a_global_group_override_is_refused(run_dir, tmp_path):
+    with pytest.raises(FERError, match="modality"):
+        _evaluate(run_dir / "checkpoints" / "last.ckpt", tmp_path, "modality=visible")
+
+
+def test_changed_manifest_is_reported(run_dir, tmp_path, capsys):
+    copy = tmp_path / "copied_run"
+    shutil.copytree(run_dir / ".hydra", copy / ".hydra")
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt["SyntheticDataModule"]["manifest_sha1"] = "0" * 40
+    (copy / "checkpoints").mkdir()
+    torch.save(ckpt, copy / "checkpoints" / "last.ckpt")
+    results = _evaluate(copy / "checkpoints" / "last.ckpt", tmp_path / "eval")
+    assert results["manifest_changed"] is True
+    assert "changed since last.ckpt was written" in capsys.readouterr().err
+
+
+def test_bad_checkpoints_are_one_line_errors(run_dir, tmp_path):
+    with pytest.raises(FERError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(FERError, match="not a readable checkpoint"):
+        load_checkpoint(corrupt)
+    lonely = tmp_path / "elsewhere" / "checkpoints" / "last.ckpt"
+    lonely.parent.mkdir(parents=True)
+    shutil.copy(run_dir / "checkpoints" / "last.ckpt", lonely)
+    with pytest.raises(FERError, match="no run config"):
+        load_checkpoint(lonely)
+
+
+def test_cli_reports_a_missing_checkpoint_in_one_line(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fer_lightning.evaluate",
+            f"ckpt_path={tmp_path / 'nope.ckpt'}",
+            f"hydra.run.dir={tmp_path / 'out'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: ckpt_path={tmp_path / 'nope.ckpt'}: no such checkpoint file"]

@@ -1,0 +1,68 @@
+"""predict: probabilities sum to 1 and the label equals evaluate's for the same image."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from fer_lightning.errors import FERError
+from fer_lightning.evaluate import evaluate
+from fer_lightning.predict import predict
+from tests.eval_runs import compose_app, tiny_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data_dir) -> Path:
+    return tiny_run(tmp_path_factory, data_dir)
+
+
+@pytest.fixture(scope="module")
+def evaluated(run_dir, tmp_path_factory) -> list[dict]:
+    """evaluate's per-sample predictions.csv rows for the run's last checkpoint."""
+    out = tmp_path_factory.mktemp("eval_for_predict")
+    evaluate(compose_app("eval", [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"], out))
+    with open(out / "predictions.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _predict(run_dir: Path, out: Path, **inputs) -> dict | Path:
+    overrides = [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", *(f"{k}={v}" for k, v in inputs.items())]
+    return predict(compose_app("predict", overrides, out))
+
+
+def test_prediction_matches_evaluate_on_the_same_images(run_dir, evaluated, data_dir, tmp_path, capsys):
+    root = data_dir / "synthetic"
+    for row in evaluated[:4]:
+        out = _predict(run_dir, tmp_path, visible=root / row["visible"], infrared=root / row["infrared"])
+        assert json.loads(capsys.readouterr().out) == out
+        assert sum(out["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert out["label"] == row["prediction"]
+        for cls, p in out["probabilities"].items():
+            assert p == pytest.approx(float(row[f"p_{cls}"]), abs=1e-5)
+
+
+def test_input_dir_writes_predictions_csv(run_dir, evaluated, data_dir, tmp_path):
+    path = _predict(run_dir, tmp_path, input_dir=data_dir / "synthetic")
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert path == tmp_path / "predictions.csv"
+    assert len(rows) == 90  # every pair of the tiny dataset
+    by_visible = {Path(r["visible"]).name: r for r in rows}
+    for row in evaluated:
+        assert by_visible[Path(row["visible"]).name]["label"] == row["prediction"]
+    for r in rows:
+        assert sum(float(v) for k, v in r.items() if k.startswith("p_")) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_wrong_inputs_for_the_modality_are_one_line(run_dir, data_dir, tmp_path):
+    one = next((data_dir / "synthetic" / "visible").rglob("*.png"))
+    with pytest.raises(FERError, match=r"fusion model \(missing infrared\)") as exc:
+        _predict(run_dir, tmp_path, visible=one)
+    assert "\n" not in str(exc.value)
+    with pytest.raises(FERError, match="no such image"):
+        _predict(run_dir, tmp_path, visible=one, infrared=tmp_path / "none.png")
+    with pytest.raises(FERError, match=r"needs .*infrared"):
+        _predict(run_dir, tmp_path, input_dir=one.parent)

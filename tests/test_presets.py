@@ -1,0 +1,187 @@
+"""The paper_* presets reproduce the study's recipe; the ours_* presets differ from it only where documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
+from torch import nn
+
+from fer_lightning.train import build_model
+from tests.conftest import CONF, compose_cfg
+
+DATASETS = {"viri": ["Angry", "Happy", "Neutral", "Sad", "Surprise"], "nvie": ["fear", "disgust", "happy"]}
+MODALITIES = ("visible", "infrared", "fusion")
+PRESETS = [(family, ds, mod) for family in ("paper", "ours") for ds in DATASETS for mod in MODALITIES]
+
+# The study's heads (SEED_NOTES), as layer sequences of the built model.
+STUDY_HEADS = {
+    "visible": [("Dropout", 0.4), ("Linear", 512, 256), ("Dropout", 0.4), ("Linear", 256, "C")],
+    "infrared": [
+        ("Dropout", 0.7),
+        ("Linear", 512, 256),
+        ("ReLU",),
+        ("BatchNorm1d", 256),
+        ("Dropout", 0.8),
+        ("Linear", 256, "C"),
+    ],
+    "fusion": [
+        ("Dropout", 0.2),
+        ("Linear", 1024, 256),
+        ("ReLU",),
+        ("BatchNorm1d", 256),
+        ("Dropout", 0.2),
+        ("Linear", 256, "C"),
+        ("Dropout", 0.2),
+    ],
+}
+
+
+def describe(head: nn.Sequential, classes: int) -> list[tuple]:
+    out = []
+    for layer in head:
+        name = type(layer).__name__
+        if isinstance(layer, nn.Dropout):
+            out.append((name, layer.p))
+        elif isinstance(layer, nn.Linear):
+            out.append((name, layer.in_features, "C" if layer.out_features == classes else layer.out_features))
+        elif isinstance(layer, nn.BatchNorm1d):
+            out.append((name, layer.num_features))
+        else:
+            out.append((name,))
+    return out
+
+
+def preset(family: str, ds: str, mod: str, tmp_path: Path):
+    cfg = compose_cfg([f"experiment={family}_{ds}_{mod}"], tmp_path)
+    with open_dict(cfg):
+        weights = cfg.model.backbone.weights
+        cfg.model.backbone.weights = None  # no download in tests; the configured value is checked separately
+    return cfg, weights
+
+
+def test_every_preset_file_is_tested():
+    assert sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")) == sorted(f"{f}_{d}_{m}" for f, d, m in PRESETS)
+
+
+@pytest.mark.parametrize(("family", "ds", "mod"), PRESETS)
+def test_preset_composes_to_the_study_model(family, ds, mod, tmp_path):
+    cfg, weights = preset(family, ds, mod, tmp_path)
+    classes = DATASETS[ds]
+    assert (cfg.dataset.name, cfg.modality, cfg.dataset.modality) == (ds, mod, mod)
+    assert weights == "imagenet" and cfg.dataset.image_size == 224 and cfg.dataset.batch_size == 64
+    assert cfg.model.softmax_before_loss is False
+    model = build_model(cfg.model, classes)
+    branches = ["visible", "infrared"] if mod == "fusion" else [mod]
+    assert sorted(model.backbones) == sorted(branches)
+    expected_head = STUDY_HEADS[mod]
+    if family == "ours" and mod == "fusion":
+        expected_head = expected_head[:-1]  # ours drops the dropout on the logits
+    assert describe(model.head, len(classes)) == expected_head
+    gates = {m: type(model.backbones[m].attention).__name__ for m in branches}
+    assert set(gates.values()) == {"FeatureGate"}
+    squared = {m: model.backbones[m].attention.square for m in branches}
+    # the study's fusion script gated its infrared branch on x*x; ours gates both on x
+    assert squared == {m: family == "paper" and mod == "fusion" and m == "infrared" for m in branches}
+    if mod == "fusion":
+        assert model.fusion == "interleave"
+    logits = model.eval()({m: torch.zeros(2, 3, 32, 32) for m in branches})
+    assert logits.shape == (2, len(classes))
+
+
+@pytest.mark.parametrize(("ds", "mod"), [(d, m) for d in DATASETS for m in MODALITIES])
+def test_paper_preset_training_recipe(ds, mod, tmp_path):
+    cfg, _ = preset("paper", ds, mod, tmp_path)
+    assert cfg.trainer.max_epochs == (150 if mod == "fusion" else 50)
+    assert cfg.trainer.check_val_every_n_epoch == 1
+    assert cfg.dataset.eval_batch_size == 8 and cfg.dataset.normalization == "none"
+    assert cfg.augment.offline_copies == 26
+    assert cfg.callbacks.model_checkpoint.monitor == "val/accuracy" and cfg.callbacks.model_checkpoint.mode == "max"
+    model = build_model(cfg.model, DATASETS[ds])
+    optimizer, scheduler = unpack(model.configure_optimizers())
+    assert type(optimizer) is torch.optim.Adam and optimizer.defaults["lr"] == 1e-3
+    assert type(scheduler["scheduler"]) is torch.optim.lr_scheduler.CosineAnnealingLR
+    assert scheduler["interval"] == "epoch"
+    # T_max=3 epochs: the rate reaches 0 after 3 epochs and is back at 1e-3 after 6
+    lrs = []
+    for _ in range(6):
+        optimizer.step()
+        scheduler["scheduler"].step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[2] == pytest.approx(0, abs=1e-12) and lrs[5] == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize(("ds", "mod"), [(d, m) for d in DATASETS for m in MODALITIES])
+def test_ours_differs_from_paper_only_where_documented(ds, mod, tmp_path):
+    paper, _ = preset("paper", ds, mod, tmp_path)
+    ours, _ = preset("ours", ds, mod, tmp_path)
+    flat = {}
+    for name, cfg in (("paper", paper), ("ours", ours)):
+        task = cfg.copy()
+        with open_dict(task):
+            del task["hydra"]
+        task = OmegaConf.to_container(task, resolve=True)
+        task.pop("tags")
+        task["logger"]["wandb"].pop("tags")
+        flat[name] = dict(_flatten(task))
+    changed = {k for k in flat["paper"].keys() | flat["ours"].keys() if flat["paper"].get(k) != flat["ours"].get(k)}
+    documented = {
+        "model.scheduler.T_max",
+        "dataset.normalization",
+        "augment.offline_copies",
+        "dataset.augment.offline_copies",
+        "dataset.eval_batch_size",
+        "trainer.max_epochs",
+        "trainer.check_val_every_n_epoch",
+        "model.channels_last",
+        "callbacks.model_checkpoint.last_every_n_epochs",
+    }
+    if mod == "fusion":
+        documented |= {"model.head.dropout_out", "model.infrared_backbone.attention"}
+    assert changed <= documented, changed - documented
+    # the same training budget: as many images seen and as many validation checks as the study
+    assert ours.trainer.max_epochs == 26 * paper.trainer.max_epochs
+    assert ours.trainer.max_epochs / ours.trainer.check_val_every_n_epoch == paper.trainer.max_epochs
+    assert ours.model.scheduler.T_max == ours.trainer.max_epochs
+
+
+def test_softmax_before_loss_is_the_ablation_switch(tmp_path):
+    cfg, _ = preset("paper", "viri", "visible", tmp_path)
+    logits, labels = torch.tensor([[4.0, 0.0, 0.0, 0.0, 0.0]]), torch.tensor([0])
+    plain = build_model(cfg.model, DATASETS["viri"]).loss(logits, labels)
+    with open_dict(cfg):
+        cfg.model.softmax_before_loss = True
+    double = build_model(cfg.model, DATASETS["viri"]).loss(logits, labels)
+    assert plain == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item())
+    # softmax twice squashes a confident prediction's loss towards log(C)-ish values
+    assert double.item() > plain.item() + 0.5
+
+
+def unpack(configured):
+    return configured["optimizer"], configured["lr_scheduler"]
+
+
+def _flatten(node, prefix=""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _flatten(v, f"{prefix}{k}.")
+    else:
+        yield prefix[:-1], node
+
+
+def test_optuna_search_and_slurm_launcher_compose(tmp_path):
+    cfg = compose_cfg(["hparams_search=optuna", "experiment=ours_viri_visible"], tmp_path)
+    sweeper = cfg.hydra.sweeper
+    assert "optuna" in sweeper._target_.lower() and sweeper.direction == "maximize"
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    for key in sweeper.params:
+        assert OmegaConf.select(cfg, key) is not None, f"{key} is not a config key"
+    sampler = instantiate(sweeper.sampler)
+    assert type(sampler).__name__ == "TPESampler"
+    launcher = compose_cfg(["hydra/launcher=slurm"], tmp_path).hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.timeout_min) == (1, 1, 240)
+    assert launcher.max_num_timeout == 0

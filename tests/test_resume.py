@@ -1,0 +1,183 @@
+"""Atomic checkpoint writes, and a run killed with SIGKILL that resumes to the same final metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+
+from fer_lightning.checkpointing import TMP_SUFFIX, AtomicModelCheckpoint, RunConfigHistory
+from fer_lightning.train import build_datamodule
+from tests.conftest import REPO, TINY, compose_cfg
+
+# A run of a few short epochs on the CPU, deterministic, no logger: what a subprocess test trains.
+CLI = [
+    *TINY,
+    "modality=visible",
+    "logger=none",
+    "trainer.accelerator=cpu",
+    "trainer.precision=32-true",
+    "trainer.deterministic=true",
+    "+trainer.enable_progress_bar=false",
+    "~callbacks.progress_bar",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=2",
+]
+
+
+def prepare_tiny(data_dir: Path, tmp_path: Path) -> None:
+    """Generates (and caches) the tiny dataset in-process, so concurrent subprocesses only read it."""
+    cfg = compose_cfg([*TINY, "modality=fusion", "logger=none"], tmp_path / "prepare", data_dir)
+    datamodule = build_datamodule(cfg.dataset)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+
+
+def train_cli(args: list[str], **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fer_lightning.train", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+def fake_trainer(save) -> SimpleNamespace:
+    return SimpleNamespace(
+        save_checkpoint=save,
+        is_global_zero=True,
+        global_step=7,
+        loggers=[],
+        strategy=SimpleNamespace(barrier=lambda *a: None, reduce_boolean_decision=lambda d, all: d),
+    )
+
+
+def test_a_save_killed_midway_leaves_the_previous_checkpoint_whole(tmp_path):
+    target = tmp_path / "last.ckpt"
+    torch.save({"epoch": 1}, target)
+    cb = AtomicModelCheckpoint(dirpath=tmp_path)
+
+    def dies_while_writing(path, weights_only=False):
+        Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt  # stands in for SIGKILL: the process never reaches the rename
+
+    with pytest.raises(KeyboardInterrupt):
+        cb._save_checkpoint(fake_trainer(dies_while_writing), str(target))
+    assert torch.load(target, weights_only=True) == {"epoch": 1}
+    assert (tmp_path / f"last.ckpt{TMP_SUFFIX}").exists()
+
+    def writes(path, weights_only=False):
+        torch.save({"epoch": 2}, path)
+
+    cb._save_checkpoint(fake_trainer(writes), str(target))
+    assert torch.load(target, weights_only=True) == {"epoch": 2}
+    assert not list(tmp_path.glob(f"*{TMP_SUFFIX}")), "the temp file is renamed, not copied"
+    assert cb._last_checkpoint_saved == str(target) and cb._last_global_step_saved == 7
+
+
+def test_superseded_best_is_removed_only_after_last_is_written(tmp_path):
+    cb = AtomicModelCheckpoint(dirpath=tmp_path, save_last=True)
+    old = tmp_path / "best-old.ckpt"
+    old.write_bytes(b"x")
+    order = []
+
+    def save(path, weights_only=False):
+        order.append(Path(path).name)
+        Path(path).write_bytes(b"ckpt")
+
+    trainer = fake_trainer(save)
+    trainer.strategy.remove_checkpoint = lambda path: (order.append(f"rm {Path(path).name}"), os.remove(path))
+    cb._remove_checkpoint(trainer, str(old))
+    assert old.exists(), "removal must wait for last.ckpt"
+    cb._save_last_checkpoint(trainer, {"epoch": torch.tensor(1), "step": torch.tensor(7)})
+    assert order == [f"last.ckpt{TMP_SUFFIX}", "rm best-old.ckpt"] and not old.exists()
+
+
+def test_rng_states_survive_a_weights_only_load(tmp_path):
+    cb = AtomicModelCheckpoint(dirpath=tmp_path)
+    torch.manual_seed(3)
+    path = tmp_path / "state.pt"
+    torch.save({"cb": cb.state_dict()}, path)
+    expected = torch.rand(3)
+    torch.manual_seed(99)
+    restored = AtomicModelCheckpoint(dirpath=tmp_path)
+    restored.load_state_dict(torch.load(path, weights_only=True)["cb"])
+    restored.on_train_start(None, None)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_resume_keeps_the_previous_hydra_config_and_names_what_changed(tmp_path, caplog):
+    saved = tmp_path / ".hydra"
+    saved.mkdir()
+    (saved / "config.yaml").write_text(yaml.safe_dump({"seed": 0, "ckpt_path": None, "trainer": {"max_epochs": 2}}))
+    (saved / "overrides.yaml").write_text("- trainer.max_epochs=2\n")
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(
+        {
+            "seed": 0,
+            "ckpt_path": "last",
+            "trainer": {"max_epochs": 4},
+            "hydra": {"run": {"dir": str(tmp_path)}, "output_subdir": ".hydra"},
+        }
+    )
+    with caplog.at_level("WARNING"):
+        RunConfigHistory().on_run_start(cfg)
+    kept = saved / "history" / "000"
+    assert yaml.safe_load((kept / "config.yaml").read_text())["trainer"]["max_epochs"] == 2
+    assert (kept / "overrides.yaml").read_text() == "- trainer.max_epochs=2\n"
+    assert "trainer.max_epochs: 2 -> 4" in caplog.text and "ckpt_path" not in caplog.text.split("differs")[1]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path, data_dir):
+    prepare_tiny(data_dir, tmp_path)
+    common = [*CLI, f"paths.data_dir={data_dir}", "trainer.max_epochs=5"]
+    full = tmp_path / "full"
+    killed = tmp_path / "killed"
+    reference = train_cli([*common, f"hydra.run.dir={full}"])
+    victim = train_cli([*common, f"hydra.run.dir={killed}"])
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 900
+    while not last.exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    out, _ = victim.communicate()
+    assert last.exists(), out
+    assert not (killed / "results.json").exists(), "the run finished before it could be killed"
+    epoch_at_kill = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+    assert epoch_at_kill < 4
+
+    resumed = train_cli([*common, f"hydra.run.dir={killed}", "ckpt_path=last"])
+    out_resumed, _ = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, out_resumed
+    out_full, _ = reference.communicate(timeout=900)
+    assert reference.returncode == 0, out_full
+
+    a = json.loads((full / "results.json").read_text())
+    b = json.loads((killed / "results.json").read_text())
+    assert b["epochs_trained"] == a["epochs_trained"] == 5
+    assert b["best_val_accuracy"] == a["best_val_accuracy"]
+    assert Path(b["best_checkpoint"]).name == Path(a["best_checkpoint"]).name
+    for key in ("n", "accuracy", "f1_macro", "f1_weighted", "confusion_matrix", "per_class"):
+        assert b["test"][key] == a["test"][key], key
+    # the same weights, not only the same rounded metrics
+    wa = torch.load(full / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    wb = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # the first start's config is kept beside the resume's
+    assert (killed / ".hydra" / "history" / "000" / "config.yaml").is_file()
+    assert yaml.safe_load((killed / ".hydra" / "config.yaml").read_text())["ckpt_path"] == "last"
