@@ -68,9 +68,9 @@ class Knobs:
     vis_bad_light_frac: float = 0.18  # low light, glare or a hard shadow on the visible image only
     occlusion_frac: float = 0.08  # hand/card/mask/sunglasses, seen by both cameras (card with parallax)
     ir_artifact_frac: float = 0.15  # hot object, defocus, stripe noise or calibration drift
-    ir_resolution: float = 0.4  # effective thermal sensor resolution as a fraction of image_size
-    ir_blur: float = 1.3  # gaussian sigma in output pixels
-    ir_noise: float = 0.25  # sensor noise std in degrees C (face contrast is about 5 C)
+    ir_resolution: float = 0.5  # effective thermal sensor resolution as a fraction of image_size
+    ir_blur: float = 1.2  # gaussian sigma in output pixels
+    ir_noise: float = 0.2  # sensor noise std in degrees C (face contrast is about 5 C)
     ir_cue_strength: float = 1.0  # multiplier on expression-linked thermal patterns
     ir_misalign: float = 1.0  # multiplier on the visible/infrared camera offset
     disjoint_failures: bool = True
@@ -170,7 +170,7 @@ class Subject:
         tone = u(0.0, 1.0)
         light, dark = np.array([238, 200, 172]), np.array([92, 58, 40])
         skin = (light + tone * (dark - light)) * u(0.95, 1.05, 3)
-        lips = skin * np.array([0.85, 0.62, 0.62]) + np.array([25, 0, 5])
+        lips = skin * np.array([0.78, 0.5, 0.5]) + np.array([30, 0, 5])
         style = _HAIR_STYLES[rng.choice(len(_HAIR_STYLES), p=[0.35, 0.25, 0.15, 0.1, 0.15])]
         hair = np.array(_HAIR_COLOURS[rng.integers(len(_HAIR_COLOURS))]) * u(0.85, 1.15)
         beard_draw = u()
@@ -203,13 +203,13 @@ _NEUTRAL_EXPR = dict(brow_in=0.0, brow_out=0.0, brow_arch=0.0, eye_open=1.0, low
                      cheek=0.0, furrow=0.0, forehead=0.0, chin=0.0)
 _EXPRESSIONS: dict[str, dict[str, float]] = {
     "Neutral": {},
-    "Happy": dict(brow_in=-0.02, brow_out=-0.02, eye_open=0.72, lower_lid=0.5, mouth_curve=-0.15,
+    "Happy": dict(brow_in=-0.02, brow_out=-0.02, eye_open=0.72, lower_lid=0.5, mouth_curve=-0.17,
                   mouth_open=0.08, mouth_w=1.22, lip_scale=0.85, teeth=1.0, cheek=1.0),
-    "Sad": dict(brow_in=-0.13, brow_out=0.05, eye_open=0.75, gaze_y=0.03, mouth_curve=0.13, mouth_w=0.92,
+    "Sad": dict(brow_in=-0.15, brow_out=0.05, eye_open=0.75, gaze_y=0.03, mouth_curve=0.15, mouth_w=0.92,
                 lip_scale=1.1, chin=1.0),
-    "Angry": dict(brow_in=0.13, brow_out=-0.03, eye_open=0.55, mouth_curve=0.03, mouth_w=0.82,
+    "Angry": dict(brow_in=0.15, brow_out=-0.03, eye_open=0.5, mouth_curve=0.03, mouth_w=0.82,
                   lip_scale=0.5, furrow=1.0),
-    "Surprise": dict(brow_in=-0.15, brow_out=-0.13, brow_arch=0.05, eye_open=1.55, mouth_open=0.3,
+    "Surprise": dict(brow_in=-0.17, brow_out=-0.15, brow_arch=0.05, eye_open=1.55, mouth_open=0.3,
                      mouth_w=0.62, lip_scale=0.9, forehead=1.0),
 }
 
@@ -575,7 +575,7 @@ def render_visible(rng: np.random.Generator, subject: Subject, geom: Geometry, s
     bg = Image.fromarray((c0 + g * (c1 - c0)).astype(np.uint8))
     draw = ImageDraw.Draw(bg, "RGBA")
     for _ in range(rng.poisson(6 * knobs.clutter)):
-        col = (*_rgb(rng.uniform(0, 255, 3)), int(rng.uniform(80, 200)))
+        col = (*_rgb(rng.uniform(0, 255, 3)), int(rng.uniform(60, 170)))
         x0, y0 = rng.uniform(-0.2, 1.0, 2) * n
         w, h = rng.uniform(0.08, 0.6, 2) * n
         shape = rng.integers(3)
@@ -683,7 +683,7 @@ def render_thermal(rng: np.random.Generator, subject: Subject, geom: Geometry, s
     paint: dict[str, Any] = {
         "hair_back": hair, "clothes": amb + 5.0, "neck": base - 0.4, "ear": base - 2.0, "face": base,
         "brow": base - 0.9, "eye_white": eye, "iris": eye, "pupil": eye, "nostril": base - 0.3,
-        "beard": amb + (base - amb) * 0.7, "lips": base + 0.3, "lip_line": base + 0.5, "mouth_inner": base + 1.6,
+        "beard": amb + (base - amb) * 0.7, "lips": base + 0.4, "lip_line": base + 0.6, "mouth_inner": base + 2.0,
         "teeth": base + 0.6, "fringe": amb + (base - amb) * 0.6, "glasses_lens": amb + 2.5,
         "glasses_frame": amb + 4.0,
     }

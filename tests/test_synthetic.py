@@ -1,0 +1,176 @@
+"""The procedural visible + infrared face generator: determinism, layout on disk, and that it draws faces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer_lightning.data import synthetic
+from fer_lightning.data.synthetic import CLASSES, PALETTES, Knobs, Subject, generate, render_pair
+
+TINY = dict(n_subjects=2, samples_per_class=2, image_size=32)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _load(root: Path, rel: str) -> np.ndarray:
+    with Image.open(root / rel) as im:
+        assert im.mode == "RGB"
+        return np.asarray(im, dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, list[dict]]:
+    root = tmp_path_factory.mktemp("tiny")
+    return root, generate(root, **TINY, seed=3)
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path, tiny):
+    root, _ = tiny
+    again = tmp_path / "again"
+    generate(again, **TINY, seed=3)
+    assert _files(again) == _files(root)
+
+    other = tmp_path / "other"
+    generate(other, **TINY, seed=4)
+    a, b = _files(root), _files(other)
+    assert a.keys() == b.keys()
+    assert all(a[k] != b[k] for k in a)
+
+
+def test_sample_does_not_depend_on_what_else_is_generated(tmp_path, tiny):
+    root, _ = tiny
+    # One subject, one sample per class: the files it shares with the larger run are identical.
+    small = _files(tmp_path)  # empty
+    generate(tmp_path, n_subjects=1, samples_per_class=1, image_size=32, seed=3)
+    small = _files(tmp_path)
+    big = _files(root)
+    assert len(small) == 2 * len(CLASSES)
+    assert all(big[k] == v for k, v in small.items())
+
+
+def test_rows_match_files(tiny):
+    root, rows = tiny
+    assert len(rows) == TINY["n_subjects"] * len(CLASSES) * TINY["samples_per_class"]
+    assert len({r["sample_id"] for r in rows}) == len(rows)
+    on_disk = {k for k in _files(root) if k.endswith(".png")}
+    assert on_disk == {r[m] for r in rows for m in ("visible", "infrared")}
+    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+    for r in rows:
+        assert set(r) == {"sample_id", "label", "visible", "infrared", "subject"}
+        assert r["label"] in CLASSES
+        assert r["subject"] in {"s000", "s001"}
+        assert r["sample_id"].startswith(f"{r['subject']}_{r['label']}_")
+        assert r["visible"] == f"visible/{r['label']}/{r['sample_id']}.png"
+        assert r["infrared"] == f"infrared/{r['label']}/{r['sample_id']}.png"
+        for m in ("visible", "infrared"):
+            with Image.open(root / r[m]) as im:
+                assert im.mode == "RGB" and im.size == (TINY["image_size"],) * 2
+
+
+def test_infrared_is_a_palette_image_and_differs_from_visible(tiny):
+    root, rows = tiny
+    lut = PALETTES["iron"].astype(np.float64)
+    for r in rows[:6]:
+        ir = _load(root, r["infrared"]).reshape(-1, 3)
+        dist = np.abs(ir[:, None, :] - lut[None, :, :]).sum(axis=2).min(axis=1)
+        assert dist.max() <= 3, "infrared pixels must be colours of the iron palette"
+        vis = _load(root, r["visible"])
+        assert np.abs(vis - ir.reshape(vis.shape)).mean() > 20
+        vis_flat = vis.reshape(-1, 3)
+        assert np.abs(vis_flat[:, None, :] - lut[None, :, :]).sum(axis=2).min(axis=1).mean() > 10
+
+
+@pytest.mark.parametrize("palette", sorted(PALETTES))
+def test_palettes_are_luts_used_by_the_renderer(palette):
+    lut = PALETTES[palette]
+    assert lut.shape == (256, 3) and lut.dtype == np.uint8
+    assert len(np.unique(lut, axis=0)) > 200  # a smooth ramp, not a few flat colours
+    subject = Subject.sample(np.random.default_rng(0))
+    _, ir = render_pair(np.random.default_rng(1), subject, "Happy", 32, palette, Knobs.from_difficulty("easy"))
+    colours = {tuple(c) for c in lut.tolist()}
+    assert all(tuple(c) in colours for c in ir.reshape(-1, 3).tolist())
+
+
+def _class_means(modality: str, knobs: Knobs, n: int = 6, size: int = 48) -> dict[str, np.ndarray]:
+    """Mean image per class for one subject with the pose jitter off, so only the expression varies."""
+    subject = Subject.sample(np.random.default_rng(7))
+    means = {}
+    for c, cls in enumerate(CLASSES):
+        imgs = []
+        for k in range(n):
+            vis, ir = render_pair(np.random.default_rng([c, k]), subject, cls, size, "gray", knobs)
+            imgs.append((vis if modality == "visible" else ir).astype(np.float64).mean(axis=2))
+        means[cls] = np.mean(imgs, axis=0)
+    return means
+
+
+@pytest.mark.parametrize("modality", ["visible", "infrared"])
+def test_every_expression_looks_different(modality):
+    knobs = replace_knobs(pose_jitter=0.0, ir_misalign=0.0, clutter=0.0)
+    means = _class_means(modality, knobs)
+    size = next(iter(means.values())).shape[0]
+    # Mouth region: the lower middle of the face.
+    mouth = (slice(int(size * 0.62), int(size * 0.85)), slice(int(size * 0.3), int(size * 0.7)))
+    for i, a in enumerate(CLASSES):
+        for b in CLASSES[i + 1:]:
+            assert np.abs(means[a] - means[b]).mean() > 0.5, (a, b)
+            if {a, b} != {"Angry", "Neutral"}:  # these two differ mainly in brows and eyes
+                assert np.abs(means[a][mouth] - means[b][mouth]).mean() > 1.5, (a, b, "mouth")
+
+
+def replace_knobs(**overrides) -> Knobs:
+    return Knobs.from_difficulty({**{"vis_bad_light_frac": 0.0, "occlusion_frac": 0.0, "ir_artifact_frac": 0.0},
+                                  **overrides})
+
+
+def test_difficulty_knobs_and_presets():
+    assert Knobs.from_difficulty("default") == Knobs()
+    easy = Knobs.from_difficulty("easy")
+    assert easy.vis_bad_light_frac == 0 and easy.ir_artifact_frac == 0
+    k = Knobs.from_difficulty({"ir_noise": 0.5, "intensity": [0.7, 0.9]})
+    assert k.ir_noise == 0.5 and k.intensity == (0.7, 0.9) and k.ir_blur == Knobs().ir_blur
+
+
+def test_bad_light_spoils_visible_not_infrared():
+    subject = Subject.sample(np.random.default_rng(2))
+    clean = replace_knobs()
+    dark = replace_knobs(vis_bad_light_frac=1.0)
+    # Same seed, so the same pose and expression intensity; only the failure draw differs.
+    for seed in range(4):
+        v0, i0 = render_pair(np.random.default_rng(seed), subject, "Sad", 40, "iron", clean)
+        v1, i1 = render_pair(np.random.default_rng(seed), subject, "Sad", 40, "iron", dark)
+        assert np.abs(v0.astype(float) - v1).mean() > 15
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"palette": "viridis"}, "iron"),
+        ({"difficulty": "hard"}, "easy"),
+        ({"difficulty": {"ir_nosie": 0.1}}, "ir_noise"),
+        ({"difficulty": {"vis_bad_light_frac": 1.5}}, "vis_bad_light_frac"),
+        ({"n_subjects": 0}, "n_subjects"),
+        ({"image_size": 4}, "image_size"),
+    ],
+)
+def test_invalid_arguments_name_the_bad_key_and_the_valid_ones(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        generate(tmp_path, **{**TINY, **kwargs})
+    assert not list(tmp_path.rglob("*.png"))
+
+
+def test_render_pair_rejects_unknown_expression():
+    with pytest.raises(ValueError, match="Surprise"):
+        render_pair(np.random.default_rng(0), Subject.sample(np.random.default_rng(0)), "Disgust", 32, "iron",
+                    Knobs())
+
+
+def test_module_api():
+    assert CLASSES == ("Angry", "Happy", "Neutral", "Sad", "Surprise")
+    assert {"iron", "rainbow", "gray"} <= set(synthetic.PALETTES)
