@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
 import time
 from pathlib import Path
@@ -22,7 +23,6 @@ import numpy as np
 import torch
 import yaml
 from hydra.experimental.callback import Callback as HydraCallback
-from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
@@ -46,23 +46,24 @@ def fsync_path(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def _portable_rng_states() -> dict[str, Any]:
-    """Lightning's RNG states with numpy's key array as a list, so ``torch.load(weights_only=True)`` reads it."""
-    states = _collect_rng_states(include_cuda=True)
-    if "numpy" in states:
-        kind, keys, pos, has_gauss, gauss = states["numpy"]
-        states["numpy"] = (kind, keys.tolist(), int(pos), int(has_gauss), float(gauss))
-    return states
+class StepSeed(L.Callback):
+    """Seeds the global RNGs (torch, numpy, python) before every training batch from (seed, epoch, batch, rank).
 
+    Dropout masks then depend only on where training is, not on how it got there: a run resumed from any
+    checkpoint draws what an uninterrupted run would, whatever Lightning draws while it restarts (it creates
+    an extra DataLoader iterator, which takes a number from the global generator, at the start of each fit).
+    Data order and augmentation already follow (seed, epoch) (``datasets.SeededSampler``).
+    """
 
-def _native_rng_states(states: dict[str, Any]) -> dict[str, Any]:
-    states = dict(states)
-    if "numpy" in states:
-        kind, keys, pos, has_gauss, gauss = states["numpy"]
-        states["numpy"] = (kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss)
-    if not states.get("torch.cuda") or not torch.cuda.is_available():
-        states.pop("torch.cuda", None)  # saved on a GPU machine, resumed on a CPU one (or none saved)
-    return states
+    def __init__(self, seed: int = 0):
+        self.seed = int(seed)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
+        key = [self.seed, trainer.current_epoch, batch_idx, trainer.global_rank]
+        value = int(np.random.SeedSequence(key).generate_state(1)[0])
+        torch.manual_seed(value)
+        np.random.seed(value)
+        random.seed(value)
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
@@ -74,16 +75,12 @@ class AtomicModelCheckpoint(ModelCheckpoint):
       file is saved (Lightning's rule), so a killed run loses at most that many epochs.
     - Checkpoints superseded by a better one are deleted only after ``last.ckpt`` is written, so the best path
       recorded in ``last.ckpt`` still exists whenever the run is killed.
-    - The global RNG states (torch, numpy, python, CUDA) go into the callback's state and are restored when
-      the resumed run starts training, so dropout masks continue as in an uninterrupted run. Data order and
-      augmentation draws already depend only on (seed, epoch) (``datasets.SeededSampler``).
     """
 
     def __init__(self, *args: Any, last_every_n_epochs: int = 1, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.last_every_n_epochs = max(1, int(last_every_n_epochs))
         self._pending_removals: list[str] = []
-        self._resume_rng: dict | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -124,21 +121,6 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         due = (trainer.current_epoch + 1) % self.last_every_n_epochs == 0 or trainer.should_stop
         if self.save_last and due and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "rng_states": _portable_rng_states()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state = dict(state_dict)
-        self._resume_rng = state.pop("rng_states", None)
-        super().load_state_dict(state)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Not in load_state_dict: Lightning restores callbacks before it sets up the loops; training starts
-        # here, at the point matching the moment the checkpoint was saved (the sanity check is RNG-isolated).
-        if self._resume_rng is not None:
-            _set_rng_states(_native_rng_states(self._resume_rng))
-            self._resume_rng = None
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

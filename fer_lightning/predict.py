@@ -32,6 +32,7 @@ from fer_lightning.evaluate import RunCheckpoint, build_model_from_run, load_che
 from fer_lightning.train import build_datamodule
 
 MODALITIES = ("visible", "infrared")
+BATCH = 32
 
 
 class Predictor:
@@ -71,13 +72,18 @@ class Predictor:
         return paths
 
     @torch.no_grad()
+    def predict_batch(self, samples: list[dict[str, Path]]) -> torch.Tensor:
+        """Class probabilities (N, C) for samples of image paths per modality."""
+        tensors = []
+        for paths in samples:
+            images = {m: decode_resized(paths[m], self.stored) for m in self.modalities}
+            tensors.append(self.transform(images, seed=0))  # the evaluation transform draws nothing
+        batch = {m: torch.stack([t[m] for t in tensors]).to(self.device) for m in self.modalities}
+        return self.model(self.datamodule.normalize(batch)).float().softmax(dim=1).cpu()
+
     def predict(self, paths: dict[str, Path]) -> torch.Tensor:
         """Class probabilities (C,) for one sample."""
-        images = {m: decode_resized(paths[m], self.stored) for m in self.modalities}
-        sample = self.transform(images, seed=0)  # the evaluation transform draws nothing
-        batch = {m: t.unsqueeze(0).to(self.device) for m, t in sample.items()}
-        batch = self.datamodule.normalize(batch)
-        return self.model(batch).float().softmax(dim=1)[0].cpu()
+        return self.predict_batch([paths])[0]
 
     def as_dict(self, probs: torch.Tensor) -> dict:
         return {
@@ -134,8 +140,9 @@ def predict(cfg: DictConfig) -> dict | Path:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow([*predictor.modalities, "label", *(f"p_{c}" for c in predictor.classes)])
-        for paths in samples:
-            out = predictor.as_dict(predictor.predict(paths))
+        probs = torch.cat([predictor.predict_batch(samples[i : i + BATCH]) for i in range(0, len(samples), BATCH)])
+        for paths, p in zip(samples, probs, strict=True):
+            out = predictor.as_dict(p)
             writer.writerow(
                 [
                     *(str(paths[m]) for m in predictor.modalities),

@@ -16,6 +16,8 @@ import atexit
 import json
 import logging
 import math
+import os
+import socket
 import sys
 import time
 import traceback
@@ -58,6 +60,8 @@ def job_record(config: DictConfig, job_return: JobReturn) -> dict[str, Any]:
         "status": "failed" if failed else "completed",
         "run_dir": str(config.hydra.runtime.output_dir),
         "finished_at": time.time(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
         "return_value": None if failed else _number(value),
         "error": _error_line(value) if failed else None,
         "traceback": "".join(traceback.format_exception(value)) if failed else None,
@@ -145,9 +149,7 @@ class SweepSummary(Callback):
         atomic_write_text(Path(record["run_dir"]) / STATUS, json.dumps(record, indent=2) + "\n")
         if record["status"] == "failed":
             # into the job's own log file too, where a launcher's parent only sees the exception's repr
-            log.error(
-                "job %s failed (%s):\n%s", record["job"], " ".join(record["overrides"]), record["traceback"]
-            )
+            log.error("job %s failed (%s):\n%s", record["job"], " ".join(record["overrides"]), record["traceback"])
 
     def _report(self) -> dict[str, Any] | None:
         if self._reported or self._sweep_dir is None or not self._sweep_dir.is_dir():

@@ -150,4 +150,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # Launchers that pickle the task (joblib, submitit) pickle functions of __main__ by value, with every global
+    # they reach, and some of those cannot be pickled; the importable module's run() goes by reference.
+    from fer_lightning import train as _importable
+
+    run = _importable.run
     main()

@@ -94,6 +94,7 @@ def test_bad_checkpoints_are_one_line_errors(run_dir, tmp_path):
         load_checkpoint(lonely)
 
 
+@pytest.mark.slow
 def test_cli_reports_a_missing_checkpoint_in_one_line(tmp_path):
     proc = subprocess.run(
         [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -44,17 +45,28 @@ def test_prediction_matches_evaluate_on_the_same_images(run_dir, evaluated, data
             assert p == pytest.approx(float(row[f"p_{cls}"]), abs=1e-5)
 
 
-def test_input_dir_writes_predictions_csv(run_dir, evaluated, data_dir, tmp_path):
-    path = _predict(run_dir, tmp_path, input_dir=data_dir / "synthetic")
+def test_input_dir_writes_predictions_csv(run_dir, evaluated, data_dir, tmp_path, capsys):
+    root = data_dir / "synthetic"
+    folder = tmp_path / "in"
+    for row in evaluated[:5]:
+        for m in ("visible", "infrared"):
+            (folder / m).mkdir(parents=True, exist_ok=True)
+            shutil.copy(root / row[m], folder / m / Path(row[m]).name)
+    shutil.copy(root / evaluated[5]["visible"], folder / "visible" / "lonely.png")  # no infrared partner
+    path = _predict(run_dir, tmp_path, input_dir=folder)
+    assert "1 image(s) without a partner" in capsys.readouterr().err
     with open(path) as f:
         rows = list(csv.DictReader(f))
     assert path == tmp_path / "predictions.csv"
-    assert len(rows) == 90  # every pair of the tiny dataset
+    assert len(rows) == 5
     by_visible = {Path(r["visible"]).name: r for r in rows}
-    for row in evaluated:
-        assert by_visible[Path(row["visible"]).name]["label"] == row["prediction"]
-    for r in rows:
-        assert sum(float(v) for k, v in r.items() if k.startswith("p_")) == pytest.approx(1.0, abs=1e-4)
+    for row in evaluated[:5]:
+        got = by_visible[Path(row["visible"]).name]
+        assert got["label"] == row["prediction"]
+        assert sum(float(v) for k, v in got.items() if k.startswith("p_")) == pytest.approx(1.0, abs=1e-4)
+        for k, v in got.items():
+            if k.startswith("p_"):
+                assert float(v) == pytest.approx(float(row[k]), abs=1e-5)
 
 
 def test_wrong_inputs_for_the_modality_are_one_line(run_dir, data_dir, tmp_path):

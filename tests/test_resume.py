@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from fer_lightning.checkpointing import TMP_SUFFIX, AtomicModelCheckpoint, RunConfigHistory
+from fer_lightning.checkpointing import TMP_SUFFIX, AtomicModelCheckpoint, RunConfigHistory, StepSeed
 from fer_lightning.train import build_datamodule
 from tests.conftest import REPO, TINY, compose_cfg
 
@@ -106,17 +106,21 @@ def test_superseded_best_is_removed_only_after_last_is_written(tmp_path):
     assert order == [f"last.ckpt{TMP_SUFFIX}", "rm best-old.ckpt"] and not old.exists()
 
 
-def test_rng_states_survive_a_weights_only_load(tmp_path):
-    cb = AtomicModelCheckpoint(dirpath=tmp_path)
-    torch.manual_seed(3)
-    path = tmp_path / "state.pt"
-    torch.save({"cb": cb.state_dict()}, path)
-    expected = torch.rand(3)
-    torch.manual_seed(99)
-    restored = AtomicModelCheckpoint(dirpath=tmp_path)
-    restored.load_state_dict(torch.load(path, weights_only=True)["cb"])
-    restored.on_train_start(None, None)
-    assert torch.equal(torch.rand(3), expected)
+def test_step_seed_depends_only_on_seed_epoch_and_batch():
+    seeder = StepSeed(seed=5)
+    trainer = SimpleNamespace(current_epoch=2, global_rank=0)
+
+    def draw(epoch, batch_idx):
+        torch.manual_seed(12345 + batch_idx)  # whatever happened before must not matter
+        trainer.current_epoch = epoch
+        seeder.on_train_batch_start(trainer, None, None, batch_idx)
+        return torch.rand(4)
+
+    assert torch.equal(draw(2, 1), draw(2, 1))
+    assert not torch.equal(draw(2, 1), draw(2, 2)) and not torch.equal(draw(2, 1), draw(3, 1))
+    assert not torch.equal(
+        draw(2, 1), (StepSeed(seed=6).on_train_batch_start(trainer, None, None, 1), torch.rand(4))[1]
+    )
 
 
 def test_resume_keeps_the_previous_hydra_config_and_names_what_changed(tmp_path, caplog):

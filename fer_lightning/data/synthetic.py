@@ -68,10 +68,10 @@ class Knobs:
     vis_bad_light_frac: float = 0.18  # low light, glare or a hard shadow on the visible image only
     occlusion_frac: float = 0.08  # hand/card/mask/sunglasses, seen by both cameras (card with parallax)
     ir_artifact_frac: float = 0.15  # hot object, defocus, stripe noise or calibration drift
-    ir_resolution: float = 0.5  # effective thermal sensor resolution as a fraction of image_size
+    ir_resolution: float = 0.45  # effective thermal sensor resolution as a fraction of image_size
     ir_blur: float = 1.2  # gaussian sigma in output pixels
-    ir_noise: float = 0.2  # sensor noise std in degrees C (face contrast is about 5 C)
-    ir_cue_strength: float = 1.0  # multiplier on expression-linked thermal patterns
+    ir_noise: float = 0.25  # sensor noise std in degrees C (face contrast is about 5 C)
+    ir_cue_strength: float = 0.8  # multiplier on expression-linked thermal patterns
     ir_misalign: float = 1.0  # multiplier on the visible/infrared camera offset
     disjoint_failures: bool = True
 
@@ -207,8 +207,8 @@ _EXPRESSIONS: dict[str, dict[str, float]] = {
                   mouth_open=0.08, mouth_w=1.22, lip_scale=0.85, teeth=1.0, cheek=1.0),
     "Sad": dict(brow_in=-0.15, brow_out=0.05, eye_open=0.75, gaze_y=0.03, mouth_curve=0.15, mouth_w=0.92,
                 lip_scale=1.1, chin=1.0),
-    "Angry": dict(brow_in=0.15, brow_out=-0.03, eye_open=0.5, mouth_curve=0.03, mouth_w=0.82,
-                  lip_scale=0.5, furrow=1.0),
+    "Angry": dict(brow_in=0.17, brow_out=-0.06, eye_open=0.5, mouth_curve=0.04, mouth_w=0.75,
+                  lip_scale=0.4, furrow=1.0),
     "Surprise": dict(brow_in=-0.17, brow_out=-0.15, brow_arch=0.05, eye_open=1.55, mouth_open=0.3,
                      mouth_w=0.62, lip_scale=0.9, forehead=1.0),
 }
