@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
+from pathlib import Path
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 
 def _has_wandb_credentials() -> bool:
@@ -33,3 +36,24 @@ def finish_wandb(exit_code: int = 0) -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
         wandb.finish(exit_code=exit_code)
+
+
+class AppendingCSVLogger(CSVLogger):
+    """A CSVLogger whose ``metrics.csv`` survives a resume in the same run dir.
+
+    Lightning's writer deletes an existing ``metrics.csv`` when it starts, which would lose the epochs logged
+    before a run was killed; this one keeps them and appends.
+    """
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        if self._experiment is not None:
+            return self._experiment
+        path = Path(self.log_dir) / "metrics.csv"
+        kept = path.read_text() if path.is_file() else None
+        writer = super().experiment
+        if kept:
+            path.write_text(kept)
+            writer.metrics_keys = next(csv.reader([kept.splitlines()[0]]))
+        return writer

@@ -61,16 +61,16 @@ class Knobs:
     """Difficulty settings. Fractions are per sample; with ``disjoint_failures`` the visible failures
     (bad light) and the infrared failures (artifacts) never hit the same sample."""
 
-    intensity: tuple[float, float] = (0.5, 1.0)  # expression strength range, 1 = full expression
+    intensity: tuple[float, float] = (0.6, 1.0)  # expression strength range, 1 = full expression
     pose_jitter: float = 1.0  # multiplier on rotation/translation/scale jitter
     clutter: float = 1.0  # background clutter amount in both modalities
     vis_noise: float = 0.03  # visible sensor noise std, fraction of full scale
     vis_bad_light_frac: float = 0.18  # low light, glare or a hard shadow on the visible image only
     occlusion_frac: float = 0.08  # hand/card/mask/sunglasses, seen by both cameras (card with parallax)
     ir_artifact_frac: float = 0.15  # hot object, defocus, stripe noise or calibration drift
-    ir_resolution: float = 0.45  # effective thermal sensor resolution as a fraction of image_size
+    ir_resolution: float = 0.4  # effective thermal sensor resolution as a fraction of image_size
     ir_blur: float = 1.2  # gaussian sigma in output pixels
-    ir_noise: float = 0.25  # sensor noise std in degrees C (face contrast is about 5 C)
+    ir_noise: float = 0.3  # sensor noise std in degrees C (face contrast is about 5 C)
     ir_cue_strength: float = 0.8  # multiplier on expression-linked thermal patterns
     ir_misalign: float = 1.0  # multiplier on the visible/infrared camera offset
     disjoint_failures: bool = True
@@ -466,7 +466,7 @@ def sample_scene(rng: np.random.Generator, subject: Subject, knobs: Knobs) -> Sc
     pj = knobs.pose_jitter
     lo, hi = knobs.intensity
     pose = Pose(angle=math.radians(float(np.clip(rng.normal(0, 6), -15, 15)) * pj),
-                scale=0.33 * (1 + rng.uniform(-0.08, 0.08) * pj) / subject.face_w ** 0.5,
+                scale=0.36 * (1 + rng.uniform(-0.08, 0.08) * pj) / subject.face_w ** 0.5,
                 cx=0.5 + rng.uniform(-0.05, 0.05) * pj, cy=0.5 + rng.uniform(-0.04, 0.04) * pj)
     m = knobs.ir_misalign
     ir_pose = Pose(angle=pose.angle + math.radians(rng.normal(0, 1.0)) * m,
@@ -474,28 +474,22 @@ def sample_scene(rng: np.random.Generator, subject: Subject, knobs: Knobs) -> Sc
                    cx=0.5 + (pose.cx - 0.5) * _RIG_SCALE**m + (_RIG_SHIFT[0] + rng.normal(0, 0.008)) * m,
                    cy=0.5 + (pose.cy - 0.5) * _RIG_SCALE**m + (_RIG_SHIFT[1] + rng.normal(0, 0.008)) * m)
 
-    u_vis, u_ir = rng.random(), rng.random()
+    # Every draw happens whatever the knobs, so changing one fraction only flips that condition on or off
+    # and leaves the rest of the sample as it was.
+    u_vis, u_ir, u_occ = rng.random(3)
+    light_kind = str(rng.choice(["dark", "glare", "shadow"], p=[0.6, 0.2, 0.2]))
+    artifact_kind = str(rng.choice(["hot_object", "defocus", "stripes", "drift"]))
+    occ_kind = str(rng.choice(["hand", "card", "mask", "sunglasses"]))
+    occ_rng = np.random.default_rng(rng.integers(2**62))
+    intensity = float(rng.uniform(lo, hi))
+    ambient = float(rng.uniform(19.0, 25.0))
     if knobs.disjoint_failures:
-        u_ir = u_vis
-    bad_light = None
-    if u_vis < knobs.vis_bad_light_frac:
-        bad_light = str(rng.choice(["dark", "glare", "shadow"], p=[0.6, 0.2, 0.2]))
-    ir_artifact = None
-    if knobs.disjoint_failures:
-        hit = knobs.vis_bad_light_frac <= u_ir < knobs.vis_bad_light_frac + knobs.ir_artifact_frac
-    else:
-        hit = u_ir < knobs.ir_artifact_frac
-    if hit:
-        ir_artifact = str(rng.choice(["hot_object", "defocus", "stripes", "drift"]))
-
-    occluder: list[Layer] = []
-    kind, parallax = None, 0.0
-    if rng.random() < knobs.occlusion_frac:
-        kind = str(rng.choice(["hand", "card", "mask", "sunglasses"]))
-        occluder, parallax = _occluder(rng, subject, kind)
-    return Scene(intensity=float(rng.uniform(lo, hi)), pose=pose, ir_pose=ir_pose, bad_light=bad_light,
-                 occluder=occluder, occluder_kind=kind, parallax=parallax, ir_artifact=ir_artifact,
-                 ambient=float(rng.uniform(19.0, 25.0)))
+        u_ir = 1.0 - u_vis  # bad light takes the low end of u_vis, artifacts the high end
+    occluder, parallax = _occluder(occ_rng, subject, occ_kind) if u_occ < knobs.occlusion_frac else ([], 0.0)
+    return Scene(intensity=intensity, pose=pose, ir_pose=ir_pose,
+                 bad_light=light_kind if u_vis < knobs.vis_bad_light_frac else None,
+                 occluder=occluder, occluder_kind=occ_kind if occluder else None, parallax=parallax,
+                 ir_artifact=artifact_kind if u_ir < knobs.ir_artifact_frac else None, ambient=ambient)
 
 
 def _occluder(rng: np.random.Generator, sj: Subject, kind: str) -> tuple[list[Layer], float]:
@@ -602,10 +596,9 @@ def render_visible(rng: np.random.Generator, subject: Subject, geom: Geometry, s
         "glasses_frame": (*sj.glasses, 255) if sj.glasses else None,
     }
     _paint(draw, geom.layers, scene.pose, size, paint)
-    if scene.occluder:
-        colour = {"hand": _shade(skin, 0.95), "sunglasses": (15, 15, 20, 255)}.get(
-            scene.occluder_kind or "", (*_rgb(rng.uniform(20, 235, 3)), 255))
-        _paint(draw, scene.occluder, scene.pose, size, {"occluder": colour})
+    object_colour = (*_rgb(rng.uniform(20, 235, 3)), 255)
+    colour = {"hand": _shade(skin, 0.95), "sunglasses": (15, 15, 20, 255)}.get(scene.occluder_kind or "", object_colour)
+    _paint(draw, scene.occluder, scene.pose, size, {"occluder": colour})
     out = np.asarray(img.resize((n, n), Image.Resampling.LANCZOS), dtype=np.float64)
 
     # Lighting is smooth, so it is applied after downsampling: rounded-face shading, a directional light
@@ -621,8 +614,8 @@ def render_visible(rng: np.random.Generator, subject: Subject, geom: Geometry, s
     gain = rng.uniform(0.8, 1.15)
     noise = knobs.vis_noise
     if scene.bad_light == "dark":
-        gain = rng.uniform(0.05, 0.14)
-        noise = noise + rng.uniform(0.02, 0.04)
+        gain = rng.uniform(0.08, 0.2)
+        noise = noise + rng.uniform(0.04, 0.07)  # the camera's gain amplifies sensor noise
     elif scene.bad_light == "glare":
         gain = rng.uniform(2.0, 3.2)
         fx, fy = rng.uniform(-0.2, 0.2, 2)
@@ -754,10 +747,12 @@ def render_pair(rng: np.random.Generator, subject: Subject, expression: str, ima
     """One (visible, infrared) pair, each ``(image_size, image_size, 3)`` uint8."""
     _check_expression(expression)
     _palette(palette)
-    scene = sample_scene(rng, subject, knobs)
+    # Separate streams, so a knob that only affects one modality leaves the other one's pixels unchanged.
+    scene_rng, vis_rng, ir_rng = (np.random.default_rng(s) for s in rng.integers(2**62, size=3))
+    scene = sample_scene(scene_rng, subject, knobs)
     geom = build_geometry(subject, expression, scene.intensity)
-    visible = render_visible(rng, subject, geom, scene, image_size, knobs)
-    infrared = render_thermal(rng, subject, geom, scene, image_size, knobs, palette)
+    visible = render_visible(vis_rng, subject, geom, scene, image_size, knobs)
+    infrared = render_thermal(ir_rng, subject, geom, scene, image_size, knobs, palette)
     return visible, infrared
 
 
