@@ -43,7 +43,8 @@ RUN_CONFIG = Path(".hydra") / "config.yaml"
 OWN_KEYS = ("ckpt_path", "split", "task_name", "hydra", "paths.output_dir", "paths.log_dir")
 # Config groups that write into the global package (several keys at once): they would change what the
 # checkpoint is, so they cannot be overridden at evaluation.
-GLOBAL_GROUPS = ("modality", "experiment", "debug", "hparams_search")
+# Groups that would replace the run's settings wholesale (dataset= would reset its split, size and classes).
+GLOBAL_GROUPS = ("dataset", "modality", "experiment", "debug", "hparams_search")
 SPLITS = ("test", "val")
 
 
@@ -240,6 +241,10 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     if split != "test":
         # Lightning's test loop reads test_dataloader(); point it at the split asked for (eval transforms).
         datamodule.test_dataloader = lambda: datamodule._loader(split, False, datamodule.eval_batch_size)
+    with open_dict(run_cfg):
+        # A debug or limited run must still be evaluated on its whole split.
+        for key in ("fast_dev_run", "limit_test_batches", "max_steps", "limit_train_batches", "limit_val_batches"):
+            run_cfg.trainer.pop(key, None)
     trainer: L.Trainer = hydra.utils.instantiate(run_cfg.trainer, callbacks=[], logger=False)
     trainer.test(model, datamodule=datamodule, verbose=False)
 

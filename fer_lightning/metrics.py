@@ -33,8 +33,17 @@ def _per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return precision, recall, f1, support
 
 
+def _macro(values: np.ndarray, cm: np.ndarray) -> np.ndarray:
+    """Mean over the classes that occur in the labels or the predictions, as scikit-learn averages.
+
+    A class absent from both (possible in a small fold or resample) says nothing about the model.
+    """
+    present = (cm.sum(axis=-1) + cm.sum(axis=-2)) > 0
+    return (values * present).sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
+
+
 def _macro_f1(cm: np.ndarray) -> np.ndarray:
-    return _per_class(cm)[2].mean(axis=-1)
+    return _macro(_per_class(cm)[2], cm)
 
 
 def bootstrap_ci(
@@ -79,9 +88,9 @@ def classification_report(
         "n": n,
         "accuracy": float((labels == preds).mean()) if n else float("nan"),
         "accuracy_ci95": ci["accuracy"],
-        "precision_macro": float(precision.mean()),
-        "recall_macro": float(recall.mean()),
-        "f1_macro": float(f1.mean()),
+        "precision_macro": float(_macro(precision, cm)),
+        "recall_macro": float(_macro(recall, cm)),
+        "f1_macro": float(_macro(f1, cm)),
         "f1_macro_ci95": ci["f1_macro"],
         "precision_weighted": float((precision * weights).sum()),
         "recall_weighted": float((recall * weights).sum()),

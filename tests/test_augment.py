@@ -81,6 +81,7 @@ def _dm(tmp_path, copies: int, modality: str = "fusion") -> SyntheticDataModule:
     )
     dm.prepare_data()
     dm.setup("fit")
+    dm.train_dataloader()  # the offline copies are drawn when training starts
     return dm
 
 
@@ -104,6 +105,19 @@ def test_offline_x26_is_26_times_the_training_set_and_deterministic(tmp_path):
     assert np.array_equal(again.images["visible"], vis) and np.array_equal(again.images["infrared"], ir)
     batch = next(iter(offline.train_dataloader()))
     assert batch["visible"].shape == (8, 3, 32, 32)
+
+
+def test_offline_copies_are_not_drawn_for_evaluation(tmp_path):
+    dm = SyntheticDataModule(data_dir=str(tmp_path), modality="visible", image_size=32, num_workers=0,
+                             augment={**preset("paper"), "offline_copies": 26}, generator=GENERATOR,
+                             split={"group_regex": r"^(s\d+)_"})
+    dm.prepare_data()
+    dm.setup("test")
+    n = dm.split_size("train")
+    dm.test_dataloader()
+    assert dm.split_size("train") == n
+    dm.train_dataloader()
+    assert dm.split_size("train") == 26 * n
 
 
 def test_offline_copies_must_not_be_negative(tmp_path):

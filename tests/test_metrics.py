@@ -29,6 +29,15 @@ def test_metrics_match_scikit_learn_including_a_never_predicted_class():
     assert r["per_class"]["d"]["precision"] == 0.0
 
 
+def test_macro_average_skips_a_class_absent_from_labels_and_predictions():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    preds = np.array([0, 1, 1, 1, 2, 0])
+    r = classification_report(labels, preds, CLASSES)  # "d" never occurs
+    assert r["f1_macro"] == pytest.approx(skm.f1_score(labels, preds, average="macro"))
+    assert r["precision_macro"] == pytest.approx(skm.precision_score(labels, preds, average="macro"))
+    assert r["per_class"]["d"]["support"] == 0
+
+
 def test_bootstrap_ci_contains_the_estimate_and_shrinks_with_n():
     rng = np.random.default_rng(1)
     widths = []

@@ -111,6 +111,18 @@ def test_equal_counts_with_unmatched_names_fall_back_to_sorted_order():
     assert "contact_sheet.png" in result.warnings[0]
 
 
+def test_partial_name_match_is_not_shifted_into_order_pairing():
+    """One missing file on each side must not mispair the whole class (the study's listing-order defect)."""
+    vis = {"sad": paths(V, "img_001.jpg", "img_002.jpg", "img_003.jpg", "img_004.jpg", "img_005.jpg")}
+    ir = {"sad": paths(I, "img_002.jpg", "img_003.jpg", "img_004.jpg", "img_005.jpg", "img_006.jpg")}
+    result = pair_files(vis, ir, mode="auto", require_pairs=False)
+    pairs = [(v.name, i.name) for _, v, i in result.pairs if v and i]
+    assert pairs == [(f"img_00{k}.jpg", f"img_00{k}.jpg") for k in range(2, 6)]
+    assert result.unpaired["sad"]["visible"] == [V / "img_001.jpg"]
+    assert result.unpaired["sad"]["infrared"] == [I / "img_006.jpg"]
+    assert all("sorted order" not in w for w in result.warnings)
+
+
 def test_strict_mode_refuses_unmatched_names():
     vis = {"fear": paths(V, "fear_1.JPG", "fear_2.JPG")}
     ir = {"fear": paths(I, "T1.png", "T2.png")}

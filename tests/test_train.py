@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
+from fer_lightning.train import run as fer_run
 from fer_lightning.train import train
 from tests.conftest import CONF, REPO, TINY, compose_cfg
 
@@ -52,9 +54,7 @@ def test_every_dataset_and_modality_composes(dataset, modality, tmp_path):
     assert cfg.modality == modality and cfg.dataset.modality == modality and cfg.dataset.name == dataset
     expected = "FusionModule" if modality == "fusion" else "SingleModalityModule"
     assert cfg.model._target_.endswith(expected)
-    assert cfg.model.backbone.weights == (None if dataset in ("synthetic", "folder") else "imagenet") or (
-        dataset == "folder" and cfg.model.backbone.weights == "imagenet"
-    )
+    assert cfg.model.backbone.weights == (None if dataset == "synthetic" else "imagenet")
 
 
 @pytest.mark.parametrize("experiment", experiment_files())
@@ -118,10 +118,10 @@ def test_wandb_runs_offline_and_writes_its_run_dir(tmp_path, data_dir, monkeypat
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-default"))
     run = tmp_path / "run"
     cfg = compose_cfg([*TINY, "modality=infrared", "debug=fast", "logger=wandb"], run, data_dir)
-    train(cfg)
+    fer_run(cfg)
     import wandb
 
-    assert wandb.run is None  # finished by train's wrapper
+    assert wandb.run is None  # finished by run(), the wrapper around train()
     offline = list((run / "wandb").glob("offline-run-*"))
     assert offline, list(run.rglob("*"))
     assert any(offline[0].glob("*.wandb"))
@@ -195,5 +195,7 @@ def test_defaults_follow_the_contract():
     assert choices.logger == "wandb" and set(cfg.logger) == {"wandb", "csv"}
     assert cfg.paths.data_dir == "./data" and cfg.ckpt_path is None
     assert cfg.dataset.batch_size == 64
-    order = [str(d) for d in cfg.hydra.runtime.choices]
+    defaults = OmegaConf.load(CONF / "train.yaml").defaults
+    order = [d if isinstance(d, str) else next(iter(d)) for d in defaults]
+    assert order.index("experiment") > order.index("trainer") and order[-1] == "debug"
     assert order.index("experiment") > order.index("trainer") and order[-1] in ("debug", "hparams_search")

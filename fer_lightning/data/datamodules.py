@@ -8,6 +8,8 @@ All of them read the same prepared layout (``<data_dir>/<name>/manifest.csv``); 
 from __future__ import annotations
 
 import hashlib
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -121,6 +123,7 @@ class ManifestDataModule(L.LightningDataModule):
         self.stats: dict[str, tuple[list[float], list[float]]] = {}
         self._datasets: dict[str, FERDataset] = {}
         self._loaded_key: tuple | None = None
+        self._expanded = False
         self._norm: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -137,14 +140,28 @@ class ManifestDataModule(L.LightningDataModule):
         if not self.manifest_path.is_file():
             raise FERError(f"{self.manifest_path}: no prepared dataset")
 
+    @contextlib.contextmanager
+    def _lock(self):
+        """Serialises preparation across processes: parallel sweep jobs on a fresh data dir share one dataset."""
+        locks = self.data_dir / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{self.root.relative_to(self.data_dir).as_posix().replace('/', '_')}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def prepare_data(self) -> None:
-        self.prepare()
-        ensure_splits(self.root, self.split_spec, log=log.warning)
+        with self._lock():
+            self.prepare()
+            ensure_splits(self.root, self.split_spec, log=log.warning)
 
     def setup(self, stage: str | None = None) -> None:
-        rows = ensure_splits(self.root, self.split_spec, log=log.warning)
+        with self._lock():
+            rows = ensure_splits(self.root, self.split_spec, log=log.warning)
+            self.manifest_sha1 = file_sha1(self.manifest_path)
         rows = apply_fold(rows, self.split_spec.folds, self.fold)
-        self.manifest_sha1 = file_sha1(self.manifest_path)
         key = (self.manifest_sha1, self.fold, self.image_size, self.modality)
         if key == self._loaded_key:
             return
@@ -189,7 +206,13 @@ class ManifestDataModule(L.LightningDataModule):
                 train_tf if s == "train" else eval_tf,
             )
         self.stats = {m: self._stats(m) for m in self.modalities}
-        if self.offline_copies:
+        self._expanded = False
+        self._loaded_key = key
+
+    def _expand_train(self) -> None:
+        """The study's offline protocol, drawn only when training starts (evaluation never pays for it)."""
+        if self.offline_copies and not self._expanded:
+            eval_tf = self._datasets["val"].transform
             variants = [
                 PairTransform(self.modalities, self.image_size, geometric=g,
                               photometric=self.augment.get("photometric") or (),
@@ -199,7 +222,7 @@ class ManifestDataModule(L.LightningDataModule):
             self._datasets["train"] = offline_expand(
                 self._datasets["train"], self.offline_copies, eval_tf, variants, self.seed, self.num_workers
             )
-        self._loaded_key = key
+            self._expanded = True
 
     def _classes(self, rows: list[dict]) -> list[str]:
         found = sorted({r["label"] for r in rows})
@@ -243,6 +266,7 @@ class ManifestDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        self._expand_train()
         return self._loader("train", True, self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
@@ -313,6 +337,7 @@ class SyntheticDataModule(ManifestDataModule):
                 r[f"{m}_sha1"] = file_sha1(tmp / r[m])
         write_manifest(tmp / "manifest.csv", rows)
         atomic_write_text(tmp / "generator.json", settings)
+        atomic_write_text(tmp / "rejected.csv", "file,reason\n")  # every generated file is used
         from fer_lightning.plots import contact_sheet
 
         contact_sheet(tmp, rows, tmp / "contact_sheet.png")

@@ -153,6 +153,10 @@ def _pair_class(
                 f"infrared: {_listing(by_name.infrared_only)}); rename them so the names match, "
                 f"or set {PAIRING_KEY}=auto to pair by sorted order"
             )
+        if by_name.pairs:
+            # Some names match: pairing everything by order would shift every pair after the first gap, so the
+            # leftovers stay unpaired (and are reported as such).
+            return by_name
         result.warnings.append(
             f"class {label!r}: visible and infrared file names do not match "
             f"({len(visible)} images each); paired by sorted order, as the study did; check contact_sheet.png"

@@ -336,19 +336,22 @@ def build_geometry(subject: Subject, expression: str, intensity: float) -> Geome
             c1 = np.array([side * (sj.mouth_w * e["mouth_w"] + 0.15), (tip_y + my) / 2])
             c2 = np.array([side * (sj.mouth_w * e["mouth_w"] + 0.06), my + e["mouth_curve"] * 0.4 + 0.05])
             s = np.linspace(0, 1, 10)[:, None]
-            add(Layer("wrinkle", (1 - s) ** 2 * c0 + 2 * s * (1 - s) * c1 + s**2 * c2, 0.025, e["cheek"]))
+            add(Layer("wrinkle", (1 - s) ** 2 * c0 + 2 * s * (1 - s) * c1 + s**2 * c2, 0.03, e["cheek"]))
     if e["furrow"] > 0:
         for side in (-1, 1):
             x = side * 0.055
-            add(Layer("wrinkle", np.array([[x, brow_y - 0.04], [x * 0.8, brow_y + 0.1]]), 0.022, e["furrow"]))
+            add(Layer("wrinkle", np.array([[x, brow_y - 0.05], [x * 0.8, brow_y + 0.1]]), 0.03, e["furrow"]))
     if e["forehead"] > 0:
         for i in range(3):
             y0 = brow_y - 0.14 - 0.08 * i
             xs = np.linspace(-0.38, 0.38, 9)
-            add(Layer("wrinkle", _curve(xs, y0 + 0.1 * xs**2), 0.018, e["forehead"] * 0.8))
-    if e["chin"] > 0:
+            add(Layer("wrinkle", _curve(xs, y0 + 0.1 * xs**2), 0.022, e["forehead"]))
+    if e["chin"] > 0:  # sadness: chin raiser bump and short lines above the raised inner brows
         xs = np.linspace(-0.12, 0.12, 7)
-        add(Layer("wrinkle", _curve(xs, my + 0.2 - 1.2 * xs**2), 0.02, e["chin"] * 0.8))
+        add(Layer("wrinkle", _curve(xs, my + 0.2 - 1.2 * xs**2), 0.025, e["chin"]))
+        xs = np.linspace(-0.16, 0.16, 7)
+        for i in range(2):
+            add(Layer("wrinkle", _curve(xs, brow_y - 0.12 - 0.07 * i - 0.8 * xs**2), 0.022, e["chin"]))
 
     # Brows.
     s = np.linspace(0.0, 1.0, 12)
@@ -588,7 +591,7 @@ def render_visible(rng: np.random.Generator, subject: Subject, geom: Geometry, s
     paint: dict[str, Any] = {
         "hair_back": _shade(sj.hair, 0.8), "clothes": _shade(sj.clothes, 1.0), "neck": _shade(skin, 0.82),
         "ear": _shade(skin, 0.9), "face": _shade(skin, 1.0), "cheek": (*_mix(skin, (230, 90, 90), 0.5), 70),
-        "wrinkle": _shade(skin, 0.62, 200), "brow": (*brow, 255), "eye_white": (236, 232, 226, 255),
+        "wrinkle": _shade(skin, 0.55, 230), "brow": (*brow, 255), "eye_white": (236, 232, 226, 255),
         "iris": (*sj.iris, 255), "pupil": (12, 8, 8, 255), "lash": (30, 20, 18, 255),
         "nose_line": _shade(skin, 0.76, 200), "nostril": _shade(skin, 0.42), "beard": (*sj.hair, 170),
         "lips": (*sj.lips, 255), "lip_line": _shade(sj.lips, 0.45), "mouth_inner": (55, 12, 18, 255),
