@@ -9,7 +9,15 @@ import pytest
 from PIL import Image
 
 from fer_lightning.data import synthetic
-from fer_lightning.data.synthetic import CLASSES, PALETTES, Knobs, Subject, generate, render_pair
+from fer_lightning.data.synthetic import (
+    CLASSES,
+    DIFFICULTIES,
+    PALETTES,
+    Knobs,
+    Subject,
+    generate,
+    render_pair,
+)
 
 TINY = dict(n_subjects=2, samples_per_class=2, image_size=32)
 
@@ -89,7 +97,7 @@ def test_palettes_are_luts_used_by_the_renderer(palette):
     assert lut.shape == (256, 3) and lut.dtype == np.uint8
     assert len(np.unique(lut, axis=0)) > 200  # a smooth ramp, not a few flat colours
     subject = Subject.sample(np.random.default_rng(0))
-    _, ir = render_pair(np.random.default_rng(1), subject, "Happy", 32, palette, Knobs.from_difficulty("easy"))
+    _, ir = render_pair(np.random.default_rng(1), subject, "Happy", 32, palette, DIFFICULTIES["easy"])
     colours = {tuple(c) for c in lut.tolist()}
     assert all(tuple(c) in colours for c in ir.reshape(-1, 3).tolist())
 

@@ -199,3 +199,12 @@ def test_defaults_follow_the_contract():
     order = [d if isinstance(d, str) else next(iter(d)) for d in defaults]
     assert order.index("experiment") > order.index("trainer") and order[-1] == "debug"
     assert order.index("experiment") > order.index("trainer") and order[-1] in ("debug", "hparams_search")
+
+
+def test_bad_generator_setting_is_a_one_line_error_and_leaves_no_partial_dataset(tmp_path):
+    from fer_lightning.errors import FERError
+
+    cfg = compose_cfg([*TINY, "debug=fast", "+dataset.generator.difficulty.glare=2"], tmp_path / "run", tmp_path)
+    with pytest.raises(FERError, match="dataset.generator: unknown difficulty knob"):
+        train(cfg)
+    assert not (tmp_path / "synthetic").exists() and not list(tmp_path.glob(".synthetic*"))

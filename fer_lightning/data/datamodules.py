@@ -330,7 +330,11 @@ class SyntheticDataModule(ManifestDataModule):
         # Generate beside the target and swap in at the end, so an interrupted run leaves no partial dataset.
         tmp = self.root.with_name(f".{self.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        rows = synthetic.generate(tmp, **self.generator)
+        try:
+            rows = synthetic.generate(tmp, **self.generator)
+        except (TypeError, ValueError) as exc:  # a bad dataset.generator key or value
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FERError(f"dataset.generator: {exc}") from exc
         for r in rows:
             r["split"] = ""
             for m in ("visible", "infrared"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,8 @@ class Knobs:
     intensity: tuple[float, float] = (0.6, 1.0)  # expression strength range, 1 = full expression
     pose_jitter: float = 1.0  # multiplier on rotation/translation/scale jitter
     clutter: float = 1.0  # background clutter amount in both modalities
+    lighting: float = 1.0  # multiplier on visible illumination gradients, white balance and exposure spread
+    identity_spread: float = 1.0  # how different subjects look; < 1 pulls faces towards a typical one
     vis_noise: float = 0.03  # visible sensor noise std, fraction of full scale
     vis_bad_light_frac: float = 0.18  # low light, glare or a hard shadow on the visible image only
     occlusion_frac: float = 0.08  # hand/card/mask/sunglasses, seen by both cameras (card with parallax)
@@ -76,27 +79,25 @@ class Knobs:
     disjoint_failures: bool = True
 
     @classmethod
-    def from_difficulty(cls, difficulty: str | dict[str, Any] | Knobs) -> Knobs:
-        """``"default"``, ``"easy"``, a :class:`Knobs`, or a dict overriding fields of the default."""
+    def from_difficulty(cls, difficulty: str | Mapping[str, Any] | Knobs) -> Knobs:
+        """``"default"``, ``"easy"``, a :class:`Knobs`, or a mapping overriding fields of the default."""
         if isinstance(difficulty, Knobs):
             knobs = difficulty
         elif isinstance(difficulty, str):
             if difficulty not in DIFFICULTIES:
                 raise ValueError(f"unknown difficulty {difficulty!r}; valid: {', '.join(DIFFICULTIES)} "
-                                 f"or a dict of knob overrides")
+                                 "or a dict of knob overrides")
             knobs = DIFFICULTIES[difficulty]
-        elif isinstance(difficulty, dict):
+        elif isinstance(difficulty, Mapping):  # also Hydra's DictConfig
             valid = [f.name for f in fields(cls)]
-            bad = [k for k in difficulty if k not in valid]
+            bad = [str(k) for k in difficulty if k not in valid]
             if bad:
                 raise ValueError(f"unknown difficulty knob(s) {', '.join(map(repr, bad))}; "
                                  f"valid knobs: {', '.join(valid)}")
-            overrides = dict(difficulty)
-            if "intensity" in overrides:
-                overrides["intensity"] = tuple(overrides["intensity"])
-            knobs = replace(cls(), **overrides)
+            knobs = replace(cls(), **{k: _coerce_knob(k, v) for k, v in difficulty.items()})
         else:
-            raise ValueError(f"difficulty must be 'default', 'easy' or a dict, got {type(difficulty).__name__}")
+            raise ValueError("difficulty must be 'default', 'easy' or a dict of knob overrides, "
+                             f"got {type(difficulty).__name__}")
         knobs.validate()
         return knobs
 
@@ -105,23 +106,41 @@ class Knobs:
             if not ok:
                 raise ValueError(f"difficulty knob {key!r} = {getattr(self, key)!r}: {what}")
 
-        lo_hi = self.intensity
-        need(len(lo_hi) == 2 and 0.0 < lo_hi[0] <= lo_hi[1] <= 1.5, "intensity", "need (lo, hi) with 0 < lo <= hi <= 1.5")
+        lo, hi = self.intensity
+        need(0.0 < lo <= hi <= 1.5, "intensity", "need [lo, hi] with 0 < lo <= hi <= 1.5")
         for key in ("vis_bad_light_frac", "occlusion_frac", "ir_artifact_frac"):
             need(0.0 <= getattr(self, key) <= 1.0, key, "must be in [0, 1]")
-        for key in ("pose_jitter", "clutter", "vis_noise", "ir_blur", "ir_noise", "ir_cue_strength", "ir_misalign"):
+        for key in ("pose_jitter", "clutter", "lighting", "vis_noise", "ir_blur", "ir_noise", "ir_cue_strength",
+                    "ir_misalign"):
             need(getattr(self, key) >= 0.0, key, "must be >= 0")
+        need(0.0 <= self.identity_spread <= 1.0, "identity_spread", "must be in [0, 1]")
         need(0.05 <= self.ir_resolution <= 1.0, "ir_resolution", "must be in [0.05, 1]")
         if self.disjoint_failures:
             need(self.vis_bad_light_frac + self.ir_artifact_frac <= 1.0, "ir_artifact_frac",
                  "vis_bad_light_frac + ir_artifact_frac must be <= 1 when disjoint_failures is set")
 
 
+def _coerce_knob(key: str, value: Any) -> Any:
+    try:
+        if key == "intensity":
+            lo, hi = (float(v) for v in value)
+            return lo, hi
+        if key == "disjoint_failures":
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        return float(value)
+    except (TypeError, ValueError):
+        want = {"intensity": "a pair [lo, hi]", "disjoint_failures": "true or false"}.get(key, "a number")
+        raise ValueError(f"difficulty knob {key!r} = {value!r}: must be {want}") from None
+
+
 DIFFICULTIES: dict[str, Knobs] = {
     "default": Knobs(),
-    "easy": Knobs(intensity=(0.9, 1.0), pose_jitter=0.3, clutter=0.3, vis_noise=0.01, vis_bad_light_frac=0.0,
-                  occlusion_frac=0.0, ir_artifact_frac=0.0, ir_resolution=1.0, ir_blur=0.5, ir_noise=0.05,
-                  ir_cue_strength=1.5, ir_misalign=0.5),
+    # Expression is the main thing that varies: similar-looking people, plain backdrop, even light.
+    "easy": Knobs(intensity=(1.0, 1.15), pose_jitter=0.0, clutter=0.0, lighting=0.1, identity_spread=0.0,
+                  vis_noise=0.01, vis_bad_light_frac=0.0, occlusion_frac=0.0, ir_artifact_frac=0.0,
+                  ir_resolution=1.0, ir_blur=0.5, ir_noise=0.05, ir_cue_strength=1.5, ir_misalign=0.5),
 }
 
 
@@ -165,15 +184,31 @@ class Subject:
     light_side: int  # which side the nose casts its shadow
 
     @classmethod
-    def sample(cls, rng: np.random.Generator) -> Subject:
-        u = rng.uniform
+    def sample(cls, rng: np.random.Generator, spread: float = 1.0) -> Subject:
+        """A random person; ``spread`` < 1 pulls every attribute towards a typical face.
+
+        Each attribute takes the same number of draws whatever ``spread`` is.
+        """
+
+        def u(lo: float, hi: float, size: int | None = None) -> Any:
+            mid = (lo + hi) / 2
+            return mid + spread * (rng.uniform(lo, hi, size) - mid)
+
+        def pick(options: Any, p: list[float] | None = None) -> Any:
+            """Weighted choice below ``spread``, else the first (typical) option."""
+            c = rng.random()
+            if c >= spread:
+                return options[0]
+            cum = np.cumsum(p if p is not None else np.full(len(options), 1 / len(options)))
+            return options[min(int(np.searchsorted(cum, c / spread, side="right")), len(options) - 1)]
+
         tone = u(0.0, 1.0)
         light, dark = np.array([238, 200, 172]), np.array([92, 58, 40])
         skin = (light + tone * (dark - light)) * u(0.95, 1.05, 3)
         lips = skin * np.array([0.78, 0.5, 0.5]) + np.array([30, 0, 5])
-        style = _HAIR_STYLES[rng.choice(len(_HAIR_STYLES), p=[0.35, 0.25, 0.15, 0.1, 0.15])]
-        hair = np.array(_HAIR_COLOURS[rng.integers(len(_HAIR_COLOURS))]) * u(0.85, 1.15)
-        beard_draw = u()
+        style = pick(_HAIR_STYLES, [0.35, 0.25, 0.15, 0.1, 0.15])
+        hair = np.array(pick(_HAIR_COLOURS)) * u(0.85, 1.15)
+        glasses_draw, beard_draw = rng.random(2) / max(spread, 1e-6)
         return cls(
             face_w=u(0.92, 1.06), aspect=u(1.22, 1.42), jaw=u(0.0, 1.0),
             eye_y=u(-0.14, -0.04), eye_dx=u(0.36, 0.44), eye_w=u(0.15, 0.19),
@@ -181,10 +216,9 @@ class Subject:
             nose_len=u(0.30, 0.40), nose_w=u(0.10, 0.14), mouth_y=u(0.58, 0.68), mouth_w=u(0.28, 0.36),
             lip=u(0.045, 0.07), hairline=u(0.48, 0.66), hair_style=style, hair_volume=u(1.0, 1.15),
             hair_part=u(-1.0, 1.0),
-            skin=_rgb(skin), lips=_rgb(lips), hair=_rgb(hair),
-            iris=_IRIS_COLOURS[rng.integers(len(_IRIS_COLOURS))],
-            clothes=_rgb(rng.uniform(20, 230, 3)),
-            glasses=_rgb(rng.uniform(10, 120, 3)) if u() < 0.2 else None,
+            skin=_rgb(skin), lips=_rgb(lips), hair=_rgb(hair), iris=pick(_IRIS_COLOURS),
+            clothes=_rgb(u(20, 230, 3)),
+            glasses=_rgb(rng.uniform(10, 120, 3)) if glasses_draw < 0.2 else None,
             beard=None if beard_draw > 0.2 else ("full" if beard_draw < 0.12 else "goatee"),
             skin_temp=u(33.6, 34.8), light_side=int(rng.choice([-1, 1])),
         )
@@ -313,7 +347,7 @@ def build_geometry(subject: Subject, expression: str, intensity: float) -> Geome
     elif sj.hair_style == "curly":
         th = np.linspace(0, 2 * np.pi, 72, endpoint=False)
         r = 1.0 + 0.05 * np.sin(11 * th + 3 * sj.hair_part)
-        back = np.stack([a * 1.25 * vol * r * np.cos(th), -0.12 * b + b * 1.08 * vol * r * np.sin(th)], axis=1)
+        back = np.stack([a * 1.25 * vol * r * np.cos(th), b * (1.08 * vol * r * np.sin(th) - 0.12)], axis=1)
         back[:, 1] = np.minimum(back[:, 1], 0.45 * b)
         add(Layer("hair_back", back))
     add(Layer("clothes", np.array([[-0.9 * a, 1.05 * b], [0.9 * a, 1.05 * b], [2.6 * a, 1.5 * b],
@@ -353,17 +387,20 @@ def build_geometry(subject: Subject, expression: str, intensity: float) -> Geome
         for i in range(2):
             add(Layer("wrinkle", _curve(xs, brow_y - 0.12 - 0.07 * i - 0.8 * xs**2), 0.022, e["chin"]))
 
+    eh = ew * 0.5 * e["eye_open"]
+    lower = ew * 0.28 * e["lower_lid"] * min(1.0, e["eye_open"])
+
     # Brows.
     s = np.linspace(0.0, 1.0, 12)
     for side in (-1, 1):
         x = side * (ex - ew * 0.95 + s * ew * 2.15)
-        y = brow_y + (1 - s) * e["brow_in"] + s * e["brow_out"] - (sj.brow_arch + e["brow_arch"]) * np.sin(np.pi * s)
+        arch = (sj.brow_arch + e["brow_arch"]) * np.sin(np.pi * s)
+        # An exaggerated frown may pull the brow down to the upper lid, not through it.
+        y = np.minimum(brow_y + (1 - s) * e["brow_in"] + s * e["brow_out"] - arch, ey - 0.9 * eh - 0.05)
         half = sj.brow_th * (1.15 - 0.5 * s) / 2
         add(Layer("brow", np.concatenate([_curve(x, y - half), _curve(x, y + half)[::-1]])))
 
     # Eyes: almond from two lid curves; iris clamped between the lids.
-    eh = ew * 0.5 * e["eye_open"]
-    lower = ew * 0.28 * e["lower_lid"] * min(1.0, e["eye_open"])
     for side in (-1, 1):
         x = side * (ex + ew * t)
         y_up = ey - eh * (1 - t**2) ** 0.7
@@ -418,7 +455,8 @@ def build_geometry(subject: Subject, expression: str, intensity: float) -> Geome
     if e["mouth_open"] > 0.012:
         add(Layer("mouth_inner", np.concatenate([_curve(x, in_top), _curve(x, in_bot)[::-1]])))
         if e["teeth"] > 0.5:
-            add(Layer("teeth", np.concatenate([_curve(x * 0.85, in_top), _curve(x * 0.85, in_top + 0.55 * gap)[::-1]])))
+            teeth_bottom = _curve(x * 0.85, in_top + 0.55 * gap)
+            add(Layer("teeth", np.concatenate([_curve(x * 0.85, in_top), teeth_bottom[::-1]])))
 
     # Hair over the forehead.
     if sj.hair_style != "bald":
@@ -437,8 +475,10 @@ def build_geometry(subject: Subject, expression: str, intensity: float) -> Geome
                             ey + 0.01 + 0.14 * np.sign(s_) * np.abs(s_) ** 0.5], axis=1)
             add(Layer("glasses_lens", rim))
             add(Layer("glasses_frame", _closed(rim), 0.03))
-            add(Layer("glasses_frame", np.array([[side * (ex + ew * 1.4), ey - 0.02], [side * a, ey + 0.02]]), 0.03))
-        add(Layer("glasses_frame", np.array([[-(ex - ew * 1.4), ey - 0.02], [ex - ew * 1.4, ey - 0.02]]), 0.03))
+            temple = np.array([[side * (ex + ew * 1.4), ey - 0.02], [side * a, ey + 0.02]])
+            add(Layer("glasses_frame", temple, 0.03))
+        inner = ex - ew * 1.4
+        add(Layer("glasses_frame", np.array([[-inner, ey - 0.02], [inner, ey - 0.02]]), 0.03))
     return Geometry(expression, layers, anchors, a, b)
 
 
@@ -519,7 +559,8 @@ def _occluder(rng: np.random.Generator, sj: Subject, kind: str) -> tuple[list[La
         return [Layer("occluder", rect)], float(rng.uniform(0.25, 0.45))
     # A hand reaching up from below: palm under the target, fingers across it.
     palm = _ellipse(0, 0.42, 0.3, 0.26, 24)
-    fingers = [np.array([[dx, 0.3], [dx * 1.2, -0.12 - 0.06 * (1 - abs(dx) / 0.2)]]) for dx in (-0.18, -0.06, 0.06, 0.18)]
+    fingers = [np.array([[dx, 0.3], [dx * 1.2, -0.12 - 0.06 * (1 - abs(dx) / 0.2)]])
+               for dx in (-0.18, -0.06, 0.06, 0.18)]
     layers = [Layer("occluder", palm @ rot.T + target)]
     layers += [Layer("occluder", f @ rot.T + target, 0.11) for f in fingers]
     return layers, 0.0
@@ -530,17 +571,17 @@ def _occluder(rng: np.random.Generator, sj: Subject, kind: str) -> tuple[list[La
 
 def _paint(draw: ImageDraw.ImageDraw, layers: list[Layer], pose: Pose, size: int, paint: dict[str, Any],
            offset: tuple[float, float] = (0.0, 0.0)) -> None:
-    """Draw ``layers`` with values from ``paint`` (RGBA tuple, float or int); parts mapped to None are skipped."""
+    """Draw ``layers`` with ``paint[part]`` (RGBA tuple, float or int); parts without a value are skipped."""
     unit = pose.scale * size
     for layer in layers:
         value = paint.get(layer.part)
         if value is None:
             continue
         if isinstance(value, tuple) and len(value) == 4 and layer.alpha < 1.0:
-            value = (*value[:3], int(round(value[3] * layer.alpha)))
+            value = (*value[:3], round(value[3] * layer.alpha))
         pts = pose.to_pixels(layer.points + np.asarray(offset), size)
         if layer.width > 0:
-            draw.line(pts, fill=value, width=max(1, int(round(layer.width * unit))), joint="curve")
+            draw.line(pts, fill=value, width=max(1, round(layer.width * unit)), joint="curve")
         else:
             draw.polygon(pts, fill=value)
 
@@ -568,7 +609,7 @@ def render_visible(rng: np.random.Generator, subject: Subject, geom: Geometry, s
     gx, gy = np.mgrid[0:n, 0:n] / n - 0.5
     d = rng.uniform(0, 2 * np.pi)
     g = np.clip(0.5 + np.cos(d) * gx + np.sin(d) * gy, 0, 1)[..., None]
-    c0, c1 = rng.uniform(30, 220, 3), rng.uniform(30, 220, 3)
+    c0, c1 = 125 + min(knobs.clutter, 1.0) * (rng.uniform(30, 220, (2, 3)) - 125)  # plain backdrop at 0
     bg = Image.fromarray((c0 + g * (c1 - c0)).astype(np.uint8))
     draw = ImageDraw.Draw(bg, "RGBA")
     for _ in range(rng.poisson(6 * knobs.clutter)):
@@ -600,7 +641,8 @@ def render_visible(rng: np.random.Generator, subject: Subject, geom: Geometry, s
     }
     _paint(draw, geom.layers, scene.pose, size, paint)
     object_colour = (*_rgb(rng.uniform(20, 235, 3)), 255)
-    colour = {"hand": _shade(skin, 0.95), "sunglasses": (15, 15, 20, 255)}.get(scene.occluder_kind or "", object_colour)
+    colour = {"hand": _shade(skin, 0.95), "sunglasses": (15, 15, 20, 255)}.get(scene.occluder_kind or "",
+                                                                               object_colour)
     _paint(draw, scene.occluder, scene.pose, size, {"occluder": colour})
     out = np.asarray(img.resize((n, n), Image.Resampling.LANCZOS), dtype=np.float64)
 
@@ -609,12 +651,13 @@ def render_visible(rng: np.random.Generator, subject: Subject, geom: Geometry, s
     u, v = scene.pose.face_grid(n)
     r = np.sqrt((u / geom.half_w) ** 2 + (v / geom.half_h) ** 2)
     head = np.clip((1.1 - r) / 0.15, 0, 1)
-    lx, ly = rng.normal(0, 0.5), rng.normal(-0.3, 0.3)
+    lv = knobs.lighting
+    lx, ly = rng.normal(0, 0.5) * lv, rng.normal(-0.3, 0.3) * lv
     light = 1 + head * (-0.3 * np.clip(r, 0, 1) ** 4 + 0.12 * (lx * u + ly * v))
     d = rng.uniform(0, 2 * np.pi)
-    light = light * (1 + rng.uniform(0, 0.5) * (np.cos(d) * gx + np.sin(d) * gy))
-    light = light[..., None] * rng.uniform(0.9, 1.1, 3)
-    gain = rng.uniform(0.8, 1.15)
+    light = light * (1 + rng.uniform(0, 0.5) * lv * (np.cos(d) * gx + np.sin(d) * gy))
+    light = light[..., None] * (1 + rng.uniform(-0.1, 0.1, 3) * lv)
+    gain = 1 + rng.uniform(-0.2, 0.15) * lv
     noise = knobs.vis_noise
     if scene.bad_light == "dark":
         gain = rng.uniform(0.08, 0.2)
@@ -637,7 +680,8 @@ def _gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0.05:
         return x
     i = np.arange(n)
-    offsets = np.arange(-int(math.ceil(3 * sigma)), int(math.ceil(3 * sigma)) + 1)
+    radius = math.ceil(3 * sigma)
+    offsets = np.arange(-radius, radius + 1)
     w = np.exp(-0.5 * (offsets / sigma) ** 2)
     w /= w.sum()
     cols = i[:, None] + offsets[None, :]
@@ -652,9 +696,9 @@ def render_thermal(rng: np.random.Generator, subject: Subject, geom: Geometry, s
                    knobs: Knobs, palette: str) -> np.ndarray:
     lut = _palette(palette)
     # Drawn at twice the sensor's resolution, which the sensor then averages down.
-    n_eff = max(8, int(round(image_size * knobs.ir_resolution)))
+    n_eff = max(8, round(image_size * knobs.ir_resolution))
     size = 2 * n_eff
-    sj, amb, base, pose = subject, scene.ambient, subject.skin_temp, scene.ir_pose
+    amb, base, pose = scene.ambient, subject.skin_temp, scene.ir_pose
 
     # Background: room temperature with a gradient and a few warm/cold objects.
     gx, gy = np.mgrid[0:size, 0:size] / size - 0.5
@@ -679,16 +723,17 @@ def render_thermal(rng: np.random.Generator, subject: Subject, geom: Geometry, s
     paint: dict[str, Any] = {
         "hair_back": hair, "clothes": amb + 5.0, "neck": base - 0.4, "ear": base - 2.0, "face": base,
         "brow": base - 0.9, "eye_white": eye, "iris": eye, "pupil": eye, "nostril": base - 0.3,
-        "beard": amb + (base - amb) * 0.7, "lips": base + 0.4, "lip_line": base + 0.6, "mouth_inner": base + 2.0,
-        "teeth": base + 0.6, "fringe": amb + (base - amb) * 0.6, "glasses_lens": amb + 2.5,
-        "glasses_frame": amb + 4.0,
+        "beard": amb + (base - amb) * 0.7, "lips": base + 0.4, "lip_line": base + 0.6,
+        "mouth_inner": base + 2.0, "teeth": base + 0.6, "fringe": amb + (base - amb) * 0.6,
+        "glasses_lens": amb + 2.5, "glasses_frame": amb + 4.0,
     }
     _paint(draw, geom.layers, pose, size, {k: float(v) for k, v in paint.items()})
 
     # Heat patterns are painted only where bare skin is visible (not through hair or glasses).
     mask = Image.new("L", (size, size), 0)
     mdraw = ImageDraw.Draw(mask)
-    skin_parts = ("face", "neck", "ear", "lips", "lip_line", "mouth_inner", "teeth", "eye_white", "iris", "pupil")
+    skin_parts = ("face", "neck", "ear", "lips", "lip_line", "mouth_inner", "teeth", "eye_white", "iris",
+                  "pupil")
     _paint(mdraw, geom.layers, pose, size, {p: 0 for p in paint} | {p: 255 for p in skin_parts})
     occ_temp = {"hand": base - 1.5, "sunglasses": amb + 2.0, "mask": amb + 6.0}.get(
         scene.occluder_kind or "", amb + rng.uniform(0, 6))
@@ -700,7 +745,8 @@ def render_thermal(rng: np.random.Generator, subject: Subject, geom: Geometry, s
     r2 = (u / geom.half_w) ** 2 + (v / geom.half_h) ** 2
     heat = -1.3 * np.clip(r2, 0, 1) ** 2  # the face cools towards its edge
     base_cues = [("inner_canthus", 0.07, 1.6), ("periorbital", 0.16, 0.5), ("nose_tip", 0.11, -1.6),
-                 ("nose_bridge", 0.08, -0.5), ("cheeks", 0.2, -0.3), ("forehead", 0.3, 0.3), ("mouth", 0.15, 0.5)]
+                 ("nose_bridge", 0.08, -0.5), ("cheeks", 0.2, -0.3), ("forehead", 0.3, 0.3),
+                 ("mouth", 0.15, 0.5)]
     k = scene.intensity * knobs.ir_cue_strength
     cues = base_cues + [(name, sig, dt * k) for name, sig, dt in _THERMAL_CUES[geom.expression]]
     for name, sig, dt in cues:
@@ -722,7 +768,8 @@ def render_thermal(rng: np.random.Generator, subject: Subject, geom: Geometry, s
     elif scene.ir_artifact == "defocus":
         blur = blur + rng.uniform(2.5, 3.5) * image_size / 80
     low_a = low_a + rng.normal(0, noise, low_a.shape)
-    full = Image.fromarray(low_a.astype(np.float32), "F").resize((image_size, image_size), Image.Resampling.BILINEAR)
+    full = Image.fromarray(low_a.astype(np.float32), "F").resize((image_size, image_size),
+                                                                  Image.Resampling.BILINEAR)
     t_img = _gaussian_blur(np.asarray(full, dtype=np.float64), blur * image_size / 80)
 
     # Auto-range like a FLIR camera: map the scene's span onto the palette.
@@ -774,7 +821,8 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
 
 
 def generate(out_dir: str | Path, *, n_subjects: int = 30, samples_per_class: int = 5, image_size: int = 80,
-             seed: int = 0, palette: str = "iron", difficulty: str | dict[str, Any] = "default") -> list[dict]:
+             seed: int = 0, palette: str = "iron", difficulty: str | Mapping[str, Any] = "default",
+             ) -> list[dict]:
     """Write ``out_dir/{visible,infrared}/<Class>/<sample_id>.png`` and return one row per sample.
 
     Rows have ``sample_id`` (``s007_Happy_03``), ``label`` (class name), ``visible`` and ``infrared``
@@ -796,7 +844,7 @@ def generate(out_dir: str | Path, *, n_subjects: int = 30, samples_per_class: in
     sw, kw = max(3, len(str(n_subjects - 1))), max(2, len(str(samples_per_class - 1)))
     rows = []
     for s in range(n_subjects):
-        subject = Subject.sample(np.random.default_rng(np.random.SeedSequence([seed, 0, s])))
+        subject = Subject.sample(np.random.default_rng(np.random.SeedSequence([seed, 0, s])), knobs.identity_spread)
         subject_id = f"s{s:0{sw}d}"
         for c, cls in enumerate(CLASSES):
             for k in range(samples_per_class):
