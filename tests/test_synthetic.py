@@ -175,3 +175,19 @@ def test_render_pair_rejects_unknown_expression():
 def test_module_api():
     assert CLASSES == ("Angry", "Happy", "Neutral", "Sad", "Surprise")
     assert {"iron", "rainbow", "gray"} <= set(synthetic.PALETTES)
+
+
+def test_easy_preset_is_learnable_across_subjects(tmp_path):
+    """A linear model on raw pixels, trained on some people, reads the expressions of others."""
+    rows = generate(tmp_path, n_subjects=6, samples_per_class=4, image_size=32, difficulty="easy")
+    train = np.array([r["subject"] not in ("s004", "s005") for r in rows])
+    y = np.array([CLASSES.index(r["label"]) for r in rows])
+    onehot = np.eye(len(CLASSES))[y[train]]
+    for modality in ("visible", "infrared"):
+        x = np.stack([_load(tmp_path, r[modality]).ravel() / 255 for r in rows])
+        x = x - x[train].mean(axis=0)
+        # Ridge regression onto one-hot labels, solved in the (small) sample space.
+        gram = x[train] @ x[train].T
+        weights = x[train].T @ np.linalg.solve(gram + 1.0 * np.eye(len(gram)), onehot)
+        accuracy = ((x[~train] @ weights).argmax(axis=1) == y[~train]).mean()
+        assert accuracy >= 0.7, (modality, accuracy)

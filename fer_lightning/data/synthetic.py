@@ -73,8 +73,8 @@ class Knobs:
     ir_artifact_frac: float = 0.15  # hot object, defocus, stripe noise or calibration drift
     ir_resolution: float = 0.4  # effective thermal sensor resolution as a fraction of image_size
     ir_blur: float = 1.2  # gaussian sigma in output pixels
-    ir_noise: float = 0.3  # sensor noise std in degrees C (face contrast is about 5 C)
-    ir_cue_strength: float = 0.8  # multiplier on expression-linked thermal patterns
+    ir_noise: float = 0.35  # sensor noise std in degrees C (face contrast is about 5 C)
+    ir_cue_strength: float = 0.7  # multiplier on expression-linked thermal patterns
     ir_misalign: float = 1.0  # multiplier on the visible/infrared camera offset
     disjoint_failures: bool = True
 
@@ -110,8 +110,8 @@ class Knobs:
         need(0.0 < lo <= hi <= 1.5, "intensity", "need [lo, hi] with 0 < lo <= hi <= 1.5")
         for key in ("vis_bad_light_frac", "occlusion_frac", "ir_artifact_frac"):
             need(0.0 <= getattr(self, key) <= 1.0, key, "must be in [0, 1]")
-        for key in ("pose_jitter", "clutter", "lighting", "vis_noise", "ir_blur", "ir_noise", "ir_cue_strength",
-                    "ir_misalign"):
+        for key in ("pose_jitter", "clutter", "lighting", "vis_noise", "ir_blur", "ir_noise",
+                    "ir_cue_strength", "ir_misalign"):
             need(getattr(self, key) >= 0.0, key, "must be >= 0")
         need(0.0 <= self.identity_spread <= 1.0, "identity_spread", "must be in [0, 1]")
         need(0.05 <= self.ir_resolution <= 1.0, "ir_resolution", "must be in [0.05, 1]")
@@ -138,7 +138,7 @@ def _coerce_knob(key: str, value: Any) -> Any:
 DIFFICULTIES: dict[str, Knobs] = {
     "default": Knobs(),
     # Expression is the main thing that varies: similar-looking people, plain backdrop, even light.
-    "easy": Knobs(intensity=(1.0, 1.15), pose_jitter=0.0, clutter=0.0, lighting=0.1, identity_spread=0.0,
+    "easy": Knobs(intensity=(1.0, 1.15), pose_jitter=0.1, clutter=0.0, lighting=0.1, identity_spread=0.1,
                   vis_noise=0.01, vis_bad_light_frac=0.0, occlusion_frac=0.0, ir_artifact_frac=0.0,
                   ir_resolution=1.0, ir_blur=0.5, ir_noise=0.05, ir_cue_strength=1.5, ir_misalign=0.5),
 }
@@ -231,7 +231,8 @@ def _rgb(c: Any) -> tuple[int, int, int]:
 
 # ---------------------------------------------------------------------------------------------- geometry
 
-# Deformations at full intensity, relative to neutral. y is down, so negative = up.
+# Feature settings at full intensity; a sample interpolates from neutral by its intensity (extrapolates
+# above 1). Offsets are in face units, y down, so negative = up.
 _NEUTRAL_EXPR = dict(brow_in=0.0, brow_out=0.0, brow_arch=0.0, eye_open=1.0, lower_lid=1.0, gaze_y=0.0,
                      mouth_curve=0.0, mouth_open=0.0, mouth_w=1.0, lip_scale=1.0, teeth=0.0,
                      cheek=0.0, furrow=0.0, forehead=0.0, chin=0.0)
@@ -844,7 +845,8 @@ def generate(out_dir: str | Path, *, n_subjects: int = 30, samples_per_class: in
     sw, kw = max(3, len(str(n_subjects - 1))), max(2, len(str(samples_per_class - 1)))
     rows = []
     for s in range(n_subjects):
-        subject = Subject.sample(np.random.default_rng(np.random.SeedSequence([seed, 0, s])), knobs.identity_spread)
+        subject_rng = np.random.default_rng(np.random.SeedSequence([seed, 0, s]))
+        subject = Subject.sample(subject_rng, knobs.identity_spread)
         subject_id = f"s{s:0{sw}d}"
         for c, cls in enumerate(CLASSES):
             for k in range(samples_per_class):
