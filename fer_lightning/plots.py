@@ -9,9 +9,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from PIL import Image, ImageDraw
 
 
 def _save(fig, path: Path) -> None:
@@ -39,7 +39,9 @@ def confusion_matrix_figure(cm: list[list[int]], classes: list[str], path: Path,
         for i in range(len(classes)):
             for j in range(len(classes)):
                 value = format(data[i, j], fmt)
-                ax.text(j, i, value, ha="center", va="center", color="white" if data[i, j] > data.max() / 2 else "black")
+                ax.text(
+                    j, i, value, ha="center", va="center", color="white" if data[i, j] > data.max() / 2 else "black"
+                )
         fig.colorbar(im, ax=ax, fraction=0.046)
     if title:
         fig.suptitle(title)

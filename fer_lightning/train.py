@@ -119,7 +119,9 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     }
     path = write_results(output_dir, results)
     confusion_matrix_figure(
-        report["confusion_matrix"], datamodule.classes, output_dir / "confusion_matrix.png",
+        report["confusion_matrix"],
+        datamodule.classes,
+        output_dir / "confusion_matrix.png",
         title=f"{datamodule.name} {datamodule.modality} test (n={report['n']})",
     )
     print_summary(results, path)

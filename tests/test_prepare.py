@@ -116,7 +116,9 @@ def test_viri_downloads_verifies_and_prepares_then_reruns_without_change(tmp_pat
     data = tmp_path / "data"
     with serve_directory(published["viri"][0]) as server:
         # 4 pairs per class: 70/15/15 rather than the study's 393/83/90 sizes, so every split gets a sample
-        cfg = prepare_cfg(["dataset=viri", f"dataset.base_url={server.url}", "dataset.split.ratios=[0.7,0.15,0.15]"], data)
+        cfg = prepare_cfg(
+            ["dataset=viri", f"dataset.base_url={server.url}", "dataset.split.ratios=[0.7,0.15,0.15]"], data
+        )
         info = prepare(cfg)
         fetched = len(server.requests)
         root = data / "viri"
@@ -237,7 +239,9 @@ def test_unreachable_server_names_the_reason_and_train_stops_the_same_way(tmp_pa
 def test_train_prepares_viri_on_first_use_and_trains_fusion(tmp_path, published, pinned):
     data = tmp_path / "data"
     copy_raw(published, "viri", data)
-    metrics, objects = train(compose_cfg(["dataset=viri", "modality=fusion", *FAST_TRAIN], tmp_path / "f", data))
+    # 4 pairs per class: 70/15/15 rather than the study's 393/83/90 sizes, so every split gets a sample
+    overrides = ["dataset=viri", "modality=fusion", "dataset.split.ratios=[0.7,0.15,0.15]", *FAST_TRAIN]
+    metrics, objects = train(compose_cfg(overrides, tmp_path / "f", data))
     assert objects["datamodule"].classes == ["Angry", "Happy", "Neutral", "Sad", "Surprise"]
     assert (data / "viri" / "contact_sheet.png").is_file()
     assert metrics["results"]["dataset"] == "viri" and metrics["results"]["test"]["n"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pytest
@@ -104,8 +105,9 @@ def test_palettes_are_luts_used_by_the_renderer(palette):
 
 def clean_knobs(**overrides) -> Knobs:
     """Default knobs with every failure mode off."""
-    return Knobs.from_difficulty({"vis_bad_light_frac": 0.0, "occlusion_frac": 0.0, "ir_artifact_frac": 0.0,
-                                  **overrides})
+    return Knobs.from_difficulty(
+        {"vis_bad_light_frac": 0.0, "occlusion_frac": 0.0, "ir_artifact_frac": 0.0, **overrides}
+    )
 
 
 @pytest.mark.parametrize("modality", [0, 1], ids=["visible", "infrared"])
@@ -117,12 +119,16 @@ def test_every_expression_looks_different(modality):
     size = 48
     mouth = (slice(int(size * 0.62), int(size * 0.9)), slice(int(size * 0.3), int(size * 0.7)))
     for seed in range(2):
-        imgs = {c: render_pair(np.random.default_rng(seed), subject, c, size, "gray", knobs)[modality]
-                .astype(np.float64).mean(axis=2) for c in CLASSES}
+        imgs = {
+            c: render_pair(np.random.default_rng(seed), subject, c, size, "gray", knobs)[modality]
+            .astype(np.float64)
+            .mean(axis=2)
+            for c in CLASSES
+        }
         again = render_pair(np.random.default_rng(seed), subject, "Neutral", size, "gray", knobs)[modality]
         assert np.array_equal(again.mean(axis=2), imgs["Neutral"])
         for i, a in enumerate(CLASSES):
-            for b in CLASSES[i + 1:]:
+            for b in CLASSES[i + 1 :]:
                 assert np.abs(imgs[a] - imgs[b]).mean() > 0.6, (a, b)
                 assert np.abs(imgs[a][mouth] - imgs[b][mouth]).mean() > 1.0, (a, b, "mouth")
 
@@ -131,7 +137,8 @@ def test_difficulty_knobs_and_presets():
     assert Knobs.from_difficulty("default") == Knobs()
     easy = Knobs.from_difficulty("easy")
     assert easy.vis_bad_light_frac == 0 and easy.ir_artifact_frac == 0
-    k = Knobs.from_difficulty({"ir_noise": 0.5, "intensity": [0.7, 0.9]})
+    # Any mapping (Hydra passes a DictConfig), with numbers as they come from a command line.
+    k = Knobs.from_difficulty(MappingProxyType({"ir_noise": "0.5", "intensity": [0.7, 0.9]}))
     assert k.ir_noise == 0.5 and k.intensity == (0.7, 0.9) and k.ir_blur == Knobs().ir_blur
 
 
@@ -156,6 +163,8 @@ def test_each_modality_fails_alone():
         ({"difficulty": "hard"}, "easy"),
         ({"difficulty": {"ir_nosie": 0.1}}, "ir_noise"),
         ({"difficulty": {"vis_bad_light_frac": 1.5}}, "vis_bad_light_frac"),
+        ({"difficulty": {"ir_blur": "wide"}}, "ir_blur"),
+        ({"difficulty": {"intensity": 0.5}}, "intensity"),
         ({"n_subjects": 0}, "n_subjects"),
         ({"image_size": 4}, "image_size"),
     ],
@@ -168,8 +177,9 @@ def test_invalid_arguments_name_the_bad_key_and_the_valid_ones(tmp_path, kwargs,
 
 def test_render_pair_rejects_unknown_expression():
     with pytest.raises(ValueError, match="Surprise"):
-        render_pair(np.random.default_rng(0), Subject.sample(np.random.default_rng(0)), "Disgust", 32, "iron",
-                    Knobs())
+        render_pair(
+            np.random.default_rng(0), Subject.sample(np.random.default_rng(0)), "Disgust", 32, "iron", Knobs()
+        )
 
 
 def test_module_api():

@@ -7,9 +7,9 @@ All of them read the same prepared layout (``<data_dir>/<name>/manifest.csv``); 
 
 from __future__ import annotations
 
-import hashlib
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -24,7 +24,14 @@ from torch.utils.data import DataLoader
 from fer_lightning.data import synthetic
 from fer_lightning.data.cache import cache_images, stored_size
 from fer_lightning.data.datasets import FERDataset, SeededSampler, offline_expand
-from fer_lightning.data.manifest import SplitSpec, apply_fold, atomic_write_text, ensure_splits, file_sha1, write_manifest
+from fer_lightning.data.manifest import (
+    SplitSpec,
+    apply_fold,
+    atomic_write_text,
+    ensure_splits,
+    file_sha1,
+    write_manifest,
+)
 from fer_lightning.data.transforms import PairTransform, offline_variants
 from fer_lightning.errors import FERError
 
@@ -168,8 +175,9 @@ class ManifestDataModule(L.LightningDataModule):
         self.classes = self._classes(rows)
         usable = [r for r in rows if all(r[m] for m in self.modalities)]
         if not usable:
-            raise FERError(f"{self.manifest_path}: no sample has {' and '.join(self.modalities)} images; "
-                           f"try another modality")
+            raise FERError(
+                f"{self.manifest_path}: no sample has {' and '.join(self.modalities)} images; try another modality"
+            )
         if len(usable) < len(rows) and self.modality == "fusion":
             from fer_lightning.data.prepared import unpaired_message
 
@@ -180,8 +188,10 @@ class ManifestDataModule(L.LightningDataModule):
         by_split = {s: [r for r in usable if r["split"] == s] for s in ("train", "val", "test")}
         for s in ("train", "val", "test"):
             if not by_split[s]:
-                raise FERError(f"{self.manifest_path}: the {s} split is empty for modality={self.modality}; "
-                               "add data or change dataset.split")
+                raise FERError(
+                    f"{self.manifest_path}: the {s} split is empty for modality={self.modality}; "
+                    "add data or change dataset.split"
+                )
         eval_tf = PairTransform(self.modalities, self.image_size)
         train_tf = PairTransform(
             self.modalities,
@@ -214,9 +224,13 @@ class ManifestDataModule(L.LightningDataModule):
         if self.offline_copies and not self._expanded:
             eval_tf = self._datasets["val"].transform
             variants = [
-                PairTransform(self.modalities, self.image_size, geometric=g,
-                              photometric=self.augment.get("photometric") or (),
-                              paired_geometry=self.augment.get("paired_geometry", True))
+                PairTransform(
+                    self.modalities,
+                    self.image_size,
+                    geometric=g,
+                    photometric=self.augment.get("photometric") or (),
+                    paired_geometry=self.augment.get("paired_geometry", True),
+                )
                 for g in offline_variants(self.augment.get("geometric") or ())
             ]
             self._datasets["train"] = offline_expand(
@@ -230,8 +244,10 @@ class ManifestDataModule(L.LightningDataModule):
             return found
         unknown = [c for c in found if c not in self.configured_classes]
         if unknown:
-            raise FERError(f"{self.manifest_path}: unknown class(es) {unknown}; expected "
-                           f"{self.configured_classes} (dataset.classes)")
+            raise FERError(
+                f"{self.manifest_path}: unknown class(es) {unknown}; expected "
+                f"{self.configured_classes} (dataset.classes)"
+            )
         return self.configured_classes
 
     def _stats(self, modality: str) -> tuple[list[float], list[float]]:
@@ -301,8 +317,13 @@ class ManifestDataModule(L.LightningDataModule):
     def load_state_dict(self, state: dict) -> None:
         saved = state.get("manifest_sha1")
         if saved and self.manifest_sha1 and saved != self.manifest_sha1:
-            log.warning("%s changed since this checkpoint was written (sha1 %s, now %s): splits or samples may "
-                        "differ from the checkpoint's run", self.manifest_path, saved[:12], self.manifest_sha1[:12])
+            log.warning(
+                "%s changed since this checkpoint was written (sha1 %s, now %s): splits or samples may "
+                "differ from the checkpoint's run",
+                self.manifest_path,
+                saved[:12],
+                self.manifest_sha1[:12],
+            )
         if state.get("stats"):
             self.stats = {m: tuple(v) for m, v in state["stats"].items()}
 
@@ -360,8 +381,13 @@ class ImageFilesDataModule(ManifestDataModule):
             (clipped to the range, comparable across images); they are converted once, at preparation.
     """
 
-    def __init__(self, pairing: str = "auto", sixteen_bit: str = "minmax",
-                 sixteen_bit_range: tuple[float, float] = (0, 65535), **kwargs):
+    def __init__(
+        self,
+        pairing: str = "auto",
+        sixteen_bit: str = "minmax",
+        sixteen_bit_range: tuple[float, float] = (0, 65535),
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         from fer_lightning.data.prepared import ImageOptions
 
@@ -379,8 +405,9 @@ class PublishedDataModule(ImageFilesDataModule):
         retries: download retries per archive, with exponential backoff.
     """
 
-    def __init__(self, download: bool = True, verify: bool = True, base_url: str | None = None,
-                 retries: int = 3, **kwargs):
+    def __init__(
+        self, download: bool = True, verify: bool = True, base_url: str | None = None, retries: int = 3, **kwargs
+    ):
         super().__init__(**kwargs)
         self.download = download
         self.verify = verify
@@ -391,8 +418,14 @@ class PublishedDataModule(ImageFilesDataModule):
         from fer_lightning.data.prepared import prepare_published
 
         prepare_published(
-            self.name, self.data_dir / "raw" / self.name, self.root, self.image_options,
-            download=self.download, verify=self.verify, base_url=self.base_url, retries=self.retries,
+            self.name,
+            self.data_dir / "raw" / self.name,
+            self.root,
+            self.image_options,
+            download=self.download,
+            verify=self.verify,
+            base_url=self.base_url,
+            retries=self.retries,
         )
 
 

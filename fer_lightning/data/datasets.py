@@ -23,7 +23,9 @@ class FERDataset(Dataset):
     Items are ``(i, seed)`` from :class:`SeededSampler`; a plain ``i`` uses seed ``i``.
     """
 
-    def __init__(self, images: dict[str, np.ndarray], labels: np.ndarray, indices: np.ndarray, transform: PairTransform):
+    def __init__(
+        self, images: dict[str, np.ndarray], labels: np.ndarray, indices: np.ndarray, transform: PairTransform
+    ):
         self.images = images
         self.labels = labels
         self.indices = indices
@@ -44,8 +46,7 @@ class _OfflineDraws(Dataset):
     """Item ``j`` is copy ``j % copies`` of sample ``j // copies``: copy 0 unchanged, copy k the variant
     ``(k - 1) % len(variants)`` with a seed fixed by (seed, sample, copy)."""
 
-    def __init__(self, base: FERDataset, copies: int, plain: PairTransform, variants: list[PairTransform],
-                 seed: int):
+    def __init__(self, base: FERDataset, copies: int, plain: PairTransform, variants: list[PairTransform], seed: int):
         self.base, self.copies, self.plain, self.variants, self.seed = base, copies, plain, variants, seed
 
     def __len__(self) -> int:

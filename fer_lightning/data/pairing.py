@@ -14,9 +14,7 @@ from fer_lightning.errors import FERError
 # Config key named in messages, so the user knows what to change.
 PAIRING_KEY = "dataset.pairing"
 
-MODALITY_TOKENS: frozenset[str] = frozenset(
-    {"vis", "visible", "rgb", "ir", "infrared", "thermal", "therm", "lwir"}
-)
+MODALITY_TOKENS: frozenset[str] = frozenset({"vis", "visible", "rgb", "ir", "infrared", "thermal", "therm", "lwir"})
 _SEPARATORS = re.compile(r"[_\-.\s]+")
 _DIGITS = re.compile(r"(\d+)", re.ASCII)
 _MAX_LISTED = 5

@@ -40,16 +40,32 @@ def _lut(stops: list[tuple[float, tuple[int, int, int]]]) -> np.ndarray:
 
 PALETTES: dict[str, np.ndarray] = {
     # FLIR "ironbow": black, indigo, magenta, red, orange, yellow, near white.
-    "iron": _lut([
-        (0.00, (0, 0, 10)), (0.12, (25, 0, 85)), (0.28, (95, 0, 150)), (0.42, (160, 15, 140)),
-        (0.55, (210, 50, 80)), (0.68, (240, 100, 20)), (0.82, (255, 170, 0)), (0.93, (255, 225, 70)),
-        (1.00, (255, 255, 230)),
-    ]),
-    "rainbow": _lut([
-        (0.00, (10, 0, 40)), (0.15, (40, 0, 160)), (0.30, (0, 80, 255)), (0.45, (0, 200, 220)),
-        (0.58, (0, 210, 80)), (0.70, (200, 230, 0)), (0.82, (255, 150, 0)), (0.93, (240, 20, 0)),
-        (1.00, (255, 230, 230)),
-    ]),
+    "iron": _lut(
+        [
+            (0.00, (0, 0, 10)),
+            (0.12, (25, 0, 85)),
+            (0.28, (95, 0, 150)),
+            (0.42, (160, 15, 140)),
+            (0.55, (210, 50, 80)),
+            (0.68, (240, 100, 20)),
+            (0.82, (255, 170, 0)),
+            (0.93, (255, 225, 70)),
+            (1.00, (255, 255, 230)),
+        ]
+    ),
+    "rainbow": _lut(
+        [
+            (0.00, (10, 0, 40)),
+            (0.15, (40, 0, 160)),
+            (0.30, (0, 80, 255)),
+            (0.45, (0, 200, 220)),
+            (0.58, (0, 210, 80)),
+            (0.70, (200, 230, 0)),
+            (0.82, (255, 150, 0)),
+            (0.93, (240, 20, 0)),
+            (1.00, (255, 230, 230)),
+        ]
+    ),
     "gray": _lut([(0.0, (0, 0, 0)), (1.0, (255, 255, 255))]),
 }
 
@@ -68,13 +84,13 @@ class Knobs:
     lighting: float = 1.0  # multiplier on visible illumination gradients, white balance and exposure spread
     identity_spread: float = 1.0  # how different subjects look; < 1 pulls faces towards a typical one
     vis_noise: float = 0.03  # visible sensor noise std, fraction of full scale
-    vis_bad_light_frac: float = 0.18  # low light, glare or a hard shadow on the visible image only
+    vis_bad_light_frac: float = 0.15  # low light, glare or a hard shadow on the visible image only
     occlusion_frac: float = 0.08  # hand/card/mask/sunglasses, seen by both cameras (card with parallax)
     ir_artifact_frac: float = 0.15  # hot object, defocus, stripe noise or calibration drift
     ir_resolution: float = 0.4  # effective thermal sensor resolution as a fraction of image_size
     ir_blur: float = 1.2  # gaussian sigma in output pixels
     ir_noise: float = 0.35  # sensor noise std in degrees C (face contrast is about 5 C)
-    ir_cue_strength: float = 0.7  # multiplier on expression-linked thermal patterns
+    ir_cue_strength: float = 0.6  # multiplier on expression-linked thermal patterns
     ir_misalign: float = 1.0  # multiplier on the visible/infrared camera offset
     disjoint_failures: bool = True
 
@@ -85,19 +101,24 @@ class Knobs:
             knobs = difficulty
         elif isinstance(difficulty, str):
             if difficulty not in DIFFICULTIES:
-                raise ValueError(f"unknown difficulty {difficulty!r}; valid: {', '.join(DIFFICULTIES)} "
-                                 "or a dict of knob overrides")
+                raise ValueError(
+                    f"unknown difficulty {difficulty!r}; valid: {', '.join(DIFFICULTIES)} "
+                    "or a dict of knob overrides"
+                )
             knobs = DIFFICULTIES[difficulty]
         elif isinstance(difficulty, Mapping):  # also Hydra's DictConfig
             valid = [f.name for f in fields(cls)]
             bad = [str(k) for k in difficulty if k not in valid]
             if bad:
-                raise ValueError(f"unknown difficulty knob(s) {', '.join(map(repr, bad))}; "
-                                 f"valid knobs: {', '.join(valid)}")
+                raise ValueError(
+                    f"unknown difficulty knob(s) {', '.join(map(repr, bad))}; valid knobs: {', '.join(valid)}"
+                )
             knobs = replace(cls(), **{k: _coerce_knob(k, v) for k, v in difficulty.items()})
         else:
-            raise ValueError("difficulty must be 'default', 'easy' or a dict of knob overrides, "
-                             f"got {type(difficulty).__name__}")
+            raise ValueError(
+                "difficulty must be 'default', 'easy' or a dict of knob overrides, "
+                f"got {type(difficulty).__name__}"
+            )
         knobs.validate()
         return knobs
 
@@ -110,14 +131,25 @@ class Knobs:
         need(0.0 < lo <= hi <= 1.5, "intensity", "need [lo, hi] with 0 < lo <= hi <= 1.5")
         for key in ("vis_bad_light_frac", "occlusion_frac", "ir_artifact_frac"):
             need(0.0 <= getattr(self, key) <= 1.0, key, "must be in [0, 1]")
-        for key in ("pose_jitter", "clutter", "lighting", "vis_noise", "ir_blur", "ir_noise",
-                    "ir_cue_strength", "ir_misalign"):
+        for key in (
+            "pose_jitter",
+            "clutter",
+            "lighting",
+            "vis_noise",
+            "ir_blur",
+            "ir_noise",
+            "ir_cue_strength",
+            "ir_misalign",
+        ):
             need(getattr(self, key) >= 0.0, key, "must be >= 0")
         need(0.0 <= self.identity_spread <= 1.0, "identity_spread", "must be in [0, 1]")
         need(0.05 <= self.ir_resolution <= 1.0, "ir_resolution", "must be in [0.05, 1]")
         if self.disjoint_failures:
-            need(self.vis_bad_light_frac + self.ir_artifact_frac <= 1.0, "ir_artifact_frac",
-                 "vis_bad_light_frac + ir_artifact_frac must be <= 1 when disjoint_failures is set")
+            need(
+                self.vis_bad_light_frac + self.ir_artifact_frac <= 1.0,
+                "ir_artifact_frac",
+                "vis_bad_light_frac + ir_artifact_frac must be <= 1 when disjoint_failures is set",
+            )
 
 
 def _coerce_knob(key: str, value: Any) -> Any:
@@ -138,9 +170,22 @@ def _coerce_knob(key: str, value: Any) -> Any:
 DIFFICULTIES: dict[str, Knobs] = {
     "default": Knobs(),
     # Expression is the main thing that varies: similar-looking people, plain backdrop, even light.
-    "easy": Knobs(intensity=(1.0, 1.15), pose_jitter=0.1, clutter=0.0, lighting=0.1, identity_spread=0.1,
-                  vis_noise=0.01, vis_bad_light_frac=0.0, occlusion_frac=0.0, ir_artifact_frac=0.0,
-                  ir_resolution=1.0, ir_blur=0.5, ir_noise=0.05, ir_cue_strength=1.5, ir_misalign=0.5),
+    "easy": Knobs(
+        intensity=(1.0, 1.15),
+        pose_jitter=0.1,
+        clutter=0.0,
+        lighting=0.1,
+        identity_spread=0.1,
+        vis_noise=0.01,
+        vis_bad_light_frac=0.0,
+        occlusion_frac=0.0,
+        ir_artifact_frac=0.0,
+        ir_resolution=1.0,
+        ir_blur=0.5,
+        ir_noise=0.05,
+        ir_cue_strength=1.5,
+        ir_misalign=0.5,
+    ),
 }
 
 
@@ -210,17 +255,33 @@ class Subject:
         hair = np.array(pick(_HAIR_COLOURS)) * u(0.85, 1.15)
         glasses_draw, beard_draw = rng.random(2) / max(spread, 1e-6)
         return cls(
-            face_w=u(0.92, 1.06), aspect=u(1.22, 1.42), jaw=u(0.0, 1.0),
-            eye_y=u(-0.14, -0.04), eye_dx=u(0.36, 0.44), eye_w=u(0.15, 0.19),
-            brow_gap=u(0.17, 0.23), brow_th=u(0.055, 0.08), brow_arch=u(0.0, 0.04),
-            nose_len=u(0.30, 0.40), nose_w=u(0.10, 0.14), mouth_y=u(0.58, 0.68), mouth_w=u(0.28, 0.36),
-            lip=u(0.045, 0.07), hairline=u(0.48, 0.66), hair_style=style, hair_volume=u(1.0, 1.15),
+            face_w=u(0.92, 1.06),
+            aspect=u(1.22, 1.42),
+            jaw=u(0.0, 1.0),
+            eye_y=u(-0.14, -0.04),
+            eye_dx=u(0.36, 0.44),
+            eye_w=u(0.15, 0.19),
+            brow_gap=u(0.17, 0.23),
+            brow_th=u(0.055, 0.08),
+            brow_arch=u(0.0, 0.04),
+            nose_len=u(0.30, 0.40),
+            nose_w=u(0.10, 0.14),
+            mouth_y=u(0.58, 0.68),
+            mouth_w=u(0.28, 0.36),
+            lip=u(0.045, 0.07),
+            hairline=u(0.48, 0.66),
+            hair_style=style,
+            hair_volume=u(1.0, 1.15),
             hair_part=u(-1.0, 1.0),
-            skin=_rgb(skin), lips=_rgb(lips), hair=_rgb(hair), iris=pick(_IRIS_COLOURS),
+            skin=_rgb(skin),
+            lips=_rgb(lips),
+            hair=_rgb(hair),
+            iris=pick(_IRIS_COLOURS),
             clothes=_rgb(u(20, 230, 3)),
             glasses=_rgb(rng.uniform(10, 120, 3)) if glasses_draw < 0.2 else None,
             beard=None if beard_draw > 0.2 else ("full" if beard_draw < 0.12 else "goatee"),
-            skin_temp=u(33.6, 34.8), light_side=int(rng.choice([-1, 1])),
+            skin_temp=u(33.6, 34.8),
+            light_side=int(rng.choice([-1, 1])),
         )
 
 
@@ -233,19 +294,60 @@ def _rgb(c: Any) -> tuple[int, int, int]:
 
 # Feature settings at full intensity; a sample interpolates from neutral by its intensity (extrapolates
 # above 1). Offsets are in face units, y down, so negative = up.
-_NEUTRAL_EXPR = dict(brow_in=0.0, brow_out=0.0, brow_arch=0.0, eye_open=1.0, lower_lid=1.0, gaze_y=0.0,
-                     mouth_curve=0.0, mouth_open=0.0, mouth_w=1.0, lip_scale=1.0, teeth=0.0,
-                     cheek=0.0, furrow=0.0, forehead=0.0, chin=0.0)
+_NEUTRAL_EXPR = dict(
+    brow_in=0.0,
+    brow_out=0.0,
+    brow_arch=0.0,
+    eye_open=1.0,
+    lower_lid=1.0,
+    gaze_y=0.0,
+    mouth_curve=0.0,
+    mouth_open=0.0,
+    mouth_w=1.0,
+    lip_scale=1.0,
+    teeth=0.0,
+    cheek=0.0,
+    furrow=0.0,
+    forehead=0.0,
+    chin=0.0,
+)
 _EXPRESSIONS: dict[str, dict[str, float]] = {
     "Neutral": {},
-    "Happy": dict(brow_in=-0.02, brow_out=-0.02, eye_open=0.72, lower_lid=0.5, mouth_curve=-0.17,
-                  mouth_open=0.08, mouth_w=1.22, lip_scale=0.85, teeth=1.0, cheek=1.0),
-    "Sad": dict(brow_in=-0.15, brow_out=0.05, eye_open=0.75, gaze_y=0.03, mouth_curve=0.15, mouth_w=0.92,
-                lip_scale=1.1, chin=1.0),
-    "Angry": dict(brow_in=0.17, brow_out=-0.06, eye_open=0.5, mouth_curve=0.04, mouth_w=0.75,
-                  lip_scale=0.4, furrow=1.0),
-    "Surprise": dict(brow_in=-0.17, brow_out=-0.15, brow_arch=0.05, eye_open=1.55, mouth_open=0.3,
-                     mouth_w=0.62, lip_scale=0.9, forehead=1.0),
+    "Happy": dict(
+        brow_in=-0.02,
+        brow_out=-0.02,
+        eye_open=0.72,
+        lower_lid=0.5,
+        mouth_curve=-0.17,
+        mouth_open=0.08,
+        mouth_w=1.22,
+        lip_scale=0.85,
+        teeth=1.0,
+        cheek=1.0,
+    ),
+    "Sad": dict(
+        brow_in=-0.15,
+        brow_out=0.05,
+        eye_open=0.75,
+        gaze_y=0.03,
+        mouth_curve=0.15,
+        mouth_w=0.92,
+        lip_scale=1.1,
+        chin=1.0,
+    ),
+    "Angry": dict(
+        brow_in=0.17, brow_out=-0.06, eye_open=0.5, mouth_curve=0.04, mouth_w=0.75, lip_scale=0.4, furrow=1.0
+    ),
+    "Surprise": dict(
+        brow_in=-0.17,
+        brow_out=-0.15,
+        brow_arch=0.05,
+        eye_open=1.55,
+        mouth_open=0.3,
+        mouth_w=0.62,
+        lip_scale=0.9,
+        forehead=1.0,
+    ),
 }
 
 # Expression-linked thermal changes in degrees C at full intensity: (anchor, sigma, delta).
@@ -351,10 +453,27 @@ def build_geometry(subject: Subject, expression: str, intensity: float) -> Geome
         back = np.stack([a * 1.25 * vol * r * np.cos(th), b * (1.08 * vol * r * np.sin(th) - 0.12)], axis=1)
         back[:, 1] = np.minimum(back[:, 1], 0.45 * b)
         add(Layer("hair_back", back))
-    add(Layer("clothes", np.array([[-0.9 * a, 1.05 * b], [0.9 * a, 1.05 * b], [2.6 * a, 1.5 * b],
-                                   [2.6 * a, 4 * b], [-2.6 * a, 4 * b], [-2.6 * a, 1.5 * b]])))
-    add(Layer("neck", np.array([[-0.5 * a, 0.3 * b], [0.5 * a, 0.3 * b], [0.55 * a, 1.2 * b],
-                                [-0.55 * a, 1.2 * b]])))
+    add(
+        Layer(
+            "clothes",
+            np.array(
+                [
+                    [-0.9 * a, 1.05 * b],
+                    [0.9 * a, 1.05 * b],
+                    [2.6 * a, 1.5 * b],
+                    [2.6 * a, 4 * b],
+                    [-2.6 * a, 4 * b],
+                    [-2.6 * a, 1.5 * b],
+                ]
+            ),
+        )
+    )
+    add(
+        Layer(
+            "neck",
+            np.array([[-0.5 * a, 0.3 * b], [0.5 * a, 0.3 * b], [0.55 * a, 1.2 * b], [-0.55 * a, 1.2 * b]]),
+        )
+    )
     if sj.hair_style != "long":
         for side in (-1, 1):
             add(Layer("ear", _ellipse(side * a * 0.97, ey + 0.14, 0.12, 0.21, 24)))
@@ -397,7 +516,7 @@ def build_geometry(subject: Subject, expression: str, intensity: float) -> Geome
         x = side * (ex - ew * 0.95 + s * ew * 2.15)
         arch = (sj.brow_arch + e["brow_arch"]) * np.sin(np.pi * s)
         # An exaggerated frown may pull the brow down to the upper lid, not through it.
-        y = np.minimum(brow_y + (1 - s) * e["brow_in"] + s * e["brow_out"] - arch, ey - 0.9 * eh - 0.05)
+        y = np.minimum(brow_y + (1 - s) * e["brow_in"] + s * e["brow_out"] - arch, ey - eh - 0.01)
         half = sj.brow_th * (1.15 - 0.5 * s) / 2
         add(Layer("brow", np.concatenate([_curve(x, y - half), _curve(x, y + half)[::-1]])))
 
@@ -472,8 +591,13 @@ def build_geometry(subject: Subject, expression: str, intensity: float) -> Geome
         for side in (-1, 1):
             th = np.linspace(0, 2 * np.pi, 32, endpoint=False)
             c, s_ = np.cos(th), np.sin(th)
-            rim = np.stack([side * ex + ew * 1.4 * np.sign(c) * np.abs(c) ** 0.5,
-                            ey + 0.01 + 0.14 * np.sign(s_) * np.abs(s_) ** 0.5], axis=1)
+            rim = np.stack(
+                [
+                    side * ex + ew * 1.4 * np.sign(c) * np.abs(c) ** 0.5,
+                    ey + 0.01 + 0.14 * np.sign(s_) * np.abs(s_) ** 0.5,
+                ],
+                axis=1,
+            )
             add(Layer("glasses_lens", rim))
             add(Layer("glasses_frame", _closed(rim), 0.03))
             temple = np.array([[side * (ex + ew * 1.4), ey - 0.02], [side * a, ey + 0.02]])
@@ -509,14 +633,19 @@ _RIG_SCALE = 0.94
 def sample_scene(rng: np.random.Generator, subject: Subject, knobs: Knobs) -> Scene:
     pj = knobs.pose_jitter
     lo, hi = knobs.intensity
-    pose = Pose(angle=math.radians(float(np.clip(rng.normal(0, 6), -15, 15)) * pj),
-                scale=0.36 * (1 + rng.uniform(-0.08, 0.08) * pj) / subject.face_w ** 0.5,
-                cx=0.5 + rng.uniform(-0.05, 0.05) * pj, cy=0.5 + rng.uniform(-0.04, 0.04) * pj)
+    pose = Pose(
+        angle=math.radians(float(np.clip(rng.normal(0, 6), -15, 15)) * pj),
+        scale=0.36 * (1 + rng.uniform(-0.08, 0.08) * pj) / subject.face_w**0.5,
+        cx=0.5 + rng.uniform(-0.05, 0.05) * pj,
+        cy=0.5 + rng.uniform(-0.04, 0.04) * pj,
+    )
     m = knobs.ir_misalign
-    ir_pose = Pose(angle=pose.angle + math.radians(rng.normal(0, 1.0)) * m,
-                   scale=pose.scale * _RIG_SCALE**m,
-                   cx=0.5 + (pose.cx - 0.5) * _RIG_SCALE**m + (_RIG_SHIFT[0] + rng.normal(0, 0.008)) * m,
-                   cy=0.5 + (pose.cy - 0.5) * _RIG_SCALE**m + (_RIG_SHIFT[1] + rng.normal(0, 0.008)) * m)
+    ir_pose = Pose(
+        angle=pose.angle + math.radians(rng.normal(0, 1.0)) * m,
+        scale=pose.scale * _RIG_SCALE**m,
+        cx=0.5 + (pose.cx - 0.5) * _RIG_SCALE**m + (_RIG_SHIFT[0] + rng.normal(0, 0.008)) * m,
+        cy=0.5 + (pose.cy - 0.5) * _RIG_SCALE**m + (_RIG_SHIFT[1] + rng.normal(0, 0.008)) * m,
+    )
 
     # Every draw happens whatever the knobs, so changing one fraction only flips that condition on or off
     # and leaves the rest of the sample as it was.
@@ -530,18 +659,27 @@ def sample_scene(rng: np.random.Generator, subject: Subject, knobs: Knobs) -> Sc
     if knobs.disjoint_failures:
         u_ir = 1.0 - u_vis  # bad light takes the low end of u_vis, artifacts the high end
     occluder, parallax = _occluder(occ_rng, subject, occ_kind) if u_occ < knobs.occlusion_frac else ([], 0.0)
-    return Scene(intensity=intensity, pose=pose, ir_pose=ir_pose,
-                 bad_light=light_kind if u_vis < knobs.vis_bad_light_frac else None,
-                 occluder=occluder, occluder_kind=occ_kind if occluder else None, parallax=parallax,
-                 ir_artifact=artifact_kind if u_ir < knobs.ir_artifact_frac else None, ambient=ambient)
+    return Scene(
+        intensity=intensity,
+        pose=pose,
+        ir_pose=ir_pose,
+        bad_light=light_kind if u_vis < knobs.vis_bad_light_frac else None,
+        occluder=occluder,
+        occluder_kind=occ_kind if occluder else None,
+        parallax=parallax,
+        ir_artifact=artifact_kind if u_ir < knobs.ir_artifact_frac else None,
+        ambient=ambient,
+    )
 
 
 def _occluder(rng: np.random.Generator, sj: Subject, kind: str) -> tuple[list[Layer], float]:
     a, b = sj.face_w, sj.face_w * sj.aspect
     mouth = np.array([0.0, max(sj.mouth_y, sj.eye_y + sj.nose_len + 0.2)])
     if kind == "sunglasses":
-        layers = [Layer("occluder", _ellipse(side * sj.eye_dx, sj.eye_y + 0.01, sj.eye_w * 1.5, 0.15, 24))
-                  for side in (-1, 1)]
+        layers = [
+            Layer("occluder", _ellipse(side * sj.eye_dx, sj.eye_y + 0.01, sj.eye_w * 1.5, 0.15, 24))
+            for side in (-1, 1)
+        ]
         layers.append(Layer("occluder", np.array([[-sj.eye_dx, sj.eye_y], [sj.eye_dx, sj.eye_y]]), 0.05))
         return layers, 0.0
     if kind == "mask":
@@ -560,8 +698,10 @@ def _occluder(rng: np.random.Generator, sj: Subject, kind: str) -> tuple[list[La
         return [Layer("occluder", rect)], float(rng.uniform(0.25, 0.45))
     # A hand reaching up from below: palm under the target, fingers across it.
     palm = _ellipse(0, 0.42, 0.3, 0.26, 24)
-    fingers = [np.array([[dx, 0.3], [dx * 1.2, -0.12 - 0.06 * (1 - abs(dx) / 0.2)]])
-               for dx in (-0.18, -0.06, 0.06, 0.18)]
+    fingers = [
+        np.array([[dx, 0.3], [dx * 1.2, -0.12 - 0.06 * (1 - abs(dx) / 0.2)]])
+        for dx in (-0.18, -0.06, 0.06, 0.18)
+    ]
     layers = [Layer("occluder", palm @ rot.T + target)]
     layers += [Layer("occluder", f @ rot.T + target, 0.11) for f in fingers]
     return layers, 0.0
@@ -570,8 +710,14 @@ def _occluder(rng: np.random.Generator, sj: Subject, kind: str) -> tuple[list[La
 # --------------------------------------------------------------------------------------------- rendering
 
 
-def _paint(draw: ImageDraw.ImageDraw, layers: list[Layer], pose: Pose, size: int, paint: dict[str, Any],
-           offset: tuple[float, float] = (0.0, 0.0)) -> None:
+def _paint(
+    draw: ImageDraw.ImageDraw,
+    layers: list[Layer],
+    pose: Pose,
+    size: int,
+    paint: dict[str, Any],
+    offset: tuple[float, float] = (0.0, 0.0),
+) -> None:
     """Draw ``layers`` with ``paint[part]`` (RGBA tuple, float or int); parts without a value are skipped."""
     unit = pose.scale * size
     for layer in layers:
@@ -599,8 +745,9 @@ def _mix(c1: tuple[int, int, int], c2: tuple[int, int, int], w: float) -> tuple[
     return _rgb(np.asarray(c1) * (1 - w) + np.asarray(c2) * w)
 
 
-def render_visible(rng: np.random.Generator, subject: Subject, geom: Geometry, scene: Scene, image_size: int,
-                   knobs: Knobs) -> np.ndarray:
+def render_visible(
+    rng: np.random.Generator, subject: Subject, geom: Geometry, scene: Scene, image_size: int, knobs: Knobs
+) -> np.ndarray:
     ss = _supersample(image_size)
     size = image_size * ss
     sj = subject
@@ -631,19 +778,34 @@ def render_visible(rng: np.random.Generator, subject: Subject, geom: Geometry, s
     skin = sj.skin
     brow = _mix(sj.hair, (20, 15, 10), 0.6)
     paint: dict[str, Any] = {
-        "hair_back": _shade(sj.hair, 0.8), "clothes": _shade(sj.clothes, 1.0), "neck": _shade(skin, 0.82),
-        "ear": _shade(skin, 0.9), "face": _shade(skin, 1.0), "cheek": (*_mix(skin, (230, 90, 90), 0.5), 70),
-        "wrinkle": _shade(skin, 0.55, 230), "brow": (*brow, 255), "eye_white": (236, 232, 226, 255),
-        "iris": (*sj.iris, 255), "pupil": (12, 8, 8, 255), "lash": (30, 20, 18, 255),
-        "nose_line": _shade(skin, 0.76, 200), "nostril": _shade(skin, 0.42), "beard": (*sj.hair, 170),
-        "lips": (*sj.lips, 255), "lip_line": _shade(sj.lips, 0.45), "mouth_inner": (55, 12, 18, 255),
-        "teeth": (242, 238, 225, 255), "fringe": (*sj.hair, 255), "glasses_lens": (190, 215, 230, 45),
+        "hair_back": _shade(sj.hair, 0.8),
+        "clothes": _shade(sj.clothes, 1.0),
+        "neck": _shade(skin, 0.82),
+        "ear": _shade(skin, 0.9),
+        "face": _shade(skin, 1.0),
+        "cheek": (*_mix(skin, (230, 90, 90), 0.5), 70),
+        "wrinkle": _shade(skin, 0.55, 230),
+        "brow": (*brow, 255),
+        "eye_white": (236, 232, 226, 255),
+        "iris": (*sj.iris, 255),
+        "pupil": (12, 8, 8, 255),
+        "lash": (30, 20, 18, 255),
+        "nose_line": _shade(skin, 0.76, 200),
+        "nostril": _shade(skin, 0.42),
+        "beard": (*sj.hair, 170),
+        "lips": (*sj.lips, 255),
+        "lip_line": _shade(sj.lips, 0.45),
+        "mouth_inner": (55, 12, 18, 255),
+        "teeth": (242, 238, 225, 255),
+        "fringe": (*sj.hair, 255),
+        "glasses_lens": (190, 215, 230, 45),
         "glasses_frame": (*sj.glasses, 255) if sj.glasses else None,
     }
     _paint(draw, geom.layers, scene.pose, size, paint)
     object_colour = (*_rgb(rng.uniform(20, 235, 3)), 255)
-    colour = {"hand": _shade(skin, 0.95), "sunglasses": (15, 15, 20, 255)}.get(scene.occluder_kind or "",
-                                                                               object_colour)
+    colour = {"hand": _shade(skin, 0.95), "sunglasses": (15, 15, 20, 255)}.get(
+        scene.occluder_kind or "", object_colour
+    )
     _paint(draw, scene.occluder, scene.pose, size, {"occluder": colour})
     out = np.asarray(img.resize((n, n), Image.Resampling.LANCZOS), dtype=np.float64)
 
@@ -693,8 +855,15 @@ def _gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
     return k @ x @ k.T
 
 
-def render_thermal(rng: np.random.Generator, subject: Subject, geom: Geometry, scene: Scene, image_size: int,
-                   knobs: Knobs, palette: str) -> np.ndarray:
+def render_thermal(
+    rng: np.random.Generator,
+    subject: Subject,
+    geom: Geometry,
+    scene: Scene,
+    image_size: int,
+    knobs: Knobs,
+    palette: str,
+) -> np.ndarray:
     lut = _palette(palette)
     # Drawn at twice the sensor's resolution, which the sensor then averages down.
     n_eff = max(8, round(image_size * knobs.ir_resolution))
@@ -716,28 +885,54 @@ def render_thermal(rng: np.random.Generator, subject: Subject, geom: Geometry, s
     if scene.ir_artifact == "hot_object":
         cx, cy = rng.choice([0.1, 0.9]), rng.uniform(0.15, 0.85)
         rad = rng.uniform(0.1, 0.17) * size
-        draw.ellipse([cx * size - rad, cy * size - rad, cx * size + rad, cy * size + rad],
-                     fill=float(amb + rng.uniform(25, 50)))
+        draw.ellipse(
+            [cx * size - rad, cy * size - rad, cx * size + rad, cy * size + rad],
+            fill=float(amb + rng.uniform(25, 50)),
+        )
 
     hair = amb + (base - amb) * 0.45
     eye = base + 0.6
     paint: dict[str, Any] = {
-        "hair_back": hair, "clothes": amb + 5.0, "neck": base - 0.4, "ear": base - 2.0, "face": base,
-        "brow": base - 0.9, "eye_white": eye, "iris": eye, "pupil": eye, "nostril": base - 0.3,
-        "beard": amb + (base - amb) * 0.7, "lips": base + 0.4, "lip_line": base + 0.6,
-        "mouth_inner": base + 2.0, "teeth": base + 0.6, "fringe": amb + (base - amb) * 0.6,
-        "glasses_lens": amb + 2.5, "glasses_frame": amb + 4.0,
+        "hair_back": hair,
+        "clothes": amb + 5.0,
+        "neck": base - 0.4,
+        "ear": base - 2.0,
+        "face": base,
+        "brow": base - 0.9,
+        "eye_white": eye,
+        "iris": eye,
+        "pupil": eye,
+        "nostril": base - 0.3,
+        "beard": amb + (base - amb) * 0.7,
+        "lips": base + 0.4,
+        "lip_line": base + 0.6,
+        "mouth_inner": base + 2.0,
+        "teeth": base + 0.6,
+        "fringe": amb + (base - amb) * 0.6,
+        "glasses_lens": amb + 2.5,
+        "glasses_frame": amb + 4.0,
     }
     _paint(draw, geom.layers, pose, size, {k: float(v) for k, v in paint.items()})
 
     # Heat patterns are painted only where bare skin is visible (not through hair or glasses).
     mask = Image.new("L", (size, size), 0)
     mdraw = ImageDraw.Draw(mask)
-    skin_parts = ("face", "neck", "ear", "lips", "lip_line", "mouth_inner", "teeth", "eye_white", "iris",
-                  "pupil")
+    skin_parts = (
+        "face",
+        "neck",
+        "ear",
+        "lips",
+        "lip_line",
+        "mouth_inner",
+        "teeth",
+        "eye_white",
+        "iris",
+        "pupil",
+    )
     _paint(mdraw, geom.layers, pose, size, {p: 0 for p in paint} | {p: 255 for p in skin_parts})
     occ_temp = {"hand": base - 1.5, "sunglasses": amb + 2.0, "mask": amb + 6.0}.get(
-        scene.occluder_kind or "", amb + rng.uniform(0, 6))
+        scene.occluder_kind or "", amb + rng.uniform(0, 6)
+    )
     offset = (scene.parallax, 0.0)
     _paint(draw, scene.occluder, pose, size, {"occluder": float(occ_temp)}, offset)
     _paint(mdraw, scene.occluder, pose, size, {"occluder": 0}, offset)
@@ -745,9 +940,15 @@ def render_thermal(rng: np.random.Generator, subject: Subject, geom: Geometry, s
     u, v = pose.face_grid(size)
     r2 = (u / geom.half_w) ** 2 + (v / geom.half_h) ** 2
     heat = -1.3 * np.clip(r2, 0, 1) ** 2  # the face cools towards its edge
-    base_cues = [("inner_canthus", 0.07, 1.6), ("periorbital", 0.16, 0.5), ("nose_tip", 0.11, -1.6),
-                 ("nose_bridge", 0.08, -0.5), ("cheeks", 0.2, -0.3), ("forehead", 0.3, 0.3),
-                 ("mouth", 0.15, 0.5)]
+    base_cues = [
+        ("inner_canthus", 0.07, 1.6),
+        ("periorbital", 0.16, 0.5),
+        ("nose_tip", 0.11, -1.6),
+        ("nose_bridge", 0.08, -0.5),
+        ("cheeks", 0.2, -0.3),
+        ("forehead", 0.3, 0.3),
+        ("mouth", 0.15, 0.5),
+    ]
     k = scene.intensity * knobs.ir_cue_strength
     cues = base_cues + [(name, sig, dt * k) for name, sig, dt in _THERMAL_CUES[geom.expression]]
     for name, sig, dt in cues:
@@ -769,8 +970,9 @@ def render_thermal(rng: np.random.Generator, subject: Subject, geom: Geometry, s
     elif scene.ir_artifact == "defocus":
         blur = blur + rng.uniform(2.5, 3.5) * image_size / 80
     low_a = low_a + rng.normal(0, noise, low_a.shape)
-    full = Image.fromarray(low_a.astype(np.float32), "F").resize((image_size, image_size),
-                                                                  Image.Resampling.BILINEAR)
+    full = Image.fromarray(low_a.astype(np.float32), "F").resize(
+        (image_size, image_size), Image.Resampling.BILINEAR
+    )
     t_img = _gaussian_blur(np.asarray(full, dtype=np.float64), blur * image_size / 80)
 
     # Auto-range like a FLIR camera: map the scene's span onto the palette.
@@ -793,8 +995,9 @@ def _check_expression(expression: str) -> None:
         raise ValueError(f"unknown expression {expression!r}; valid: {', '.join(CLASSES)}")
 
 
-def render_pair(rng: np.random.Generator, subject: Subject, expression: str, image_size: int, palette: str,
-                knobs: Knobs) -> tuple[np.ndarray, np.ndarray]:
+def render_pair(
+    rng: np.random.Generator, subject: Subject, expression: str, image_size: int, palette: str, knobs: Knobs
+) -> tuple[np.ndarray, np.ndarray]:
     """One (visible, infrared) pair, each ``(image_size, image_size, 3)`` uint8."""
     _check_expression(expression)
     _palette(palette)
@@ -821,9 +1024,16 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
-def generate(out_dir: str | Path, *, n_subjects: int = 30, samples_per_class: int = 5, image_size: int = 80,
-             seed: int = 0, palette: str = "iron", difficulty: str | Mapping[str, Any] = "default",
-             ) -> list[dict]:
+def generate(
+    out_dir: str | Path,
+    *,
+    n_subjects: int = 30,
+    samples_per_class: int = 5,
+    image_size: int = 80,
+    seed: int = 0,
+    palette: str = "iron",
+    difficulty: str | Mapping[str, Any] = "default",
+) -> list[dict]:
     """Write ``out_dir/{visible,infrared}/<Class>/<sample_id>.png`` and return one row per sample.
 
     Rows have ``sample_id`` (``s007_Happy_03``), ``label`` (class name), ``visible`` and ``infrared``
@@ -853,8 +1063,13 @@ def generate(out_dir: str | Path, *, n_subjects: int = 30, samples_per_class: in
                 rng = np.random.default_rng(np.random.SeedSequence([seed, 1, s, c, k]))
                 visible, infrared = render_pair(rng, subject, cls, image_size, palette, knobs)
                 sample_id = f"{subject_id}_{cls}_{k:0{kw}d}"
-                row = {"sample_id": sample_id, "label": cls, "visible": f"visible/{cls}/{sample_id}.png",
-                       "infrared": f"infrared/{cls}/{sample_id}.png", "subject": subject_id}
+                row = {
+                    "sample_id": sample_id,
+                    "label": cls,
+                    "visible": f"visible/{cls}/{sample_id}.png",
+                    "infrared": f"infrared/{cls}/{sample_id}.png",
+                    "subject": subject_id,
+                }
                 _write_png(out / row["visible"], visible)
                 _write_png(out / row["infrared"], infrared)
                 rows.append(row)

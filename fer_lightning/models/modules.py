@@ -214,4 +214,6 @@ class FusionModule(FERModule):
         self.backbones["infrared"].load_state_dict(branch)
 
     def features(self, batch):
-        return fuse(self.backbones["visible"](batch["visible"]), self.backbones["infrared"](batch["infrared"]), self.fusion)
+        return fuse(
+            self.backbones["visible"](batch["visible"]), self.backbones["infrared"](batch["infrared"]), self.fusion
+        )
