@@ -84,7 +84,7 @@ class Knobs:
     lighting: float = 1.0  # multiplier on visible illumination gradients, white balance and exposure spread
     identity_spread: float = 1.0  # how different subjects look; < 1 pulls faces towards a typical one
     vis_noise: float = 0.03  # visible sensor noise std, fraction of full scale
-    vis_bad_light_frac: float = 0.15  # low light, glare or a hard shadow on the visible image only
+    vis_bad_light_frac: float = 0.2  # low light, glare or a hard shadow on the visible image only
     occlusion_frac: float = 0.08  # hand/card/mask/sunglasses, seen by both cameras (card with parallax)
     ir_artifact_frac: float = 0.15  # hot object, defocus, stripe noise or calibration drift
     ir_resolution: float = 0.4  # effective thermal sensor resolution as a fraction of image_size
