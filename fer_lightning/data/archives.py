@@ -34,6 +34,7 @@ import py7zr.exceptions
 from py7zr.io import Py7zIO, WriterFactory
 
 from fer_lightning.data.images import IMAGE_EXTENSIONS
+from fer_lightning.data.manifest import atomic_write_text
 from fer_lightning.errors import FERError
 
 logger = logging.getLogger(__name__)
@@ -212,9 +213,7 @@ class _BlobCache:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 # --------------------------------------------------------------------------------------------------

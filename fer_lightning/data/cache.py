@@ -198,10 +198,3 @@ def verify(manifest_dir: Path) -> dict[str, bool]:
         out[npy.name] = _valid(npy, meta_path, meta.get("key"), meta.get("paths"), full=True) is not None
     return out
 
-
-def load_array(manifest_dir: Path, rows: list[dict], modality: str, size: int) -> np.ndarray:
-    """(N, size, size, 3) uint8 images of one modality for ``rows``, decoded now, without the cache."""
-    out = np.empty((len(rows), size, size, 3), dtype=np.uint8)
-    for i, row in enumerate(rows):
-        out[i] = decode_resized(manifest_dir / row[modality], size)
-    return out

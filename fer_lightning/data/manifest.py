@@ -128,9 +128,6 @@ def read_manifest(path: Path, allow_unsplit: bool = False) -> list[dict]:
     return rows
 
 
-def manifest_sha1(path: Path) -> str:
-    return file_sha1(path)
-
 
 def _sample_name(row: dict) -> str:
     return Path(row.get("visible") or row.get("infrared") or row["sample_id"]).name
