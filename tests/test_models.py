@@ -177,3 +177,23 @@ def test_fusion_infrared_init_copies_the_trained_infrared_backbone(tmp_path):
         vis = SingleModalityModule("visible", bb, {"hidden": 8}, num_classes=3)
         torch.save({"state_dict": vis.state_dict()}, path)
         FusionModule(bb, {"hidden": 8}, num_classes=3, infrared_init=str(path))
+
+
+def test_modality_dropout_zeroes_one_branch_per_dropped_sample_in_training_only():
+    bb = {"name": "resnet18", "attention": "none"}
+    torch.manual_seed(0)
+    model = FusionModule(bb, {"hidden": 8}, num_classes=3, fusion="concat", modality_dropout=1.0)
+    batch = {"visible": torch.rand(64, 3, 32, 32), "infrared": torch.rand(64, 3, 32, 32)}
+    model.train()
+    feats = model.features(batch)
+    d = feats.shape[1] // 2
+    visible_gone = (feats[:, :d] == 0).all(1)
+    infrared_gone = (feats[:, d:] == 0).all(1)
+    assert (visible_gone ^ infrared_gone).all()  # exactly one branch per sample, never both
+    assert 10 < visible_gone.sum() < 54  # the branch is a coin flip
+    model.eval()
+    with torch.no_grad():
+        feats = model.features(batch)
+    assert not (feats[:, :d] == 0).all(1).any() and not (feats[:, d:] == 0).all(1).any()
+    with pytest.raises(FERError, match="modality_dropout"):
+        FusionModule(bb, {"hidden": 8}, num_classes=3, modality_dropout=1.5)

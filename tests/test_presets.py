@@ -88,6 +88,8 @@ def test_preset_composes_to_the_study_model(family, ds, mod, tmp_path):
     assert squared == {m: family == "paper" and mod == "fusion" and m == "infrared" for m in branches}
     if mod == "fusion":
         assert model.fusion == "interleave"
+        # the study trained both branches on every sample
+        assert model.modality_dropout == (0.0 if family == "paper" else 0.3)
     logits = model.eval()({m: torch.zeros(2, 3, 32, 32) for m in branches})
     assert logits.shape == (2, len(classes))
 
@@ -140,7 +142,7 @@ def test_ours_differs_from_paper_only_where_documented(ds, mod, tmp_path):
         "callbacks.model_checkpoint.last_every_n_epochs",
     }
     if mod == "fusion":
-        documented |= {"model.head.dropout_out", "model.infrared_backbone.attention"}
+        documented |= {"model.head.dropout_out", "model.infrared_backbone.attention", "model.modality_dropout"}
     assert changed <= documented, changed - documented
     # the same training budget: as many images seen and as many validation checks as the study
     assert ours.trainer.max_epochs == 26 * paper.trainer.max_epochs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from types import MappingProxyType
 
@@ -21,6 +22,7 @@ from fer_lightning.data.synthetic import (
 )
 
 TINY = dict(n_subjects=2, samples_per_class=2, image_size=32)
+NO_FAILURES = dict(vis_bad_light_frac=0.0, occlusion_frac=0.0, ir_artifact_frac=0.0)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -55,7 +57,8 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path, tiny):
 def test_sample_does_not_depend_on_what_else_is_generated(tmp_path, tiny):
     root, _ = tiny
     generate(tmp_path, n_subjects=1, samples_per_class=1, image_size=32, seed=3)
-    small, big = _files(tmp_path), _files(root)
+    small = {k: v for k, v in _files(tmp_path).items() if k.endswith(".png")}
+    big = _files(root)
     assert len(small) == 2 * len(CLASSES)
     assert all(big[k] == v for k, v in small.items())
 
@@ -201,3 +204,29 @@ def test_easy_preset_is_learnable_across_subjects(tmp_path):
         weights = x[train].T @ np.linalg.solve(gram + 1.0 * np.eye(len(gram)), onehot)
         accuracy = ((x[~train] @ weights).argmax(axis=1) == y[~train]).mean()
         assert accuracy >= 0.7, (modality, accuracy)
+
+
+def _conditions(root: Path) -> list[dict]:
+    with open(root / synthetic.CONDITIONS, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_conditions_record_what_each_sample_drew(tmp_path, tiny):
+    root, rows = tiny
+    conditions = _conditions(root)
+    assert [c["sample_id"] for c in conditions] == [r["sample_id"] for r in rows]
+    lo, hi = Knobs().intensity
+    assert all(lo <= float(c["intensity"]) <= hi for c in conditions)
+
+    only_dark_photos = {**NO_FAILURES, "vis_bad_light_frac": 1.0}
+    generate(tmp_path / "bad", **TINY, seed=3, difficulty=only_dark_photos)
+    bad = _conditions(tmp_path / "bad")
+    assert {c["visible_condition"] for c in bad} <= {"dark", "glare", "shadow"}
+    assert all(c["visible_condition"] for c in bad)
+    assert not any(c["infrared_condition"] or c["occluder"] for c in bad)
+
+    generate(tmp_path / "clean", **TINY, seed=3, difficulty=NO_FAILURES)
+    clean = _conditions(tmp_path / "clean")
+    assert not any(c["visible_condition"] or c["infrared_condition"] or c["occluder"] for c in clean)
+    # the failure draw leaves the rest of the sample alone
+    assert [c["intensity"] for c in clean] == [c["intensity"] for c in bad] == [c["intensity"] for c in conditions]

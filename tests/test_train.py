@@ -191,7 +191,7 @@ def test_defaults_follow_the_contract():
     assert choices.dataset == "synthetic" and cfg.modality == "fusion" and cfg.seed == 0
     assert choices.logger == "wandb" and set(cfg.logger) == {"wandb", "csv"}
     assert cfg.paths.data_dir == "./data" and cfg.ckpt_path is None
-    assert cfg.dataset.batch_size == 64
+    assert cfg.dataset.batch_size == 64 and cfg.dataset.split.ratios == [0.6, 0.15, 0.25]
     defaults = OmegaConf.load(CONF / "train.yaml").defaults
     order = [d if isinstance(d, str) else next(iter(d)) for d in defaults]
     assert order.index("experiment") > order.index("trainer") and order[-1] == "debug"

@@ -11,6 +11,7 @@ about 1. A :class:`Pose` maps face units to pixels of one camera.
 
 from __future__ import annotations
 
+import csv
 import io
 import math
 import os
@@ -23,6 +24,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 CLASSES: tuple[str, ...] = ("Angry", "Happy", "Neutral", "Sad", "Surprise")
+# Per-sample conditions beside the manifest, to slice results by them (e.g. fusion on bad-light photos).
+CONDITIONS = "conditions.csv"
 
 
 # --------------------------------------------------------------------------------------------- palettes
@@ -78,15 +81,17 @@ class Knobs:
     """Difficulty settings. Fractions are per sample; with ``disjoint_failures`` the visible failures
     (bad light) and the infrared failures (artifacts) never hit the same sample."""
 
-    intensity: tuple[float, float] = (0.6, 1.0)  # expression strength range, 1 = full expression
+    # Expression strength range, 1 = full expression. The default exaggerates a little: at 64 px and 12 epochs
+    # from scratch, (0.9, 1.2) left fusion at 0.876 test accuracy (n=225), (1.05, 1.3) reached 0.933.
+    intensity: tuple[float, float] = (1.05, 1.3)
     pose_jitter: float = 1.0  # multiplier on rotation/translation/scale jitter
     clutter: float = 1.0  # background clutter amount in both modalities
     lighting: float = 1.0  # multiplier on visible illumination gradients, white balance and exposure spread
     identity_spread: float = 1.0  # how different subjects look; < 1 pulls faces towards a typical one
     vis_noise: float = 0.03  # visible sensor noise std, fraction of full scale
-    vis_bad_light_frac: float = 0.2  # low light, glare or a hard shadow on the visible image only
-    occlusion_frac: float = 0.08  # hand/card/mask/sunglasses, seen by both cameras (card with parallax)
-    ir_artifact_frac: float = 0.15  # hot object, defocus, stripe noise or calibration drift
+    vis_bad_light_frac: float = 0.12  # low light, glare or a hard shadow on the visible image only
+    occlusion_frac: float = 0.03  # hand/card/mask/sunglasses, seen by both cameras (card with parallax)
+    ir_artifact_frac: float = 0.05  # hot object, defocus, stripe noise or calibration drift
     ir_resolution: float = 0.4  # effective thermal sensor resolution as a fraction of image_size
     ir_blur: float = 1.2  # gaussian sigma in output pixels
     ir_noise: float = 0.35  # sensor noise std in degrees C (face contrast is about 5 C)
@@ -999,6 +1004,14 @@ def render_pair(
     rng: np.random.Generator, subject: Subject, expression: str, image_size: int, palette: str, knobs: Knobs
 ) -> tuple[np.ndarray, np.ndarray]:
     """One (visible, infrared) pair, each ``(image_size, image_size, 3)`` uint8."""
+    visible, infrared, _ = render_sample(rng, subject, expression, image_size, palette, knobs)
+    return visible, infrared
+
+
+def render_sample(
+    rng: np.random.Generator, subject: Subject, expression: str, image_size: int, palette: str, knobs: Knobs
+) -> tuple[np.ndarray, np.ndarray, Scene]:
+    """:func:`render_pair` plus the scene it drew (intensity, failures), for ``conditions.csv``."""
     _check_expression(expression)
     _palette(palette)
     # Separate streams, so a knob that only affects one modality leaves the other one's pixels unchanged.
@@ -1007,7 +1020,7 @@ def render_pair(
     geom = build_geometry(subject, expression, scene.intensity)
     visible = render_visible(vis_rng, subject, geom, scene, image_size, knobs)
     infrared = render_thermal(ir_rng, subject, geom, scene, image_size, knobs, palette)
-    return visible, infrared
+    return visible, infrared, scene
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
@@ -1038,7 +1051,9 @@ def generate(
 
     Rows have ``sample_id`` (``s007_Happy_03``), ``label`` (class name), ``visible`` and ``infrared``
     (posix paths relative to ``out_dir``) and ``subject`` (``s007``, 0-based). ``samples_per_class`` is
-    per subject. Every sample draws from its own generator seeded by (seed, subject, class, index), so
+    per subject. ``conditions.csv`` records each sample's expression intensity and which failure, if any,
+    it drew (``visible_condition``: dark / glare / shadow; ``occluder``; ``infrared_condition``: hot_object /
+    defocus / stripes / drift). Every sample draws from its own generator seeded by (seed, subject, class, index), so
     output is byte-identical for the same arguments and independent of generation order.
     """
     n_subjects = _positive_int("n_subjects", n_subjects)
@@ -1053,7 +1068,7 @@ def generate(
         for cls in CLASSES:
             (out / modality / cls).mkdir(parents=True, exist_ok=True)
     sw, kw = max(3, len(str(n_subjects - 1))), max(2, len(str(samples_per_class - 1)))
-    rows = []
+    rows, conditions = [], []
     for s in range(n_subjects):
         subject_rng = np.random.default_rng(np.random.SeedSequence([seed, 0, s]))
         subject = Subject.sample(subject_rng, knobs.identity_spread)
@@ -1061,7 +1076,7 @@ def generate(
         for c, cls in enumerate(CLASSES):
             for k in range(samples_per_class):
                 rng = np.random.default_rng(np.random.SeedSequence([seed, 1, s, c, k]))
-                visible, infrared = render_pair(rng, subject, cls, image_size, palette, knobs)
+                visible, infrared, scene = render_sample(rng, subject, cls, image_size, palette, knobs)
                 sample_id = f"{subject_id}_{cls}_{k:0{kw}d}"
                 row = {
                     "sample_id": sample_id,
@@ -1073,4 +1088,18 @@ def generate(
                 _write_png(out / row["visible"], visible)
                 _write_png(out / row["infrared"], infrared)
                 rows.append(row)
+                conditions.append(
+                    {
+                        "sample_id": sample_id,
+                        "intensity": f"{scene.intensity:.3f}",
+                        "visible_condition": scene.bad_light or "",
+                        "occluder": scene.occluder_kind or "",
+                        "infrared_condition": scene.ir_artifact or "",
+                    }
+                )
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(conditions[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(conditions)
+    (out / CONDITIONS).write_text(buf.getvalue())
     return rows

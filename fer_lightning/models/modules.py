@@ -179,6 +179,9 @@ class FusionModule(FERModule):
         fusion: ``interleave`` (the study's), ``concat`` or ``sum``.
         infrared_init: a checkpoint of a trained infrared :class:`SingleModalityModule` whose backbone
             initialises the infrared branch, as the study did.
+        modality_dropout: in training, the fraction of samples that lose one branch's features (zeroed;
+            which branch is a coin flip), so the head learns to classify from either modality alone instead of
+            trusting one that is corrupted on this sample. 0 (the study) turns it off.
     """
 
     modalities = ("visible", "infrared")
@@ -190,10 +193,14 @@ class FusionModule(FERModule):
         fusion: str = "interleave",
         infrared_backbone: dict | None = None,
         infrared_init: str | None = None,
+        modality_dropout: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        if not 0.0 <= modality_dropout <= 1.0:
+            raise FERError(f"model.modality_dropout={modality_dropout}: must be in [0, 1]")
+        self.modality_dropout = modality_dropout
         ir_args = {**backbone, **(infrared_backbone or {})}
         self.backbones = nn.ModuleDict({"visible": build_backbone(**backbone), "infrared": build_backbone(**ir_args)})
         if infrared_init:
@@ -214,6 +221,10 @@ class FusionModule(FERModule):
         self.backbones["infrared"].load_state_dict(branch)
 
     def features(self, batch):
-        return fuse(
-            self.backbones["visible"](batch["visible"]), self.backbones["infrared"](batch["infrared"]), self.fusion
-        )
+        visible, infrared = self.backbones["visible"](batch["visible"]), self.backbones["infrared"](batch["infrared"])
+        if self.training and self.modality_dropout > 0:
+            drop = torch.rand(len(visible), device=visible.device) < self.modality_dropout
+            drop_visible = drop & (torch.rand(len(visible), device=visible.device) < 0.5)
+            visible = visible * ~drop_visible[:, None]
+            infrared = infrared * ~(drop & ~drop_visible)[:, None]
+        return fuse(visible, infrared, self.fusion)

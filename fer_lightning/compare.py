@@ -1,0 +1,127 @@
+"""``python -m fer_lightning.compare A B``: is model A more accurate than model B on the same test samples?
+
+A and B are ``predictions.csv`` files written by ``fer_lightning.evaluate`` (or the folders holding them). The
+accuracy difference gets a paired bootstrap 95 % interval (the same samples resampled for both), far tighter than
+two separate intervals; the discordant counts (A right where B is wrong, and the reverse) are McNemar's.
+``--by conditions.csv --column visible_condition`` adds the same comparison for each value of a per-sample column
+(the synthetic dataset writes ``<data_dir>/synthetic/conditions.csv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from fer_lightning.cli import report_errors
+from fer_lightning.errors import FERError
+
+PREDICTIONS = "predictions.csv"
+N_BOOTSTRAP = 10_000
+
+
+def load_correct(path: Path) -> dict[str, tuple[str, bool]]:
+    """``sample_id -> (label, prediction == label)`` from a predictions file or a folder holding one."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / PREDICTIONS
+    if not path.is_file():
+        raise FERError(
+            f"{path}: no predictions file; write one with python -m fer_lightning.evaluate ckpt_path=<ckpt>"
+        )
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("sample_id", "label", "prediction") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise FERError(f"{path}: missing column(s) {missing}; is it a predictions.csv from fer_lightning?")
+        return {r["sample_id"]: (r["label"], r["prediction"] == r["label"]) for r in reader}
+
+
+def paired(a: np.ndarray, b: np.ndarray, n_resamples: int = N_BOOTSTRAP, seed: int = 0) -> dict:
+    """Accuracies of two boolean correctness vectors over the same samples and their paired difference."""
+    n = len(a)
+    rng = np.random.default_rng(seed)
+    diff = a.astype(float) - b.astype(float)
+    boots = diff[rng.integers(0, n, size=(n_resamples, n))].mean(axis=1) if n else np.array([np.nan])
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {
+        "n": n,
+        "accuracy_a": float(a.mean()) if n else float("nan"),
+        "accuracy_b": float(b.mean()) if n else float("nan"),
+        "difference": float(diff.mean()) if n else float("nan"),
+        "difference_ci95": [float(lo), float(hi)],
+        "a_right_b_wrong": int((a & ~b).sum()),
+        "b_right_a_wrong": int((b & ~a).sum()),
+    }
+
+
+def compare(path_a: Path, path_b: Path, by: Path | None = None, column: str | None = None) -> dict:
+    """The paired comparison over all shared samples (``"all"``), and per value of ``column`` in ``by``."""
+    a, b = load_correct(path_a), load_correct(path_b)
+    if a.keys() != b.keys():
+        only_a, only_b = len(a.keys() - b.keys()), len(b.keys() - a.keys())
+        raise FERError(
+            f"{path_a} and {path_b} cover different samples ({only_a} only in A, {only_b} only in B); "
+            "evaluate both on the same dataset and split"
+        )
+    relabelled = [s for s in a if a[s][0] != b[s][0]]
+    if relabelled:
+        raise FERError(f"sample {relabelled[0]!r} has different labels in A and B; were they tested on one manifest?")
+    groups: dict[str, list[str]] = {"all": sorted(a)}
+    if by is not None:
+        if not column:
+            raise FERError("--by needs --column, the column to group samples by")
+        groups.update(_groups(Path(by), column, set(a)))
+    return {
+        name: paired(np.array([a[s][1] for s in ids], bool), np.array([b[s][1] for s in ids], bool))
+        for name, ids in groups.items()
+    }
+
+
+def _groups(path: Path, column: str, samples: set[str]) -> dict[str, list[str]]:
+    if not path.is_file():
+        raise FERError(f"{path}: no such file (--by takes a CSV with a sample_id column, e.g. conditions.csv)")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if "sample_id" not in (reader.fieldnames or []) or column not in (reader.fieldnames or []):
+            raise FERError(f"{path}: needs columns sample_id and {column!r}; it has {reader.fieldnames}")
+        values = {r["sample_id"]: r[column] for r in reader}
+    unknown = samples - values.keys()
+    if unknown:
+        raise FERError(f"{path}: no row for {len(unknown)} tested sample(s), e.g. {sorted(unknown)[0]!r}")
+    groups: dict[str, list[str]] = defaultdict(list)
+    for s in sorted(samples):
+        groups[f"{column}={values[s] or '(none)'}"].append(s)
+    return dict(sorted(groups.items()))
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    lines = [
+        "| samples | n | accuracy A | accuracy B | A - B [95 % CI] | A right, B wrong | B right, A wrong |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        lo, hi = r["difference_ci95"]
+        lines.append(
+            f"| {name} | {r['n']} | {r['accuracy_a']:.3f} | {r['accuracy_b']:.3f} | "
+            f"{r['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] | {r['a_right_b_wrong']} | {r['b_right_a_wrong']} |"
+        )
+    return "\n".join(lines)
+
+
+@report_errors
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fer_lightning.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("a", type=Path, help="predictions.csv of model A (or its evaluation folder)")
+    parser.add_argument("b", type=Path, help="predictions.csv of model B, tested on the same samples")
+    parser.add_argument("--by", type=Path, help="a CSV with sample_id and a column to group by")
+    parser.add_argument("--column", help="the column of --by to group by")
+    args = parser.parse_args(argv)
+    print(format_table(compare(args.a, args.b, args.by, args.column)))
+
+
+if __name__ == "__main__":
+    main()
