@@ -29,9 +29,7 @@ def load_correct(path: Path) -> dict[str, tuple[str, bool]]:
     if path.is_dir():
         path = path / PREDICTIONS
     if not path.is_file():
-        raise FERError(
-            f"{path}: no predictions file; write one with python -m fer_lightning.evaluate ckpt_path=<ckpt>"
-        )
+        raise FERError(f"{path}: no predictions file; write one with python -m fer_lightning.evaluate ckpt_path=<ckpt>")
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in ("sample_id", "label", "prediction") if c not in (reader.fieldnames or [])]

@@ -46,9 +46,7 @@ def print_summary(results: dict, path: Path | None = None, console: Console | No
     for col in ("class", "precision", "recall", "f1", "support"):
         per_class.add_column(col)
     for name, m in test["per_class"].items():
-        per_class.add_row(
-            name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"])
-        )
+        per_class.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
     console.print(per_class)
     if path is not None:
         console.print(f"results: {path}")

@@ -104,14 +104,11 @@ def _viri_members(spec: ArchiveSpec, n: int) -> dict[str, bytes]:
     label = spec.label
     if spec.modality == "visible":
         # Class folder and a subject folder inside, camera-style upper-case extensions.
-        members = {
-            f"{label}/S01/IMG_{i:03d}_vis.JPG": image_bytes(_seed(label, i, "v")) for i in range(1, n + 1)
-        }
+        members = {f"{label}/S01/IMG_{i:03d}_vis.JPG": image_bytes(_seed(label, i, "v")) for i in range(1, n + 1)}
         members.update({f"{label}/{k}": v for k, v in _junk().items()})
     else:
         members = {
-            f"{label}_IR/img_{i:03d}_IR.jpg": image_bytes(_seed(label, i, "i"), mode="L")
-            for i in range(1, n + 1)
+            f"{label}_IR/img_{i:03d}_IR.jpg": image_bytes(_seed(label, i, "i"), mode="L") for i in range(1, n + 1)
         }
         members["desktop.ini"] = b"[.ShellClassInfo]"
     return members

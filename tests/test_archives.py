@@ -101,9 +101,7 @@ def test_parse_archive_name_rejects_other_names():
 
 
 def test_archive_url_default_prefix_and_template():
-    assert archive_url("NVIE-happy1-Vis.7z") == BASE_URL.format(
-        commit=SOURCE_COMMIT, name="NVIE-happy1-Vis.7z"
-    )
+    assert archive_url("NVIE-happy1-Vis.7z") == BASE_URL.format(commit=SOURCE_COMMIT, name="NVIE-happy1-Vis.7z")
     assert SOURCE_COMMIT in archive_url("a.zip")
     assert archive_url("a.zip", "http://127.0.0.1:9/x/") == "http://127.0.0.1:9/x/a.zip"
     assert archive_url("a.zip", "http://h/{commit}/{name}?raw=1") == f"http://h/{SOURCE_COMMIT}/a.zip?raw=1"

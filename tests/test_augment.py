@@ -108,9 +108,15 @@ def test_offline_x26_is_26_times_the_training_set_and_deterministic(tmp_path):
 
 
 def test_offline_copies_are_not_drawn_for_evaluation(tmp_path):
-    dm = SyntheticDataModule(data_dir=str(tmp_path), modality="visible", image_size=32, num_workers=0,
-                             augment={**preset("paper"), "offline_copies": 26}, generator=GENERATOR,
-                             split={"group_regex": r"^(s\d+)_"})
+    dm = SyntheticDataModule(
+        data_dir=str(tmp_path),
+        modality="visible",
+        image_size=32,
+        num_workers=0,
+        augment={**preset("paper"), "offline_copies": 26},
+        generator=GENERATOR,
+        split={"group_regex": r"^(s\d+)_"},
+    )
     dm.prepare_data()
     dm.setup("test")
     n = dm.split_size("train")

@@ -38,11 +38,7 @@ def test_stratified_split_is_deterministic_and_near_70_15_15():
     assert [r["split"] for r in a] != [r["split"] for r in c]
     per_class = Counter((r["label"], r["split"]) for r in a)
     for label in "ABC":
-        assert (
-            per_class[(label, "train")] == 42
-            and per_class[(label, "val")] == 9
-            and per_class[(label, "test")] == 9
-        )
+        assert per_class[(label, "train")] == 42 and per_class[(label, "val")] == 9 and per_class[(label, "test")] == 9
 
 
 def test_group_regex_gives_subject_disjoint_splits():

@@ -136,9 +136,7 @@ def test_imagenet_offline_says_where_to_put_the_file(monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(
-        torchvision.models.ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline
-    )
+    monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
     with pytest.raises(FERError) as err:
         build_backbone("resnet18", weights="imagenet")
     msg = str(err.value)

@@ -223,9 +223,7 @@ def test_published_layout_extracts_and_pairs(tmp_path, dataset):
 
 def test_specs_with_blobs_keeps_table_fields():
     blobs = {s.name: "0" * 40 for s in ARCHIVES["nvie"]}
-    assert [dataclasses.replace(s, blob_id="0" * 40) for s in ARCHIVES["nvie"]] == specs_with_blobs(
-        "nvie", blobs
-    )
+    assert [dataclasses.replace(s, blob_id="0" * 40) for s in ARCHIVES["nvie"]] == specs_with_blobs("nvie", blobs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,9 +320,7 @@ def test_corrupt_image_raises_with_path(tmp_path, content):
 
 
 def test_truncated_png_raises(tmp_path):
-    good = _save(
-        tmp_path, Image.fromarray(np.arange(1024, dtype=np.uint8).reshape(32, 32) % 251, "L"), "g.png"
-    )
+    good = _save(tmp_path, Image.fromarray(np.arange(1024, dtype=np.uint8).reshape(32, 32) % 251, "L"), "g.png")
     data = good.read_bytes()
     good.write_bytes(data[: len(data) // 2])
     with pytest.raises(UnreadableImage, match=r"g\.png"):

@@ -180,9 +180,7 @@ def test_invalid_arguments_name_the_bad_key_and_the_valid_ones(tmp_path, kwargs,
 
 def test_render_pair_rejects_unknown_expression():
     with pytest.raises(ValueError, match="Surprise"):
-        render_pair(
-            np.random.default_rng(0), Subject.sample(np.random.default_rng(0)), "Disgust", 32, "iron", Knobs()
-        )
+        render_pair(np.random.default_rng(0), Subject.sample(np.random.default_rng(0)), "Disgust", 32, "iron", Knobs())
 
 
 def test_module_api():

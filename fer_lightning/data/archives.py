@@ -113,9 +113,7 @@ def parse_archive_name(name: str) -> tuple[str, str, str, int | None]:
     """
     match = _NAME_RE.match(name)
     if match is None:
-        raise FERError(
-            f"{name}: not a published archive name; expected <VIRI|NVIE>-<class>[part]-<Vis|Ir>.<zip|7z>"
-        )
+        raise FERError(f"{name}: not a published archive name; expected <VIRI|NVIE>-<class>[part]-<Vis|Ir>.<zip|7z>")
     part = match["part"]
     return (
         match["dataset"].lower(),
@@ -567,9 +565,7 @@ def _skip_reason(parts: tuple[str, ...]) -> str | None:
     return None
 
 
-def _plan(
-    archive: Path, dest: Path, entries: Sequence[_Entry]
-) -> tuple[dict[str, Path], list[tuple[str, str]]]:
+def _plan(archive: Path, dest: Path, entries: Sequence[_Entry]) -> tuple[dict[str, Path], list[tuple[str, str]]]:
     """Validate every entry before anything is written; map entries to extract to relative paths."""
     for entry in entries:
         reason = _unsafe_reason(entry)
@@ -791,9 +787,7 @@ def safe_extract(archive: str | Path, dest: str | Path, *, blob_id: str | None =
         images = [Path(p) for p in marker["images"]]
         return ExtractResult(archive, dest, images, [tuple(s) for s in marker["skipped"]], reused=True)
     if marker is None and dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise FERError(
-            f"{dest}: exists but holds no complete extraction of {archive.name}; delete it and rerun"
-        )
+        raise FERError(f"{dest}: exists but holds no complete extraction of {archive.name}; delete it and rerun")
     try:
         entries = _list_zip(archive) if fmt == "zip" else _list_7z(archive)
         targets, skipped = _plan(archive, dest, entries)

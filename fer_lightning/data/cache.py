@@ -197,4 +197,3 @@ def verify(manifest_dir: Path) -> dict[str, bool]:
         npy = meta_path.with_suffix(".npy")
         out[npy.name] = _valid(npy, meta_path, meta.get("key"), meta.get("paths"), full=True) is not None
     return out
-

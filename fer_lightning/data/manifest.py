@@ -64,9 +64,7 @@ class SplitSpec:
             cfg["ratios"] = tuple(float(r) for r in cfg["ratios"])
         spec = cls(**cfg)
         if len(spec.ratios) != 3 or min(spec.ratios) < 0 or abs(sum(spec.ratios) - 1) > 1e-6:
-            raise FERError(
-                f"dataset.split.ratios={list(spec.ratios)}: need three non-negative numbers summing to 1"
-            )
+            raise FERError(f"dataset.split.ratios={list(spec.ratios)}: need three non-negative numbers summing to 1")
         if spec.folds is not None and spec.folds < 2:
             raise FERError(f"dataset.split.folds={spec.folds}: need at least 2 folds, or null")
         for key in ("group_regex", "holdout_regex"):
@@ -122,11 +120,8 @@ def read_manifest(path: Path, allow_unsplit: bool = False) -> list[dict]:
         if row["split"] not in SPLITS and not (allow_unsplit and row["split"] == ""):
             raise FERError(f"{path}:{i}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
         if not row["visible"] and not row["infrared"]:
-            raise FERError(
-                f"{path}:{i}: sample {row['sample_id']!r} has neither a visible nor an infrared image"
-            )
+            raise FERError(f"{path}:{i}: sample {row['sample_id']!r} has neither a visible nor an infrared image")
     return rows
-
 
 
 def _sample_name(row: dict) -> str:
@@ -225,9 +220,7 @@ def apply_fold(rows: list[dict], folds: int | None, fold: int | None) -> list[di
     if not folds:
         return rows
     if fold is None or not 0 <= int(fold) < folds:
-        raise FERError(
-            f"dataset.split.fold={fold}: must be in 0..{folds - 1} for dataset.split.folds={folds}"
-        )
+        raise FERError(f"dataset.split.fold={fold}: must be in 0..{folds - 1} for dataset.split.folds={folds}")
     out = []
     for r in rows:
         if r["split"] != "test":

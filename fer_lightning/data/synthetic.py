@@ -107,8 +107,7 @@ class Knobs:
         elif isinstance(difficulty, str):
             if difficulty not in DIFFICULTIES:
                 raise ValueError(
-                    f"unknown difficulty {difficulty!r}; valid: {', '.join(DIFFICULTIES)} "
-                    "or a dict of knob overrides"
+                    f"unknown difficulty {difficulty!r}; valid: {', '.join(DIFFICULTIES)} or a dict of knob overrides"
                 )
             knobs = DIFFICULTIES[difficulty]
         elif isinstance(difficulty, Mapping):  # also Hydra's DictConfig
@@ -121,8 +120,7 @@ class Knobs:
             knobs = replace(cls(), **{k: _coerce_knob(k, v) for k, v in difficulty.items()})
         else:
             raise ValueError(
-                "difficulty must be 'default', 'easy' or a dict of knob overrides, "
-                f"got {type(difficulty).__name__}"
+                f"difficulty must be 'default', 'easy' or a dict of knob overrides, got {type(difficulty).__name__}"
             )
         knobs.validate()
         return knobs
@@ -682,8 +680,7 @@ def _occluder(rng: np.random.Generator, sj: Subject, kind: str) -> tuple[list[La
     mouth = np.array([0.0, max(sj.mouth_y, sj.eye_y + sj.nose_len + 0.2)])
     if kind == "sunglasses":
         layers = [
-            Layer("occluder", _ellipse(side * sj.eye_dx, sj.eye_y + 0.01, sj.eye_w * 1.5, 0.15, 24))
-            for side in (-1, 1)
+            Layer("occluder", _ellipse(side * sj.eye_dx, sj.eye_y + 0.01, sj.eye_w * 1.5, 0.15, 24)) for side in (-1, 1)
         ]
         layers.append(Layer("occluder", np.array([[-sj.eye_dx, sj.eye_y], [sj.eye_dx, sj.eye_y]]), 0.05))
         return layers, 0.0
@@ -704,8 +701,7 @@ def _occluder(rng: np.random.Generator, sj: Subject, kind: str) -> tuple[list[La
     # A hand reaching up from below: palm under the target, fingers across it.
     palm = _ellipse(0, 0.42, 0.3, 0.26, 24)
     fingers = [
-        np.array([[dx, 0.3], [dx * 1.2, -0.12 - 0.06 * (1 - abs(dx) / 0.2)]])
-        for dx in (-0.18, -0.06, 0.06, 0.18)
+        np.array([[dx, 0.3], [dx * 1.2, -0.12 - 0.06 * (1 - abs(dx) / 0.2)]]) for dx in (-0.18, -0.06, 0.06, 0.18)
     ]
     layers = [Layer("occluder", palm @ rot.T + target)]
     layers += [Layer("occluder", f @ rot.T + target, 0.11) for f in fingers]
@@ -808,9 +804,7 @@ def render_visible(
     }
     _paint(draw, geom.layers, scene.pose, size, paint)
     object_colour = (*_rgb(rng.uniform(20, 235, 3)), 255)
-    colour = {"hand": _shade(skin, 0.95), "sunglasses": (15, 15, 20, 255)}.get(
-        scene.occluder_kind or "", object_colour
-    )
+    colour = {"hand": _shade(skin, 0.95), "sunglasses": (15, 15, 20, 255)}.get(scene.occluder_kind or "", object_colour)
     _paint(draw, scene.occluder, scene.pose, size, {"occluder": colour})
     out = np.asarray(img.resize((n, n), Image.Resampling.LANCZOS), dtype=np.float64)
 
@@ -975,9 +969,7 @@ def render_thermal(
     elif scene.ir_artifact == "defocus":
         blur = blur + rng.uniform(2.5, 3.5) * image_size / 80
     low_a = low_a + rng.normal(0, noise, low_a.shape)
-    full = Image.fromarray(low_a.astype(np.float32), "F").resize(
-        (image_size, image_size), Image.Resampling.BILINEAR
-    )
+    full = Image.fromarray(low_a.astype(np.float32), "F").resize((image_size, image_size), Image.Resampling.BILINEAR)
     t_img = _gaussian_blur(np.asarray(full, dtype=np.float64), blur * image_size / 80)
 
     # Auto-range like a FLIR camera: map the scene's span onto the palette.
