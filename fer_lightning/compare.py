@@ -18,6 +18,7 @@ import numpy as np
 
 from fer_lightning.cli import report_errors
 from fer_lightning.errors import FERError
+from fer_lightning.metrics import percentile_interval
 
 PREDICTIONS = "predictions.csv"
 N_BOOTSTRAP = 10_000
@@ -44,13 +45,12 @@ def paired(a: np.ndarray, b: np.ndarray, n_resamples: int = N_BOOTSTRAP, seed: i
     rng = np.random.default_rng(seed)
     diff = a.astype(float) - b.astype(float)
     boots = diff[rng.integers(0, n, size=(n_resamples, n))].mean(axis=1) if n else np.array([np.nan])
-    lo, hi = np.percentile(boots, [2.5, 97.5])
     return {
         "n": n,
         "accuracy_a": float(a.mean()) if n else float("nan"),
         "accuracy_b": float(b.mean()) if n else float("nan"),
         "difference": float(diff.mean()) if n else float("nan"),
-        "difference_ci95": [float(lo), float(hi)],
+        "difference_ci95": percentile_interval(boots),
         "a_right_b_wrong": int((a & ~b).sum()),
         "b_right_a_wrong": int((b & ~a).sum()),
     }

@@ -59,12 +59,13 @@ def bootstrap_ci(
     cms = np.zeros((n_resamples, num_classes, num_classes), dtype=np.int64)
     rows = np.repeat(np.arange(n_resamples), n)
     np.add.at(cms, (rows, labels[idx].ravel(), preds[idx].ravel()), 1)
+    return {"accuracy": percentile_interval(correct.mean(axis=1)), "f1_macro": percentile_interval(_macro_f1(cms))}
 
-    def interval(values: np.ndarray) -> list[float]:
-        lo, hi = np.percentile(values, [2.5, 97.5])
-        return [float(lo), float(hi)]
 
-    return {"accuracy": interval(correct.mean(axis=1)), "f1_macro": interval(_macro_f1(cms))}
+def percentile_interval(values: np.ndarray) -> list[float]:
+    """The 95 % percentile interval of bootstrap replicates."""
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return [float(lo), float(hi)]
 
 
 def classification_report(

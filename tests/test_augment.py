@@ -67,7 +67,7 @@ def test_offline_variants_split_the_papers_one_of():
     assert offline_variants(light) == [light]
 
 
-def _dm(tmp_path, copies: int, modality: str = "fusion") -> SyntheticDataModule:
+def _dm(tmp_path, copies: int, modality: str = "fusion", stage: str = "fit") -> SyntheticDataModule:
     aug = {**preset("paper"), "offline_copies": copies}
     dm = SyntheticDataModule(
         data_dir=str(tmp_path),
@@ -80,8 +80,9 @@ def _dm(tmp_path, copies: int, modality: str = "fusion") -> SyntheticDataModule:
         split={"group_regex": r"^(s\d+)_"},
     )
     dm.prepare_data()
-    dm.setup("fit")
-    dm.train_dataloader()  # the offline copies are drawn when training starts
+    dm.setup(stage)
+    if stage == "fit":
+        dm.train_dataloader()  # the offline copies are drawn when training starts
     return dm
 
 
@@ -108,17 +109,7 @@ def test_offline_x26_is_26_times_the_training_set_and_deterministic(tmp_path):
 
 
 def test_offline_copies_are_not_drawn_for_evaluation(tmp_path):
-    dm = SyntheticDataModule(
-        data_dir=str(tmp_path),
-        modality="visible",
-        image_size=32,
-        num_workers=0,
-        augment={**preset("paper"), "offline_copies": 26},
-        generator=GENERATOR,
-        split={"group_regex": r"^(s\d+)_"},
-    )
-    dm.prepare_data()
-    dm.setup("test")
+    dm = _dm(tmp_path, 26, "visible", stage="test")
     n = dm.split_size("train")
     dm.test_dataloader()
     assert dm.split_size("train") == n

@@ -108,9 +108,7 @@ def test_palettes_are_luts_used_by_the_renderer(palette):
 
 def clean_knobs(**overrides) -> Knobs:
     """Default knobs with every failure mode off."""
-    return Knobs.from_difficulty(
-        {"vis_bad_light_frac": 0.0, "occlusion_frac": 0.0, "ir_artifact_frac": 0.0, **overrides}
-    )
+    return Knobs.from_difficulty({**NO_FAILURES, **overrides})
 
 
 @pytest.mark.parametrize("modality", [0, 1], ids=["visible", "infrared"])
