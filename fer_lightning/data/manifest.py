@@ -10,10 +10,8 @@ silently gets another test set: new settings re-split, and checkpoints record th
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
-import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -23,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_lightning.errors import FERError
+from fer_lightning.io import atomic_write_text, file_sha1
 
 COLUMNS = (
     "sample_id",
@@ -80,22 +79,6 @@ class SplitSpec:
         d = asdict(self)
         d["ratios"] = list(self.ratios)
         return d
-
-
-def file_sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes via a temporary sibling and a rename, so readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_manifest(path: Path, rows: Iterable[dict]) -> None:

@@ -1,0 +1,125 @@
+"""File plumbing shared by every stage: atomic writes and content hashes.
+
+A reader (another process, or this one after a crash) sees either the old complete file or the new complete
+file: data goes to a per-process temporary sibling, is fsynced, and is renamed over the target; the directory
+entry is fsynced too, so the rename survives a power loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+TMP_MARK = ".tmp"
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flushes a file's (or a directory's entries') data to disk; a no-op where the platform refuses."""
+    flags = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if os.path.isdir(path) else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # some platforms cannot open directories; the rename is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def temp_sibling(path: str | os.PathLike, suffix: str = "") -> Path:
+    """A hidden per-process temporary name beside ``path`` (same file system, so the rename is atomic).
+
+    ``suffix`` keeps an extension libraries dispatch on (e.g. ``.png`` for PIL / matplotlib).
+    """
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}{TMP_MARK}{suffix}")
+
+
+def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """fsyncs ``tmp``, renames it over ``path`` and fsyncs the directory entry."""
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_path(os.path.dirname(os.path.abspath(path)))
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yields a temporary path to write; on success it replaces ``path``, on an exception it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(path, suffix)
+    try:
+        yield tmp
+        commit(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, pattern: str = f".*{TMP_MARK}*") -> list[Path]:
+    """Deletes temporaries a killed process left in ``folder`` (not recursive); returns what was removed.
+
+    Only names whose writer process is gone are removed, so a concurrent writer's file is left alone.
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for tmp in folder.glob(pattern):
+        pid = _writer_pid(tmp.name)
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def _writer_pid(name: str) -> int | None:
+    # ".<name>.<pid>.tmp<suffix>"
+    stem = name.split(TMP_MARK, 1)[0]
+    last = stem.rsplit(".", 1)[-1]
+    return int(last) if last.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def file_sha1(path: str | os.PathLike) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_blob_sha1(path: str | os.PathLike) -> str:
+    """Git's blob id of a file, ``sha1(b"blob <size>\\0" + bytes)``: verifiable without knowing sizes."""
+    size = os.path.getsize(path)
+    h = hashlib.sha1(b"blob %d\0" % size)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
