@@ -427,7 +427,7 @@ def _num(x, digits: int = 1) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
-    from fer_lightning.cli import quiet_libraries
+    from fer_lightning.app import quiet_libraries
 
     quiet_libraries()
     try:

@@ -1,6 +1,7 @@
 """``python -m fer_lightning.compare A B``: is model A more accurate than model B on the same test samples?
 
-A and B are ``predictions.csv`` files written by ``fer_lightning.evaluate`` (or the folders holding them). The
+A and B are ``predictions.csv`` files written by ``fer_lightning.train`` or ``fer_lightning.evaluate`` (or the run
+dirs holding them). The
 accuracy difference gets a paired bootstrap 95 % interval (the same samples resampled for both), far tighter than
 two separate intervals; the discordant counts (A right where B is wrong, and the reverse) are McNemar's.
 ``--by conditions.csv --column visible_condition`` adds the same comparison for each value of a per-sample column
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_lightning.cli import report_errors
+from fer_lightning.app import report_errors
 from fer_lightning.errors import FERError
 from fer_lightning.metrics import percentile_interval
 
@@ -30,13 +31,19 @@ def load_correct(path: Path) -> dict[str, tuple[str, bool]]:
     if path.is_dir():
         path = path / PREDICTIONS
     if not path.is_file():
-        raise FERError(f"{path}: no predictions file; write one with python -m fer_lightning.evaluate ckpt_path=<ckpt>")
+        raise FERError(
+            f"{path}: no predictions file; pass a training or evaluate run dir, or write one with "
+            "python -m fer_lightning.evaluate ckpt_path=<ckpt>"
+        )
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in ("sample_id", "label", "prediction") if c not in (reader.fieldnames or [])]
+        missing = [c for c in ("sample_id", "label", "pred") if c not in (reader.fieldnames or [])]
         if missing:
             raise FERError(f"{path}: missing column(s) {missing}; is it a predictions.csv from fer_lightning?")
-        return {r["sample_id"]: (r["label"], r["prediction"] == r["label"]) for r in reader}
+        rows = {r["sample_id"]: (r["label"], r["pred"] == r["label"]) for r in reader}
+    if any(label == "" for label, _ in rows.values()):
+        raise FERError(f"{path}: predictions without true labels (from predict?); compare needs a test run's file")
+    return rows
 
 
 def paired(a: np.ndarray, b: np.ndarray, n_resamples: int = N_BOOTSTRAP, seed: int = 0) -> dict:

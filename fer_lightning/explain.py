@@ -8,7 +8,6 @@ Each modality branch gets its own heat map from its backbone's last residual sta
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -22,12 +21,12 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from fer_lightning.cli import quiet_libraries, report_errors
-from fer_lightning.data.cache import decode_resized
+from fer_lightning.app import hydra_entry, quiet_libraries, report_errors
 from fer_lightning.data.images import load_rgb
 from fer_lightning.errors import FERError
-from fer_lightning.evaluate import load_checkpoint
-from fer_lightning.predict import MODALITIES, Predictor
+from fer_lightning.io import atomic_path
+from fer_lightning.runs import Predictor, load_run_checkpoint
+from fer_lightning.runs.predictor import MODALITIES
 
 
 class _Branch(nn.Module):
@@ -44,15 +43,13 @@ class _Branch(nn.Module):
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    Image.fromarray(array).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(array).save(tmp)
 
 
 def explain(cfg: DictConfig) -> dict:
     """Writes one ``<image stem>_<modality>_gradcam.png`` per branch; returns the prediction and the files."""
-    predictor = Predictor(load_checkpoint(cfg.get("ckpt_path")), device=cfg.get("device") or "cpu")
+    predictor = Predictor(load_run_checkpoint(cfg.get("ckpt_path")), device=cfg.get("device") or "cpu")
     paths = predictor.check_inputs({m: cfg.get(m) for m in MODALITIES})
     probs = predictor.predict(paths)
     target = cfg.get("target")
@@ -66,9 +63,7 @@ def explain(cfg: DictConfig) -> dict:
     if not 0 <= alpha <= 1:
         raise FERError(f"alpha={alpha}: use a value in [0, 1]")
 
-    images = {m: decode_resized(paths[m], predictor.stored) for m in predictor.modalities}
-    sample = predictor.transform(images, seed=0)
-    batch = predictor.datamodule.normalize({m: t.unsqueeze(0).to(predictor.device) for m, t in sample.items()})
+    batch = predictor.batch([paths])
     out_dir = Path(cfg.get("output_dir") or cfg.paths.output_dir)
     written = {}
     for m in predictor.modalities:
@@ -101,4 +96,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main)

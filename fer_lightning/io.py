@@ -1,4 +1,4 @@
-"""File plumbing shared by every stage: atomic writes and content hashes.
+"""File plumbing shared by every stage: atomic writes, content hashes, checkpoints read without running code.
 
 A reader (another process, or this one after a crash) sees either the old complete file or the new complete
 file: data goes to a per-process temporary sibling, is fsynced, and is renamed over the target; the directory
@@ -10,8 +10,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pickle
+import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import torch
+
+from fer_lightning.errors import FERError
 
 TMP_MARK = ".tmp"
 
@@ -123,3 +131,52 @@ def git_blob_sha1(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
+    """The contents of a Lightning checkpoint, or one FERError naming ``key`` and the file.
+
+    Args:
+        path: the file.
+        key: the config key the path came from, for the message (``ckpt_path``, ``model.infrared_init``).
+    """
+    path = Path(str(path)).expanduser()
+    if path.is_dir():
+        raise FERError(f"{key}={path}: is a directory; pass a .ckpt file from a run's checkpoints/ folder")
+    if not path.is_file():
+        raise FERError(f"{key}={path}: no such checkpoint file")
+    try:
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of files it is about to refuse; the refusal says enough
+            warnings.simplefilter("ignore", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not _looks_like_pickle(path):
+            raise FERError(
+                f"{key}={path}: not a readable checkpoint (not a torch file); train again or pick another file"
+            ) from exc
+        # weights_only refused what the pickle would build (and maybe run).
+        raise FERError(
+            f"{key}={path}: not a fer-lightning checkpoint, or not a safe one (it holds Python objects "
+            "beyond tensors); use a checkpoint written by python -m fer_lightning.train"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+        raise FERError(
+            f"{key}={path}: not a readable checkpoint ({_reason(exc)}); it may be truncated: train again or pick "
+            "another file"
+        ) from exc
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise FERError(f"{key}={path}: not a fer-lightning checkpoint (no state_dict); pick a file from checkpoints/")
+    return checkpoint
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    """torch's zip container, or a bare pickle (protocol 2+ starts with the PROTO opcode), not random bytes."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:120] or type(exc).__name__

@@ -6,25 +6,17 @@ import sys
 import warnings
 
 import hydra
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from fer_lightning import resolvers  # noqa: F401  (registers the config resolvers)
-from fer_lightning.cli import quiet_libraries, report_errors
+from fer_lightning.app import hydra_entry, quiet_libraries, report_errors
 from fer_lightning.data.prepared import print_summary
-from fer_lightning.errors import FERError
-from fer_lightning.train import build_datamodule
+from fer_lightning.runs import build_datamodule
 
 
 def prepare(cfg: DictConfig) -> dict:
     """Runs the dataset's ``prepare_data`` (download, verify, extract, pair, split) and prints the summary."""
-    try:
-        datamodule = build_datamodule(cfg.dataset)
-    except InstantiationException as exc:
-        # Hydra wraps what a constructor raises; a bad dataset key must still be one line, not a traceback.
-        if isinstance(exc.__cause__, FERError):
-            raise exc.__cause__ from None
-        raise
+    datamodule = build_datamodule(cfg.dataset)
     datamodule.prepare_data()
     return print_summary(datamodule.root, datamodule.name, datamodule.configured_classes)
 
@@ -44,4 +36,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main)

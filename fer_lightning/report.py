@@ -17,7 +17,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from fer_lightning.cli import report_errors
+from fer_lightning.app import report_errors
 from fer_lightning.data.manifest import atomic_write_text
 from fer_lightning.errors import FERError
 from fer_lightning.runs import RESULTS

@@ -29,13 +29,13 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
 
 def tiny_run(tmp_path_factory, data_dir: Path, modality: str = "fusion") -> Path:
     """The run dir of a one-epoch tiny synthetic run (results.json, checkpoints/, .hydra/config.yaml)."""
-    from fer_lightning.train import train
+    from fer_lightning.runs import train_and_test
 
     key = (str(tmp_path_factory.getbasetemp()), modality)
     if key not in _RUNS:
         run_dir = tmp_path_factory.mktemp(f"tiny_{modality}_run")
         cfg = compose_cfg([*TINY, "logger=none", "trainer.max_epochs=1", f"modality={modality}"], run_dir, data_dir)
-        train(cfg)
+        train_and_test(cfg)
         save_run_config(cfg, run_dir)
         _RUNS[key] = run_dir
     return _RUNS[key]

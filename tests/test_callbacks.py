@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from fer_lightning.callbacks import RunFigures
-from fer_lightning.train import train
+from fer_lightning.runs import train_and_test
 from tests.conftest import TINY, compose_cfg
 
 
@@ -45,7 +45,7 @@ def test_offline_wandb_run_gets_test_tables_and_examples(tmp_path, data_dir, mon
         tmp_path,
         data_dir,
     )
-    metrics, _ = train(cfg)
+    results, _ = train_and_test(cfg)
     from fer_lightning.loggers import finish_wandb
 
     finish_wandb()
@@ -55,6 +55,6 @@ def test_offline_wandb_run_gets_test_tables_and_examples(tmp_path, data_dir, mon
     media = runs[0] / "files" / "media"
     tables = [p.name for p in (media / "table" / "test").glob("*.table.json")]
     assert any(t.startswith("per_class") for t in tables) and any(t.startswith("confusion_matrix") for t in tables)
-    test = metrics["results"]["test"]
+    test = results["test"]
     wrong = test["n"] - round(test["accuracy"] * test["n"])
     assert len(list((media / "images" / "test").glob("misclassified_*.png"))) == min(wrong, 8)

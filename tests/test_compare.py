@@ -16,9 +16,9 @@ def write_predictions(path: Path, correct: list[bool], labels: list[str] | None 
     labels = labels or ["Happy"] * len(correct)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["sample_id", "visible", "infrared", "label", "prediction", "p_Happy", "p_Sad"])
+        w.writerow(["sample_id", "label", "pred", "p_Happy", "p_Sad", "visible", "infrared"])
         for i, (ok, label) in enumerate(zip(correct, labels, strict=True)):
-            w.writerow([f"s{i:03d}", "", "", label, label if ok else "Sad", "0.5", "0.5"])
+            w.writerow([f"s{i:03d}", label, label if ok else "Sad", "0.5", "0.5", "", ""])
     return path
 
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from fer_lightning.errors import FERError
-from fer_lightning.evaluate import evaluate, load_checkpoint
+from fer_lightning.evaluate import evaluate
+from fer_lightning.runs import load_run_checkpoint as load_checkpoint
 from tests.conftest import REPO
 from tests.eval_runs import compose_app, tiny_run
 
@@ -47,7 +48,7 @@ def test_evaluate_reproduces_the_runs_test_metrics(run_dir, run_results, tmp_pat
     with open(tmp_path / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == ours["n"]
-    assert sum(r["label"] == r["prediction"] for r in rows) == round(ours["accuracy"] * ours["n"])
+    assert sum(r["label"] == r["pred"] for r in rows) == round(ours["accuracy"] * ours["n"])
 
 
 def test_training_run_writes_curves_without_a_logger(run_dir):
@@ -71,12 +72,16 @@ def test_a_global_group_override_is_refused(run_dir, tmp_path):
 def test_changed_manifest_is_reported(run_dir, tmp_path, capsys):
     copy = tmp_path / "copied_run"
     shutil.copytree(run_dir / ".hydra", copy / ".hydra")
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     ckpt["SyntheticDataModule"]["manifest_sha1"] = "0" * 40
     (copy / "checkpoints").mkdir()
     torch.save(ckpt, copy / "checkpoints" / "last.ckpt")
-    results = _evaluate(copy / "checkpoints" / "last.ckpt", tmp_path / "eval")
-    assert results["manifest_changed"] is True
+    # refused by default: the test split may now hold training samples
+    with pytest.raises(FERError, match=r"changed since last.ckpt was written \(sha1 000000000000 -> [0-9a-f]{12}\)"):
+        _evaluate(copy / "checkpoints" / "last.ckpt", tmp_path / "refused")
+    assert not (tmp_path / "refused" / "results.json").exists()
+    results = _evaluate(copy / "checkpoints" / "last.ckpt", tmp_path / "eval", "allow_manifest_change=true")
+    assert results["manifest_changed"] is True and results["allow_manifest_change"] is True
     assert "changed since last.ckpt was written" in capsys.readouterr().err
 
 

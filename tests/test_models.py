@@ -52,7 +52,7 @@ STUDY_HEADS = {
 
 @pytest.mark.parametrize("modality", ["visible", "infrared", "fusion"])
 def test_configured_heads_match_the_study(modality, tmp_path):
-    from fer_lightning.train import build_model
+    from fer_lightning.runs import build_model
 
     cfg = compose_cfg([f"modality={modality}", "dataset=viri", "model.backbone.weights=null"], tmp_path)
     model = build_model(cfg.model, ["Angry", "Happy", "Neutral", "Sad", "Surprise"])

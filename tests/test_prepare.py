@@ -26,7 +26,8 @@ from fer_lightning.data.archives import ARCHIVES, SOURCE_COMMIT
 from fer_lightning.data.manifest import read_manifest
 from fer_lightning.errors import FERError
 from fer_lightning.prepare import prepare
-from fer_lightning.train import build_datamodule, train
+from fer_lightning.runs import build_datamodule
+from fer_lightning.runs.engine import train_and_test
 from tests.archive_fixtures import (
     CORRUPT_JPEG,
     build_7z,
@@ -232,7 +233,7 @@ def test_unreachable_server_names_the_reason_and_train_stops_the_same_way(tmp_pa
         prepare(prepare_cfg(args, data))
     assert "\n" not in str(exc.value) and "VIRI-Surprise-Ir.zip" in str(exc.value)
     with pytest.raises(FERError, match="could not be downloaded"):
-        train(compose_cfg([*args, *FAST_TRAIN], tmp_path / "run", data))
+        train_and_test(compose_cfg([*args, *FAST_TRAIN], tmp_path / "run", data))
 
 
 @pytest.mark.slow  # two ResNet-18 branches: ~10 s on an idle 2-core CPU, 40 s on a busy one
@@ -241,10 +242,10 @@ def test_train_prepares_viri_on_first_use_and_trains_fusion(tmp_path, published,
     copy_raw(published, "viri", data)
     # 4 pairs per class: 70/15/15 rather than the study's 393/83/90 sizes, so every split gets a sample
     overrides = ["dataset=viri", "modality=fusion", "dataset.split.ratios=[0.7,0.15,0.15]", *FAST_TRAIN]
-    metrics, objects = train(compose_cfg(overrides, tmp_path / "f", data))
-    assert objects["datamodule"].classes == ["Angry", "Happy", "Neutral", "Sad", "Surprise"]
+    results, run = train_and_test(compose_cfg(overrides, tmp_path / "f", data))
+    assert run.datamodule.classes == ["Angry", "Happy", "Neutral", "Sad", "Surprise"]
     assert (data / "viri" / "contact_sheet.png").is_file()
-    assert metrics["results"]["dataset"] == "viri" and metrics["results"]["test"]["n"] > 0
+    assert results["dataset"] == "viri" and results["test"]["n"] > 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -404,30 +405,30 @@ def test_folder_errors_are_one_line(tmp_path):
 
 def test_one_modality_folder_trains_visible(tmp_path):
     src = make_folder(tmp_path / "src", modalities=("visible",))
-    metrics, objects = train(
+    results, run = train_and_test(
         compose_cfg(
             ["dataset=folder", f"dataset.root={src}", "modality=visible", *FAST_TRAIN],
             tmp_path / "r",
             tmp_path / "data",
         )
     )
-    assert objects["datamodule"].classes == ["Angry", "Happy"]
-    assert metrics["results"]["modality"] == "visible"
+    assert run.datamodule.classes == ["Angry", "Happy"]
+    assert results["modality"] == "visible"
 
 
 def test_a_changed_manifest_is_reported_when_a_checkpoint_is_loaded(tmp_path, caplog):
     src = make_folder(tmp_path / "src", modalities=("visible",))
     data = tmp_path / "data"
     overrides = ["dataset=folder", f"dataset.root={src}", "modality=visible", *FAST_TRAIN]
-    _, objects = train(compose_cfg(overrides, tmp_path / "r", data))
+    _, run = train_and_test(compose_cfg(overrides, tmp_path / "r", data))
     ckpt = tmp_path / "model.ckpt"
-    objects["trainer"].save_checkpoint(ckpt)
+    run.trainer.save_checkpoint(ckpt)
     write_image(src / "visible" / "Angry" / "s9_Angry.JPG", 4242)
     cfg = compose_cfg(overrides, tmp_path / "r2", data)
     datamodule = build_datamodule(cfg.dataset)
     with caplog.at_level(logging.WARNING):
         datamodule.prepare_data()
-        objects["trainer"].test(objects["model"], datamodule=datamodule, ckpt_path=str(ckpt), verbose=False)
+        run.trainer.test(run.model, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False, weights_only=True)
     text = caplog.text
     assert "the samples changed (1 added, 0 removed" in text
     assert "changed since this checkpoint was written" in text

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 from torch import nn
 
-from fer_lightning.train import build_model
+from fer_lightning.runs import build_model
 from tests.conftest import CONF, compose_cfg
 
 DATASETS = {"viri": ["Angry", "Happy", "Neutral", "Sad", "Surprise"], "nvie": ["fear", "disgust", "happy"]}

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from fer_lightning.checkpointing import TMP_SUFFIX, AtomicModelCheckpoint, RunConfigHistory, StepSeed
-from fer_lightning.train import build_datamodule
+from fer_lightning.runs import build_datamodule
 from tests.conftest import REPO, TINY, compose_cfg
 
 # A run of a few short epochs on the CPU, deterministic, no logger: what a subprocess test trains.

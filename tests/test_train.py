@@ -12,8 +12,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from fer_lightning.runs import train_and_test
 from fer_lightning.train import run as fer_run
-from fer_lightning.train import train
 from tests.conftest import CONF, REPO, TINY, compose_cfg
 
 RESULT_FIELDS = {
@@ -66,13 +66,13 @@ def test_every_experiment_composes(experiment, tmp_path):
 @pytest.mark.parametrize("modality", ["visible", "infrared", "fusion"])
 def test_debug_fast_fit_and_test(modality, tmp_path, data_dir):
     cfg = compose_cfg([*TINY, f"modality={modality}", "debug=fast"], tmp_path / "run", data_dir)
-    metrics, objects = train(cfg)
+    returned, run = train_and_test(cfg)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert set(results) >= RESULT_FIELDS and set(results["test"]) >= TEST_FIELDS
     assert results["modality"] == modality
-    assert results["test"]["n"] == objects["datamodule"].split_size("test")
+    assert results["test"]["n"] == len(run.datamodule.test_dataloader().dataset)
     assert (tmp_path / "run" / "confusion_matrix.png").stat().st_size > 0
-    assert metrics["results"] == results
+    assert returned == results
 
 
 @pytest.mark.slow
@@ -94,16 +94,16 @@ def test_short_run_learns_and_writes_every_output(tmp_path, data_dir):
         run,
         data_dir,
     )
-    _, objects = train(cfg)
+    _, fitted = train_and_test(cfg)
     results = json.loads((run / "results.json").read_text())
     test = results["test"]
     assert test["accuracy"] >= 0.6, test
     assert test["accuracy_ci95"][0] <= test["accuracy"] <= test["accuracy_ci95"][1]
-    assert sum(map(sum, test["confusion_matrix"])) == test["n"] == objects["datamodule"].split_size("test")
+    assert sum(map(sum, test["confusion_matrix"])) == test["n"] == len(fitted.datamodule.test_dataloader().dataset)
     assert results["epochs_trained"] == 8
     best = Path(results["best_checkpoint"])
     assert best.parent == run / "checkpoints" and best.is_file() and (run / "checkpoints" / "last.ckpt").is_file()
-    assert results["best_val_accuracy"] == pytest.approx(float(objects["trainer"].checkpoint_callback.best_model_score))
+    assert results["best_val_accuracy"] == pytest.approx(float(fitted.trainer.checkpoint_callback.best_model_score))
     assert (run / "csv" / "metrics.csv").is_file()
     assert set(results["classes"]) == {"Angry", "Happy", "Neutral", "Sad", "Surprise"}
 
@@ -126,10 +126,10 @@ def test_wandb_runs_offline_and_writes_its_run_dir(tmp_path, data_dir, monkeypat
 
 def test_generated_dataset_is_reused_not_regenerated(tmp_path, data_dir):
     cfg = compose_cfg([*TINY, "modality=visible", "debug=fast"], tmp_path / "a", data_dir)
-    train(cfg)
+    train_and_test(cfg)
     manifest = data_dir / "synthetic" / "manifest.csv"
     before = manifest.stat().st_mtime_ns
-    train(compose_cfg([*TINY, "modality=visible", "debug=fast"], tmp_path / "b", data_dir))
+    train_and_test(compose_cfg([*TINY, "modality=visible", "debug=fast"], tmp_path / "b", data_dir))
     assert manifest.stat().st_mtime_ns == before
     header = manifest.read_text().splitlines()[0].split(",")
     assert header[:6] == ["sample_id", "label", "visible", "infrared", "subject", "split"]
@@ -203,5 +203,5 @@ def test_bad_generator_setting_is_a_one_line_error_and_leaves_no_partial_dataset
 
     cfg = compose_cfg([*TINY, "debug=fast", "+dataset.generator.difficulty.glare=2"], tmp_path / "run", tmp_path)
     with pytest.raises(FERError, match=r"dataset\.generator: unknown difficulty knob"):
-        train(cfg)
+        train_and_test(cfg)
     assert not (tmp_path / "synthetic").exists() and not list(tmp_path.glob(".synthetic*"))

@@ -132,6 +132,8 @@ class ManifestDataModule(L.LightningDataModule):
         self._loaded_key: tuple | None = None
         self._expanded = False
         self._norm: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        # the split test_dataloader() serves: evaluate sets "val" to test the validation split
+        self.test_split = "test"
 
     @property
     def root(self) -> Path:
@@ -289,7 +291,7 @@ class ManifestDataModule(L.LightningDataModule):
         return self._loader("val", False, self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False, self.eval_batch_size)
+        return self._loader(self.test_split, False, self.eval_batch_size)
 
     def normalize(self, batch: dict) -> dict:
         """uint8 images -> float, scaled to [0, 1] and normalised with each modality's statistics."""

@@ -20,6 +20,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall
 
 from fer_lightning.errors import FERError
+from fer_lightning.io import read_checkpoint
 from fer_lightning.models.backbones import build_backbone
 from fer_lightning.models.heads import build_head, fuse, fused_features
 
@@ -213,7 +214,7 @@ class FusionModule(FERModule):
     def _init_infrared(self, path: Path) -> None:
         if not path.is_file():
             raise FERError(f"model.infrared_init={path}: no such checkpoint; train modality=infrared first")
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        state = read_checkpoint(path, key="model.infrared_init")["state_dict"]
         prefix = "backbones.infrared."
         branch = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if not branch:

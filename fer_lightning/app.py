@@ -1,0 +1,103 @@
+"""What every command module shares: expected errors as one ``error:`` line (exit 2), Hydra's own override and
+composition errors in the same form, and libraries kept quiet about advice that does not apply here."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import sys
+import warnings
+from collections.abc import Callable
+
+from hydra.errors import (
+    ConfigCompositionException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
+
+from fer_lightning.errors import FERError
+
+
+def fail(message: str, status: int = 2):
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def report_errors(fn):
+    """Turns a :class:`FERError` into one ``error:`` line on stderr and exit status 2, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FERError as exc:
+            fail(str(exc))
+        except InstantiationException as exc:
+            # Hydra wraps errors raised in constructors; ours are still expected errors.
+            if isinstance(exc.__cause__, FERError):
+                fail(str(exc.__cause__))
+            raise
+
+    return wrapper
+
+
+def _bad_override(text: str) -> str:
+    """The override a parse error is about, from Hydra's message ("Error parsing override '<x>'")."""
+    found = re.search(r"override '([^']*)'", text)
+    return found.group(1) if found else ""
+
+
+def hydra_error_line(exc: Exception) -> str:
+    """One line for an error Hydra raises before the command runs, with the fix."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OverrideParseException):
+        bad = _bad_override(str(exc))
+        key, _, value = bad.partition("=")
+        hint = f"quote the value: '{key}=\"{value}\"'" if key and value else "check the key=value syntax"
+        return f"cannot parse the override {bad!r}: {hint}"
+    if isinstance(exc, MissingConfigException):
+        found = re.search(r"Could not find '([^']+)'", text)
+        missing = found.group(1) if found else (exc.missing_cfg_file or "")
+        group, _, value = missing.rpartition("/")
+        options = ", ".join(exc.options or [])
+        if group and options:
+            return f"{group}={value}: no such {group}; choose one of {options}"
+        return f"{missing or text}: no such config; check the name"
+    if isinstance(exc, ConfigCompositionException):
+        key = re.search(r"override '([^']+)'", text)
+        cause = " ".join(str(exc.__cause__).split()).split(" full_key")[0] if exc.__cause__ else text
+        if key:
+            return f"{key.group(1)}: {cause}; check the key name (a new key needs a leading +)"
+        return text
+    return text
+
+
+def hydra_entry(main: Callable[[], object]) -> None:
+    """Runs a ``@hydra.main`` function so that Hydra's own errors end as one ``error:`` line, exit 2.
+
+    Hydra prints its composition errors itself and exits 1; with HYDRA_FULL_ERROR it raises them instead, and
+    they are reported here. A failing multirun job keeps its own record (``sweep_summary.json``) and exit 1.
+    """
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        main()
+    except (OverrideParseException, ConfigCompositionException) as exc:
+        fail(hydra_error_line(exc))
+    except FERError as exc:  # raised while the sweep is set up, outside any job
+        fail(str(exc))
+    except Exception as exc:
+        if "-m" in sys.argv or "--multirun" in sys.argv:
+            # The sweep summary (printed at exit) lists each failed job, its error and its run dir.
+            fail(f"a sweep job failed: {' '.join(str(exc).split())[:200]}", status=1)
+        raise
+
+
+def quiet_libraries() -> None:
+    """Silences advice that does not apply to this project's runs (e.g. worker counts on tiny CPU datasets)."""
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", ".*`isinstance.*treespec.*")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)

@@ -1,0 +1,255 @@
+"""A run as an object: built from a config (to train) or from a checkpoint (to evaluate), tested and reported
+in one place, so ``train`` and ``evaluate`` write the same results.json and predictions.csv.
+
+Every checkpoint Lightning reads here goes through :mod:`fer_lightning.runs.checkpoint` first and is then
+loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fer_lightning.data.datamodules import ManifestDataModule
+from fer_lightning.errors import FERError
+from fer_lightning.runs.build import (
+    build_datamodule,
+    build_group,
+    build_model,
+    build_trainer,
+    eval_trainer,
+    model_from_checkpoint,
+)
+from fer_lightning.runs.checkpoint import LAST, RunCheckpoint, check_resumable
+from fer_lightning.runs.config import check_run_config, experiment_name, task_overrides
+from fer_lightning.runs.results import RESULTS, TestOutcome, print_summary, read_results, write_report
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("test", "val")
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, modality: str) -> str | None:
+    """The checkpoint ``fit`` resumes from; None to start fresh.
+
+    ``last`` resumes the run dir's ``checkpoints/last.ckpt`` and, like Lightning's own ``ckpt_path="last"``,
+    starts from scratch with a warning when the run was killed before writing one, so a requeue script can
+    always pass it.
+    """
+    if ckpt_path is None:
+        return None
+    if str(ckpt_path) == "last":
+        path = output_dir / LAST
+        if not path.is_file():
+            print(f"warning: ckpt_path=last: no {path} yet; training from scratch", file=sys.stderr, flush=True)
+            return None
+    else:
+        path = Path(str(ckpt_path)).expanduser()
+    check_resumable(path, modality)
+    return str(path)
+
+
+@dataclass
+class FitOutcome:
+    best_checkpoint: str | None
+    best_val_accuracy: float | None
+    epochs_trained: int
+    train_seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Run:
+    """One model with its data: what ``train`` fits and ``evaluate`` re-tests.
+
+    Build it with :meth:`for_training` (from a composed train config) or :meth:`from_checkpoint`.
+    """
+
+    def __init__(self, cfg: DictConfig, datamodule: ManifestDataModule, model: L.LightningModule):
+        self.cfg = cfg
+        self.datamodule = datamodule
+        self.model = model
+        self.output_dir = Path(cfg.paths.output_dir)
+        self.trainer: L.Trainer | None = None
+        self.loggers: list = []
+
+    @classmethod
+    def for_training(cls, cfg: DictConfig) -> Run:
+        check_run_config(cfg)
+        output_dir = Path(cfg.paths.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        if torch.cuda.is_available():
+            torch.set_float32_matmul_precision("high")
+        datamodule = build_datamodule(cfg.dataset)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        return cls(cfg, datamodule, build_model(cfg.model, datamodule.classes))
+
+    @classmethod
+    def from_checkpoint(cls, run: RunCheckpoint, run_cfg: DictConfig, allow_manifest_change: bool = False) -> Run:
+        """The checkpoint's model on its run's data (``run_cfg``: the run's config with any overrides applied).
+
+        Normalisation uses the statistics stored in the checkpoint, not ones recomputed from today's data.
+        A manifest that changed since training (splits or samples may differ) is refused unless allowed.
+        """
+        Path(run_cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
+        L.seed_everything(int(run_cfg.seed), verbose=False)
+        datamodule = build_datamodule(run_cfg.dataset)
+        datamodule.prepare_data()
+        datamodule.setup("test")
+        if run.classes and datamodule.classes != run.classes:
+            raise FERError(
+                f"{datamodule.manifest_path}: classes {datamodule.classes} differ from the checkpoint's "
+                f"{run.classes}; evaluate on the dataset the model was trained for"
+            )
+        state = dict(run.datamodule_state or {})
+        saved = state.pop("manifest_sha1", None)
+        self = cls(run_cfg, datamodule, model_from_checkpoint(run, datamodule.classes))
+        self.manifest_changed = bool(saved and saved != datamodule.manifest_sha1)
+        if self.manifest_changed:
+            self._check_manifest(run, saved, allow_manifest_change)
+        datamodule.load_state_dict(state)
+        return self
+
+    def _check_manifest(self, run: RunCheckpoint, saved: str, allow: bool) -> None:
+        dm = self.datamodule
+        moved = ""
+        previous = _previous_results(run.run_dir).get("test_samples")
+        if previous is not None:
+            now = {r["sample_id"] for r in dm.rows if r["split"] == "test"}
+            before = set(previous)
+            into, out = sorted(now - before), sorted(before - now)
+            moved = f"; {len(into)} sample(s) moved into the test split, {len(out)} out of it"
+            if into or out:
+                moved += f" (e.g. {(into or out)[0]})"
+        message = (
+            f"{dm.manifest_path} changed since {run.path.name} was written (sha1 {saved[:12]} -> "
+            f"{dm.manifest_sha1[:12]}){moved}"
+        )
+        if not allow:
+            raise FERError(
+                f"{message}: the test split may hold training samples; re-prepare the run's data, or pass "
+                "allow_manifest_change=true to evaluate anyway (recorded in results.json)"
+            )
+        print(f"warning: {message}; evaluating anyway (allow_manifest_change=true)", file=sys.stderr, flush=True)
+
+    # -- fit ---------------------------------------------------------------------------------------------
+
+    def fit(self) -> FitOutcome:
+        cfg = self.cfg
+        start = time.time()
+        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), self.output_dir, self.datamodule.modality)
+        self.loggers = build_group(cfg.get("logger"))
+        self.trainer = build_trainer(cfg.trainer, build_group(cfg.get("callbacks")), self.loggers)
+        if self.loggers:
+            hparams = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
+            hparams = OmegaConf.to_container(OmegaConf.merge(hparams, {"paths": cfg.paths}), resolve=True)
+            for lg in self.loggers:
+                lg.log_hyperparams(hparams)
+        self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, weights_only=True)
+        if "val/accuracy" not in self.trainer.callback_metrics:
+            raise FERError(
+                f"the run never validated (trainer.max_epochs={cfg.trainer.get('max_epochs')}), so there is no "
+                "result to report; train for at least one epoch (trainer.max_epochs >= 1)"
+            )
+        ckpt_cb = self.trainer.checkpoint_callback
+        best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
+        score = ckpt_cb.best_model_score if ckpt_cb is not None else None
+        return FitOutcome(
+            best_checkpoint=best,
+            best_val_accuracy=float(score) if score is not None else None,
+            epochs_trained=int(self.trainer.current_epoch),
+            train_seconds=round(time.time() - start, 2),
+            metrics={k: float(v) for k, v in self.trainer.callback_metrics.items()},
+        )
+
+    # -- test --------------------------------------------------------------------------------------------
+
+    def test(self, split: str = "test", ckpt_path: str | None = None) -> TestOutcome:
+        """Predictions on a whole split (a debug run's limits do not apply), optionally from a checkpoint."""
+        if split not in SPLITS:
+            raise FERError(f"split={split}: use one of {', '.join(SPLITS)}")
+        trainer = self.trainer if self.trainer is not None else eval_trainer(self.cfg.trainer)
+        self.datamodule.test_split = split
+        trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
+        return TestOutcome.from_module(self.model.test_outputs, self.datamodule.rows, self.datamodule.classes)
+
+    def header(self) -> dict:
+        """The results.json keys that describe the run (the ``test`` object is added by the report)."""
+        dm = self.datamodule
+        return {
+            "dataset": dm.name,
+            "modality": dm.modality,
+            "seed": int(self.cfg.seed),
+            "classes": dm.classes,
+            "experiment": experiment_name(),
+            "manifest_sha1": dm.manifest_sha1,
+        }
+
+    def report(self, outcome: TestOutcome, fields: dict, split: str = "test") -> dict:
+        """Writes results.json, predictions.csv and confusion_matrix.png; prints the summary."""
+        dm = self.datamodule
+        title = f"{dm.name} {dm.modality} {split}"
+        results, path = write_report(self.output_dir, outcome, {**self.header(), **fields}, title=title)
+        print_summary(results, path)
+        return results
+
+
+def _previous_results(run_dir: Path) -> dict:
+    path = run_dir / RESULTS
+    try:
+        return read_results(path) if path.is_file() else {}
+    except ValueError:
+        return {}
+
+
+def train_and_test(cfg: DictConfig) -> tuple[dict, Run]:
+    """Fits ``cfg``, tests its best-validation checkpoint and reports; returns results.json and the run."""
+    run = Run.for_training(cfg)
+    fit = run.fit()
+    outcome = run.test(ckpt_path=fit.best_checkpoint)
+    results = run.report(
+        outcome,
+        {
+            "best_val_accuracy": fit.best_val_accuracy,
+            "best_checkpoint": fit.best_checkpoint,
+            "epochs_trained": fit.epochs_trained,
+            "train_seconds": fit.train_seconds,
+            "source": "train",
+            "overrides": task_overrides(),
+        },
+    )
+    return results, run
+
+
+def evaluate_checkpoint(cfg: DictConfig, run_cfg: DictConfig, run: RunCheckpoint, applied: list[str]) -> dict:
+    """Tests ``run``'s checkpoint on ``cfg.split`` with ``run_cfg`` (its config plus the overrides applied)."""
+    allow = bool(cfg.get("allow_manifest_change", False))
+    ev = Run.from_checkpoint(run, run_cfg, allow_manifest_change=allow)
+    split = str(cfg.get("split", "test"))
+    outcome = ev.test(split)
+    previous = _previous_results(run.run_dir)
+    return ev.report(
+        outcome,
+        {
+            "best_val_accuracy": previous.get("best_val_accuracy"),
+            "best_checkpoint": str(run.path.resolve()),
+            "epochs_trained": int(run.checkpoint.get("epoch", -1)) + 1,
+            "train_seconds": previous.get("train_seconds", float("nan")),  # NaN: the run left no results.json
+            "split": split,
+            "source": "evaluate",
+            "experiment": previous.get("experiment"),
+            "evaluated_run_dir": str(run.run_dir.resolve()),
+            "overrides": applied,
+            "manifest_changed": ev.manifest_changed,
+            "allow_manifest_change": allow,
+        },
+        split=split,
+    )

@@ -1,0 +1,83 @@
+"""Predictions on image files with a checkpoint's model and its run's preprocessing, without a datamodule.
+
+Images go through the path evaluation uses: decoded and resized as the cache stores them, the evaluation
+transform, and the normalisation statistics saved in the checkpoint, so a prediction equals evaluate's for the
+same image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from fer_lightning.data.cache import decode_resized, stored_size
+from fer_lightning.data.normalize import Normalizer
+from fer_lightning.data.transforms import PairTransform
+from fer_lightning.errors import FERError
+from fer_lightning.runs.build import model_from_checkpoint
+from fer_lightning.runs.checkpoint import RunCheckpoint
+
+MODALITIES = ("visible", "infrared")
+
+
+class Predictor:
+    """A checkpoint's model with its run's preprocessing; call :meth:`predict` with image paths per modality."""
+
+    def __init__(self, run: RunCheckpoint, device: str = "cpu"):
+        self.run = run
+        self.device = torch.device(device)
+        state = run.datamodule_state
+        if not state or not state.get("stats"):
+            raise FERError(
+                f"ckpt_path={run.path}: no normalisation statistics in the checkpoint; "
+                "predict needs a checkpoint written by fer_lightning.train"
+            )
+        self.classes = list(state.get("classes") or run.classes)
+        self.modalities = tuple(m for m in MODALITIES if m in state["stats"])
+        self.normalize = Normalizer(state["stats"])
+        self.model = model_from_checkpoint(run, self.classes).to(self.device)
+        dataset = run.config.dataset
+        self.stored = stored_size(int(dataset.image_size), float(dataset.get("cache_scale", 1.0)))
+        self.transform = PairTransform(self.modalities, int(dataset.image_size))
+
+    def check_inputs(self, given: dict[str, str | None]) -> dict[str, Path]:
+        """The images the model needs, as paths; a missing or surplus modality is one FERError line."""
+        need = [m for m in self.modalities if not given.get(m)]
+        extra = [m for m in MODALITIES if given.get(m) and m not in self.modalities]
+        if need or extra:
+            want = " and ".join(f"{m}=<img>" for m in self.modalities)
+            problem = f"missing {' and '.join(need)}" if need else f"it takes no {' or '.join(extra)} image"
+            raise FERError(
+                f"this checkpoint is a {self.run.modality} model ({problem}); pass {want}, or input_dir=<dir>"
+            )
+        paths = {m: Path(str(given[m])).expanduser() for m in self.modalities}
+        for m, p in paths.items():
+            if p.is_dir():
+                raise FERError(f"{m}={p}: is a directory; pass one image file, or input_dir={p} for a folder")
+            if not p.is_file():
+                raise FERError(f"{m}={p}: no such image file")
+        return paths
+
+    def batch(self, samples: list[dict[str, Path]]) -> dict[str, torch.Tensor]:
+        """The normalised network input for samples of image paths per modality."""
+        tensors = []
+        for paths in samples:
+            images = {m: decode_resized(paths[m], self.stored) for m in self.modalities}
+            tensors.append(self.transform(images, seed=0))  # the evaluation transform draws nothing
+        return self.normalize({m: torch.stack([t[m] for t in tensors]).to(self.device) for m in self.modalities})
+
+    @torch.no_grad()
+    def predict_batch(self, samples: list[dict[str, Path]]) -> torch.Tensor:
+        """Class probabilities (N, C)."""
+        return self.model.predict_step(self.batch(samples), 0).cpu()
+
+    def predict(self, paths: dict[str, Path]) -> torch.Tensor:
+        """Class probabilities (C,) for one sample."""
+        return self.predict_batch([paths])[0]
+
+    def as_dict(self, probs: torch.Tensor) -> dict:
+        return {
+            "label": self.classes[int(probs.argmax())],
+            "probabilities": {c: round(float(p), 6) for c, p in zip(self.classes, probs.tolist(), strict=True)},
+        }

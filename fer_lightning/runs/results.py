@@ -1,0 +1,195 @@
+"""What a tested run writes: results.json, predictions.csv and the confusion-matrix figure, from one place.
+
+``train`` and ``evaluate`` both end in :func:`write_report`, so their results.json carry the same keys and
+their predictions.csv the same schema: ``sample_id, label, pred, p_<class>...`` (``label`` is the true class,
+empty where unknown; ``pred`` the predicted one), then per-sample extras such as fusion weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from fer_lightning.io import atomic_write_text
+from fer_lightning.metrics import classification_report, format_with_ci
+from fer_lightning.plots import confusion_matrix_figure
+
+RESULTS = "results.json"
+PREDICTIONS = "predictions.csv"
+PROB_PREFIX = "p_"
+HEADER_KEYS = {"dataset", "modality", "seed", "classes", "manifest_sha1"}
+# results.json keys besides the run's header and ``test``, with their value where a path does not set them:
+# train and evaluate write the same keys.
+REPORT_FIELDS = {
+    "best_val_accuracy": None,
+    "best_checkpoint": None,
+    "epochs_trained": None,
+    "train_seconds": float("nan"),
+    "split": "test",
+    "source": None,
+    "experiment": None,
+    "evaluated_run_dir": None,
+    "overrides": [],
+    "manifest_changed": False,
+    "allow_manifest_change": False,
+}
+
+
+@dataclass
+class TestOutcome:
+    """The individual test predictions of one model on one split.
+
+    ``extras`` holds further per-sample columns (e.g. ``w_visible`` / ``w_infrared`` fusion weights).
+    """
+
+    classes: list[str]
+    sample_ids: list[str]
+    labels: np.ndarray
+    probs: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def preds(self) -> np.ndarray:
+        return self.probs.argmax(1)
+
+    @classmethod
+    def from_module(cls, outputs: dict[str, torch.Tensor], rows: Sequence[dict], classes: list[str]) -> TestOutcome:
+        """From a LightningModule's ``test_outputs`` (probs, labels, index into ``rows``, optional extras)."""
+        index = outputs["index"].tolist()
+        extras = {}
+        for key, value in outputs.items():
+            if key in ("probs", "labels", "index"):
+                continue
+            value = value.float().numpy()
+            if key == "weights":  # (N, 2): the fusion's per-sample modality weights
+                extras.update(w_visible=value[:, 0], w_infrared=value[:, 1])
+            else:
+                extras[key] = value
+        for m in ("visible", "infrared"):  # the image files, relative to the manifest
+            if any(rows[i].get(m) for i in index):
+                extras[m] = np.array([rows[i].get(m) or "" for i in index], dtype=object)
+        return cls(
+            classes=list(classes),
+            sample_ids=[rows[i]["sample_id"] for i in index],
+            labels=outputs["labels"].numpy(),
+            probs=outputs["probs"].float().numpy(),
+            extras=extras,
+        )
+
+
+def write_results(run_dir: Path, results: dict) -> Path:
+    path = Path(run_dir) / RESULTS
+    atomic_write_text(path, json.dumps(results, indent=2, allow_nan=True) + "\n")
+    return path
+
+
+def read_results(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def predictions_text(
+    sample_ids: Sequence[str],
+    labels: Sequence[str | None],
+    probs: np.ndarray,
+    classes: Sequence[str],
+    extras: dict[str, Sequence] | None = None,
+) -> str:
+    """predictions.csv: ``sample_id, label, pred, p_<class>..., <extras>...``; ``label`` empty where unknown."""
+    extras = extras or {}
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["sample_id", "label", "pred", *(f"{PROB_PREFIX}{c}" for c in classes), *extras])
+    for i, (sid, label, p) in enumerate(zip(sample_ids, labels, probs, strict=True)):
+        writer.writerow(
+            [
+                sid,
+                "" if label is None else label,
+                classes[int(np.argmax(p))],
+                *(f"{v:.6f}" for v in p),
+                *(_cell(col[i]) for col in extras.values()),
+            ]
+        )
+    return buf.getvalue()
+
+
+def _cell(value) -> str:
+    return f"{value:.6f}" if isinstance(value, float | np.floating) else str(value)
+
+
+def write_report(run_dir: Path, outcome: TestOutcome, header: dict, *, title: str) -> tuple[dict, Path]:
+    """Writes results.json (``header`` + the ``test`` object), predictions.csv and confusion_matrix.png."""
+    run_dir = Path(run_dir)
+    unknown = set(header) - set(REPORT_FIELDS) - HEADER_KEYS
+    if unknown:
+        raise ValueError(f"results.json keys {sorted(unknown)} are not in REPORT_FIELDS")
+    header = {**REPORT_FIELDS, **header}
+    report = classification_report(outcome.labels, outcome.preds, outcome.classes)
+    weights = _weight_summary(outcome)
+    if weights:
+        report["modality_weights"] = weights
+    results = {**header, "test": report, "test_samples": list(outcome.sample_ids), "run_dir": str(run_dir.resolve())}
+    path = write_results(run_dir, results)
+    names = [outcome.classes[int(y)] for y in outcome.labels]
+    atomic_write_text(
+        run_dir / PREDICTIONS,
+        predictions_text(outcome.sample_ids, names, outcome.probs, outcome.classes, outcome.extras),
+    )
+    confusion_matrix_figure(
+        report["confusion_matrix"],
+        outcome.classes,
+        run_dir / "confusion_matrix.png",
+        title=f"{title} (n={report['n']})",
+    )
+    return results, path
+
+
+def _weight_summary(outcome: TestOutcome) -> dict:
+    """Mean per-sample modality weights, overall and per true class: which camera the model trusted."""
+    cols = {k: v for k, v in outcome.extras.items() if k.startswith("w_")}  # fusion modality weights
+    if not cols:
+        return {}
+    out = {"all": {k: float(np.mean(v)) for k, v in cols.items()}}
+    for i, name in enumerate(outcome.classes):
+        mask = outcome.labels == i
+        if mask.any():
+            out[name] = {k: float(np.mean(v[mask])) for k, v in cols.items()}
+    return out
+
+
+def print_summary(results: dict, path: Path | None = None, console: Console | None = None) -> None:
+    """Headline metrics with their 95 % intervals and n, then one row per class."""
+    console = console or Console()
+    test = results["test"]
+    n = test["n"]
+    title = f"{results['dataset']} · {results['modality']} · seed {results['seed']} · test n={n}"
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value [95% CI]")
+    table.add_row("accuracy", format_with_ci(test["accuracy"], test["accuracy_ci95"], n))
+    table.add_row("f1_macro", format_with_ci(test["f1_macro"], test["f1_macro_ci95"], n))
+    for key in ("precision_macro", "recall_macro", "precision_weighted", "recall_weighted", "f1_weighted"):
+        table.add_row(key, f"{test[key]:.3f}")
+    best = results.get("best_val_accuracy")
+    table.add_row("best val accuracy", "-" if best is None or math.isnan(best) else f"{best:.3f}")
+    seconds = results.get("train_seconds")
+    seconds = "-" if seconds is None or math.isnan(seconds) else f"{seconds:.1f}"
+    table.add_row("epochs / train seconds", f"{results['epochs_trained']} / {seconds}")
+    console.print(table)
+    per_class = Table(title="per class (test)")
+    for col in ("class", "precision", "recall", "f1", "support"):
+        per_class.add_column(col)
+    for name, m in test["per_class"].items():
+        per_class.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    console.print(per_class)
+    if path is not None:
+        console.print(f"results: {path}")
