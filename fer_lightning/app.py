@@ -44,17 +44,11 @@ def report_errors(fn):
     return wrapper
 
 
-def _bad_override(text: str) -> str:
-    """The override a parse error is about, from Hydra's message ("Error parsing override '<x>'")."""
-    found = re.search(r"override '([^']*)'", text)
-    return found.group(1) if found else ""
-
-
 def hydra_error_line(exc: Exception) -> str:
     """One line for an error Hydra raises before the command runs, with the fix."""
     text = " ".join(str(exc).split())
     if isinstance(exc, OverrideParseException):
-        bad = _bad_override(str(exc))
+        bad = str(getattr(exc, "override", "") or "")
         key, _, value = bad.partition("=")
         hint = f"quote the value: '{key}=\"{value}\"'" if key and value else "check the key=value syntax"
         return f"cannot parse the override {bad!r}: {hint}"
@@ -62,7 +56,7 @@ def hydra_error_line(exc: Exception) -> str:
         found = re.search(r"Could not find '([^']+)'", text)
         missing = found.group(1) if found else (exc.missing_cfg_file or "")
         group, _, value = missing.rpartition("/")
-        options = ", ".join(exc.options or [])
+        options = ", ".join(o for o in exc.options or [] if not o.startswith("_"))
         if group and options:
             return f"{group}={value}: no such {group}; choose one of {options}"
         return f"{missing or text}: no such config; check the name"

@@ -185,3 +185,32 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path, data_dir):
     # the first start's config is kept beside the resume's
     assert (killed / ".hydra" / "history" / "000" / "config.yaml").is_file()
     assert yaml.safe_load((killed / ".hydra" / "config.yaml").read_text())["ckpt_path"] == "last"
+
+
+@pytest.mark.slow
+def test_killed_before_the_first_checkpoint_resumes_from_scratch(tmp_path, data_dir):
+    """``ckpt_path=last`` always works, so a requeue script can pass it: with no checkpoint yet it warns and trains."""
+    prepare_tiny(data_dir, tmp_path)
+    common = [*CLI, f"paths.data_dir={data_dir}", "trainer.max_epochs=2"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    reference = train_cli([*common, f"hydra.run.dir={full}"])
+    victim = train_cli([*common, f"hydra.run.dir={killed}"])
+    started = killed / ".hydra" / "config.yaml"
+    deadline = time.time() + 600
+    while not started.exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    assert started.exists() and not (killed / "checkpoints" / "last.ckpt").exists()
+
+    resumed = train_cli([*common, f"hydra.run.dir={killed}", "ckpt_path=last"])
+    out, _ = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, out
+    assert f"warning: ckpt_path=last: no {killed / 'checkpoints' / 'last.ckpt'} yet; training from scratch" in out
+    out_full, _ = reference.communicate(timeout=900)
+    assert reference.returncode == 0, out_full
+    a = json.loads((full / "results.json").read_text())
+    b = json.loads((killed / "results.json").read_text())
+    assert b["epochs_trained"] == a["epochs_trained"] == 2
+    for key in ("n", "accuracy", "f1_macro", "confusion_matrix"):
+        assert b["test"][key] == a["test"][key], key

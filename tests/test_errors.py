@@ -1,0 +1,89 @@
+"""Bad values on the command line end in one ``error:`` line and exit 2, never a traceback, and write no result."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from tests.conftest import REPO, TINY
+from tests.eval_runs import tiny_run
+
+
+def train_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m fer_lightning.train`` as a user runs it, in-process (``hydra_entry`` + ``@hydra.main``)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    argv = ["train", "logger=none", f"hydra.run.dir={tmp_path / 'run'}", *args]
+    GlobalHydra.instance().clear()
+    err = io.StringIO()
+    with mock.patch.object(sys, "argv", argv), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
+        runpy.run_module("fer_lightning.train", run_name="__main__")
+    GlobalHydra.instance().clear()
+    return subprocess.CompletedProcess(argv, exc.value.code, "", err.getvalue())
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("warning:")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_the_command_line_exits_2_with_one_line(tmp_path):
+    """The same path in a real process: exit status and stderr as the user sees them."""
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    command = [sys.executable, "-m", "fer_lightning.train", "modality=foo", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert one_error_line(proc) == "error: modality=foo: no such modality; choose one of fusion, infrared, visible"
+
+
+# Refused before any data is generated: Hydra's own errors and the run-config check.
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("seed=abc", "seed='abc': the seed must be a non-negative integer"),
+        ("modality=foo", "modality=foo: no such modality; choose one of fusion, infrared, visible"),
+        ("dataset=bar", "dataset=bar: no such dataset; choose one of folder, nvie, synthetic, viri"),
+        (
+            "dataset.split.group_regex=^([A-Z]{2})",
+            """quote the value: 'dataset.split.group_regex="^([A-Z]{2})"'""",
+        ),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0: train for at least one epoch"),
+        ("no_such.key=1", "no_such.key: Key 'no_such' is not in struct; check the key name"),
+    ],
+)
+def test_bad_override_is_one_line(tmp_path, override, expected):
+    line = one_error_line(train_cli(tmp_path, override))
+    assert expected in line
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+@pytest.fixture(scope="module")
+def visible_ckpt(tmp_path_factory, data_dir) -> Path:
+    return tiny_run(tmp_path_factory, data_dir, modality="visible") / "checkpoints" / "last.ckpt"
+
+
+def test_bad_resume_checkpoints_are_one_line(tmp_path, data_dir, visible_ckpt):
+    common = [*TINY, f"paths.data_dir={data_dir}", "trainer.max_epochs=1"]
+    random_bytes = tmp_path / "random.ckpt"
+    random_bytes.write_bytes(os.urandom(4096))
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(visible_ckpt.read_bytes()[:5000])
+    cases = {
+        random_bytes: "not a readable checkpoint",
+        truncated: "not a readable checkpoint",
+        visible_ckpt: "a visible checkpoint cannot resume a modality=fusion run; pass modality=visible",
+    }
+    for ckpt, expected in cases.items():
+        line = one_error_line(train_cli(tmp_path, *common, "modality=fusion", f"ckpt_path={ckpt}"))
+        assert f"ckpt_path={ckpt}" in line and expected in line
+        assert not (tmp_path / "run" / "results.json").exists()
