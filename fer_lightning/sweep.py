@@ -29,7 +29,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from fer_lightning.data.manifest import atomic_write_text
+from fer_lightning.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,27 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def invalid_sweep_values(overrides: list[str]) -> tuple[int, dict[str, list[str]], dict[str, list[str]]]:
+    """``(planned jobs, {group: bad values}, {group: valid choices})`` for a sweep's config-group values.
+
+    Hydra composes each job just before launching it, so an unknown value (``modality=visible,foo``) would
+    abort the sweep halfway; checked here, it is refused before any job starts.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    loader = GlobalHydra.instance().config_loader()
+    planned, bad, choices = 1, {}, {}
+    for ov in OverridesParser.create().parse_overrides(overrides):
+        values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [str(ov.value())]
+        planned *= len(values)
+        options = [o for o in loader.get_group_options(ov.key_or_group) if not o.startswith("_")]
+        unknown = [v for v in values if options and v not in options and v != "null"]
+        if unknown:
+            bad[ov.key_or_group], choices[ov.key_or_group] = unknown, options
+    return planned, bad, choices
+
+
 class SweepSummary(Callback):
     """Records each multirun job's outcome and reports the failures at the end of the sweep.
 
@@ -137,10 +158,39 @@ class SweepSummary(Callback):
         self._reported = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check_values(config)
         self._sweep_dir = Path(str(config.hydra.sweep.dir))
         self._started = time.time()
         self._reported = False
         atexit.register(self._report_at_exit)
+
+    @staticmethod
+    def _check_values(config: DictConfig) -> None:
+        planned, bad, choices = invalid_sweep_values(list(config.hydra.overrides.task))
+        if not bad:
+            return
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        invalid = [{"key": k, "values": v, "choices": choices[k]} for k, v in bad.items()]
+        summary = {
+            "sweep_dir": str(sweep_dir),
+            "n_jobs": planned,
+            "n_completed": 0,
+            "n_failed": planned,
+            "n_started": 0,
+            "invalid": invalid,
+            "failed": [],
+            "jobs": [],
+        }
+        atomic_write_text(sweep_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
+        key, values = next(iter(bad.items()))
+        # SystemExit passes through Hydra's callback wrapper, which turns exceptions into warnings
+        print(
+            f"error: {key}={','.join(values)}: no such {key} in the sweep; choose from {', '.join(choices[key])} "
+            f"(none of the {planned} jobs was started; {sweep_dir / SUMMARY})",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(2)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:

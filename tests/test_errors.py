@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import runpy
 import subprocess
@@ -21,7 +22,8 @@ def train_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     """``python -m fer_lightning.train`` as a user runs it, in-process (``hydra_entry`` + ``@hydra.main``)."""
     from hydra.core.global_hydra import GlobalHydra
 
-    argv = ["train", "logger=none", f"hydra.run.dir={tmp_path / 'run'}", *args]
+    flags = [a for a in args if a.startswith("-")]  # argparse wants -m before the overrides
+    argv = ["train", *flags, "logger=none", f"hydra.run.dir={tmp_path / 'run'}", *(a for a in args if a not in flags)]
     GlobalHydra.instance().clear()
     err = io.StringIO()
     with mock.patch.object(sys, "argv", argv), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
@@ -87,3 +89,15 @@ def test_bad_resume_checkpoints_are_one_line(tmp_path, data_dir, visible_ckpt):
         line = one_error_line(train_cli(tmp_path, *common, "modality=fusion", f"ckpt_path={ckpt}"))
         assert f"ckpt_path={ckpt}" in line and expected in line
         assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_an_invalid_value_in_a_sweep_is_refused_before_any_job_and_counted(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = train_cli(tmp_path, "-m", "modality=visible,foo", "seed=0,1", f"hydra.sweep.dir={sweep}")
+    line = one_error_line(proc)
+    assert "modality=foo: no such modality in the sweep; choose from fusion, infrared, visible" in line
+    assert "none of the 4 jobs was started" in line
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert summary["n_jobs"] == 4 and summary["n_started"] == summary["n_completed"] == 0
+    assert summary["invalid"] == [{"key": "modality", "values": ["foo"], "choices": ["fusion", "infrared", "visible"]}]
+    assert [p.name for p in sweep.iterdir()] == ["sweep_summary.json"]  # no job dir: nothing ran
