@@ -76,5 +76,7 @@ def test_wrong_inputs_for_the_modality_are_one_line(run_dir, data_dir, tmp_path)
     assert "\n" not in str(exc.value)
     with pytest.raises(FERError, match="no such image"):
         _predict(run_dir, tmp_path, visible=one, infrared=tmp_path / "none.png")
+    with pytest.raises(FERError, match=rf"infrared={one.parent}: is a directory; .*input_dir="):
+        _predict(run_dir, tmp_path, visible=one, infrared=one.parent)
     with pytest.raises(FERError, match=r"needs .*infrared"):
         _predict(run_dir, tmp_path, input_dir=one.parent)
