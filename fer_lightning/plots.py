@@ -97,3 +97,32 @@ def contact_sheet(root: Path, rows: list[dict], path: Path, per_class: int = 6, 
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     sheet.save(tmp)
     os.replace(tmp, path)
+
+
+def robustness_figure(rows: list[dict], path: Path) -> None:
+    """Accuracy against severity: a panel per corruption kind, a line per model and corrupted modality.
+
+    ``rows``: dicts with ``model, modality, kind, severity, accuracy``; severity-0 rows (clean data) start every
+    line.
+    """
+    kinds = sorted({r["kind"] for r in rows if r["kind"] not in ("none", "missing")})
+    clean = {r["model"]: r["accuracy"] for r in rows if r["kind"] == "none"}
+    fig, axes = plt.subplots(1, max(len(kinds), 1), figsize=(3.2 * max(len(kinds), 1), 3.2), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=False):
+        lines: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
+        for r in rows:
+            if r["kind"] == kind:
+                lines[(r["model"], r["modality"])].append((int(r["severity"]), float(r["accuracy"])))
+        for (model, modality), points in sorted(lines.items()):
+            points = sorted([(0, clean[model]), *points]) if model in clean else sorted(points)
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker="o", label=f"{model} ({modality} corrupted)")
+        ax.set_title(kind)
+        ax.set_xlabel("severity")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=8, bbox_to_anchor=(0.5, -0.12))
+    fig.tight_layout()
+    _save(fig, path)

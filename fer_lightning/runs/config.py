@@ -7,7 +7,24 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from fer_lightning.errors import FERError
 
 # Keys of evaluate's own config; every other override is applied to the run's saved config.
-OWN_KEYS = ("ckpt_path", "split", "task_name", "hydra", "paths.output_dir", "paths.log_dir", "allow_manifest_change")
+OWN_KEYS = (
+    "ckpt_path",
+    "split",
+    "task_name",
+    "hydra",
+    "paths.output_dir",
+    "paths.log_dir",
+    "allow_manifest_change",
+    "corrupt",
+    "missing",
+    # robustness
+    "ckpt_paths",
+    "kinds",
+    "severities",
+    "modalities",
+    "corrupt_seed",
+    "include_missing",
+)
 # Config groups that would replace the run's settings wholesale (dataset= would reset its split, size and
 # classes): they would change what the checkpoint is, so they cannot be overridden at evaluation.
 GLOBAL_GROUPS = ("dataset", "modality", "experiment", "debug", "hparams_search")

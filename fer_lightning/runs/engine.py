@@ -29,6 +29,7 @@ from fer_lightning.runs.build import (
 )
 from fer_lightning.runs.checkpoint import LAST, RunCheckpoint, check_resumable
 from fer_lightning.runs.config import check_run_config, experiment_name, task_overrides
+from fer_lightning.runs.corruption import BatchCorruption, CorruptionSpec
 from fer_lightning.runs.results import RESULTS, TestOutcome, print_summary, read_results, write_report
 
 log = logging.getLogger(__name__)
@@ -172,13 +173,29 @@ class Run:
 
     # -- test --------------------------------------------------------------------------------------------
 
-    def test(self, split: str = "test", ckpt_path: str | None = None) -> TestOutcome:
-        """Predictions on a whole split (a debug run's limits do not apply), optionally from a checkpoint."""
+    def test(
+        self, split: str = "test", ckpt_path: str | None = None, corruption: CorruptionSpec | None = None
+    ) -> TestOutcome:
+        """Predictions on a whole split (a debug run's limits do not apply), optionally from a checkpoint, with
+        one modality corrupted or missing."""
         if split not in SPLITS:
             raise FERError(f"split={split}: use one of {', '.join(SPLITS)}")
+        if corruption is not None and corruption.missing and not getattr(self.model, "supports_missing", False):
+            raise FERError(
+                f"missing={corruption.missing}: this {self.datamodule.modality} model cannot predict without it; "
+                "use a late or gated fusion model (model.fusion=late|gated)"
+            )
+        unread = [m for m in ("visible", "infrared") if corruption and getattr(corruption, m)]
+        unread = [m for m in unread if m not in self.datamodule.modalities]
+        if unread:
+            raise FERError(f"corrupt.{unread[0]}: this {self.datamodule.modality} model reads no {unread[0]} image")
         trainer = self.trainer if self.trainer is not None else eval_trainer(self.cfg.trainer)
         self.datamodule.test_split = split
-        trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
+        self.datamodule.batch_hook = BatchCorruption(corruption) if corruption and corruption.active else None
+        try:
+            trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
+        finally:
+            self.datamodule.batch_hook = None
         return TestOutcome.from_module(self.model.test_outputs, self.datamodule.rows, self.datamodule.classes)
 
     def header(self) -> dict:
@@ -232,9 +249,10 @@ def train_and_test(cfg: DictConfig) -> tuple[dict, Run]:
 def evaluate_checkpoint(cfg: DictConfig, run_cfg: DictConfig, run: RunCheckpoint, applied: list[str]) -> dict:
     """Tests ``run``'s checkpoint on ``cfg.split`` with ``run_cfg`` (its config plus the overrides applied)."""
     allow = bool(cfg.get("allow_manifest_change", False))
+    corruption = CorruptionSpec.from_config(cfg)
     ev = Run.from_checkpoint(run, run_cfg, allow_manifest_change=allow)
     split = str(cfg.get("split", "test"))
-    outcome = ev.test(split)
+    outcome = ev.test(split, corruption=corruption)
     previous = _previous_results(run.run_dir)
     return ev.report(
         outcome,
@@ -250,6 +268,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_cfg: DictConfig, run: RunCheckpoint
             "overrides": applied,
             "manifest_changed": ev.manifest_changed,
             "allow_manifest_change": allow,
+            "corruption": corruption.record(),
         },
         split=split,
     )

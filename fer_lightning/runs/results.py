@@ -42,6 +42,7 @@ REPORT_FIELDS = {
     "overrides": [],
     "manifest_changed": False,
     "allow_manifest_change": False,
+    "corruption": None,
 }
 
 
