@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from fer_lightning.data.images import load_rgb
+from fer_lightning.io import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ def cache_images(manifest_dir: Path, rows: list[dict], modality: str, size: int)
     ).hexdigest()[:16]
     folder = manifest_dir / CACHE_DIR
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)  # a build killed half-way leaves a temporary as large as the cache
     stem = f"{modality}-{size}px"
     npy = folder / f"{stem}-{key}.npy"
     meta_path = npy.with_suffix(".json")

@@ -34,6 +34,7 @@ from fer_lightning.data.manifest import (
 )
 from fer_lightning.data.transforms import PairTransform, offline_variants
 from fer_lightning.errors import FERError
+from fer_lightning.io import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,19 @@ def resolve_workers(value: int | str | None) -> int:
     if n < 0:
         raise FERError(f"dataset.num_workers={value!r}: use auto or an integer >= 0")
     return n
+
+
+def _number(key: str, value, minimum: float, kind: type = int, fix: str = ""):
+    """``value`` as ``kind`` when it is one (or its digits) and >= ``minimum``; else one line naming the key."""
+    try:
+        number = kind(value) if not isinstance(value, bool) else None
+        ok = number is not None and number >= minimum and (kind is float or float(value) == number)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        want = f"an integer >= {minimum}" if kind is int else f"a number >= {minimum}"
+        raise FERError(f"{key}={value!r}: use {want}{fix}")
+    return number
 
 
 class ManifestDataModule(L.LightningDataModule):
@@ -107,22 +121,24 @@ class ManifestDataModule(L.LightningDataModule):
         self.modalities = ("visible", "infrared") if modality == "fusion" else (modality,)
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.configured_classes = list(classes) if classes else None
-        self.image_size = int(image_size)
-        self.batch_size = int(batch_size)
-        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.image_size = _number("dataset.image_size", image_size, 1, fix=" (the square side in pixels, e.g. 224)")
+        self.batch_size = _number("dataset.batch_size", batch_size, 1)
+        self.eval_batch_size = (
+            self.batch_size
+            if eval_batch_size is None
+            else _number("dataset.eval_batch_size", eval_batch_size, 1, fix=", or null for dataset.batch_size")
+        )
         self.num_workers = resolve_workers(num_workers)
         self.augment = dict(augment or {})
         self.offline_copies = int(self.augment.get("offline_copies") or 0)
         if self.offline_copies < 0:
             raise FERError(f"augment.offline_copies={self.offline_copies}: use 0 (online) or N >= 1")
-        self.cache_scale = float(cache_scale)
-        if self.cache_scale < 1:
-            raise FERError(f"dataset.cache_scale={cache_scale}: use a value >= 1")
+        self.cache_scale = _number("dataset.cache_scale", cache_scale, 1, float, fix=" (1 caches at the input size)")
         self.normalization = normalization
         split = dict(split or {})
         self.fold = split.get("fold")
         self.split_spec = SplitSpec.from_config(split)
-        self.seed = int(seed)
+        self.seed = _number("seed", seed, 0)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.classes: list[str] = []
         self.manifest_sha1: str | None = None
@@ -161,6 +177,7 @@ class ManifestDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         with self._lock():
+            remove_stale_temporaries(self.root)  # left by a killed prepare (e.g. the contact sheet's)
             self.prepare()
             ensure_splits(self.root, self.split_spec, log=log.warning)
 
@@ -177,6 +194,12 @@ class ManifestDataModule(L.LightningDataModule):
         if not usable:
             raise FERError(
                 f"{self.manifest_path}: no sample has {' and '.join(self.modalities)} images; try another modality"
+            )
+        found = sorted({r["label"] for r in usable})
+        if len(found) < 2:
+            raise FERError(
+                f"{self.manifest_path}: every {' and '.join(self.modalities)} sample is of class {found[0]!r}, and "
+                "a classifier needs at least 2 classes; add images of another class and prepare again"
             )
         if len(usable) < len(rows) and self.modality == "fusion":
             from fer_lightning.data.prepared import unpaired_message

@@ -40,6 +40,7 @@ from fer_lightning.data.manifest import (
 )
 from fer_lightning.data.pairing import PairingResult, natural_key, normalise_stem, pair_files
 from fer_lightning.errors import FERError
+from fer_lightning.io import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ EXTRACTED = "extracted"
 CONVERTED = "converted"
 SIXTEEN_BIT_MODES = ("minmax", "fixed")
 # The columns that identify the samples; split and fold are drawn afterwards by manifest.ensure_splits.
-_SAMPLE_KEY = ("sample_id", "label", "visible", "infrared", "subject", "visible_sha1", "infrared_sha1")
+# subject is left out: the split step fills it from dataset.split.group_regex.
+_SAMPLE_KEY = ("sample_id", "label", "visible", "infrared", "visible_sha1", "infrared_sha1")
 _SCAN_VERSION = 1
 
 
@@ -156,6 +158,7 @@ def folder_sources(root: Path) -> Sources:
     images: dict[str, dict[str, list[Path]]] = {m: {} for m in MODALITIES}
     spelling: dict[str, str] = {}  # class folders match across modalities whatever their case
     rejected = []
+    warnings = []
     for modality, folder in modality_dirs.items():
         for path in sorted(folder.rglob("*"), key=natural_key):
             if path.is_dir():
@@ -169,9 +172,13 @@ def folder_sources(root: Path) -> Sources:
                 continue
             label = spelling.setdefault(parts[0].casefold(), parts[0])
             images[modality].setdefault(label, []).append(path)
+        used = {label.casefold() for label in images[modality]}
+        for class_dir in sorted(folder.iterdir(), key=natural_key):
+            if class_dir.is_dir() and class_dir.name.casefold() not in used:
+                warnings.append(f"{class_dir}: class folder holds no image; class {class_dir.name!r} is left out")
     if not any(images[m] for m in MODALITIES):
         raise FERError(f"dataset.root={root}: no images found; lay it out as {layout}")
-    return Sources(images, root, rejected, description=f"folder {root}")
+    return Sources(images, root, rejected, warnings, description=f"folder {root}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -299,6 +306,7 @@ def build(root: Path, sources: Sources, options: ImageOptions) -> PrepareResult:
         FERError: no usable image, or a pairing error (``dataset.pairing=strict``, ambiguous names).
     """
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(root / CONVERTED, recursive=True)
     rejected = list(sources.rejected)
     warnings = list(sources.warnings)
     cache = _ScanCache(root / SCAN_CACHE)
@@ -317,14 +325,11 @@ def build(root: Path, sources: Sources, options: ImageOptions) -> PrepareResult:
         cache.save()
         raise FERError(f"{sources.description or sources.base}: no readable image; see {root / REJECTED}")
 
+    # An image without a partner is no reject: it stays a single-modality row, which the summary counts.
     pairing: PairingResult = pair_files(
         readable["visible"], readable["infrared"], mode=options.pairing, require_pairs=False
     )
     warnings += pairing.warnings
-    for sides in pairing.unpaired.values():
-        for m, other in (("visible", "infrared"), ("infrared", "visible")):
-            for p in sides.get(m, []):
-                rejected.append((_shown(p, root), f"unpaired (no {other} image; used by {m}-only runs, not fusion)"))
 
     rows: list[dict] = []
     first_of: dict[str, tuple[str, str]] = {}  # content sha1 -> (file, label) of the first image with it
@@ -365,6 +370,12 @@ def build(root: Path, sources: Sources, options: ImageOptions) -> PrepareResult:
             row[m], row[f"{m}_sha1"] = _relative(target, root), digest
         rows.append(row)
     cache.save()
+    labels = sorted({r["label"] for r in rows})
+    if len(labels) < 2:
+        raise FERError(
+            f"{sources.description or sources.base}: only class {labels[0]!r} has usable images, and a classifier "
+            "needs at least 2 classes; add a folder of images per class"
+        )
     if conflicts:
         warnings.append(
             f"{len(conflicts)} image(s) have the same content as an image of another class, e.g. {conflicts[0]}; "
@@ -458,12 +469,15 @@ def summary(root: Path, classes: list[str] | None = None) -> dict:
     """Counts from the files of a prepared dataset: ``{"counts": {(class, modality, split): n}, ...}``."""
     rows = read_manifest(root / "manifest.csv")
     counts: Counter[tuple[str, str, str]] = Counter()
+    single: Counter[str] = Counter()  # images without a partner: used by that modality's runs, not by fusion
     for r in rows:
         for m in MODALITIES:
             if r[m]:
                 counts[r["label"], m, r["split"]] += 1
         if all(r[m] for m in MODALITIES):
             counts[r["label"], "pairs", r["split"]] += 1
+        else:
+            single[next(m for m in MODALITIES if r[m])] += 1
     rejected: Counter[str] = Counter()
     if (root / REJECTED).is_file():
         with open(root / REJECTED, newline="") as f:
@@ -479,6 +493,7 @@ def summary(root: Path, classes: list[str] | None = None) -> dict:
         "classes": ordered,
         "counts": counts,
         "rejected": rejected,
+        "single_modality": single,
         "warnings": state.get("warnings", []),
         "source": state.get("source", ""),
     }
@@ -517,6 +532,14 @@ def print_summary(root: Path, name: str, classes: list[str] | None = None, conso
         console.print(f"each file and its reason: {root / REJECTED}", soft_wrap=True, markup=False)
     else:
         console.print("rejected: none")
+    for m, n in sorted(info["single_modality"].items()):
+        other = next(x for x in MODALITIES if x != m)
+        console.print(
+            f"single-modality: {n} {m} image(s) with no {other} partner, used by modality={m} runs "
+            "(fusion needs pairs)",
+            soft_wrap=True,
+            markup=False,
+        )
     if info["warnings"]:  # each was logged when the dataset was checked
         console.print(f"warnings: {len(info['warnings'])} (logged above, kept in {root / STATE})", soft_wrap=True)
     return info
