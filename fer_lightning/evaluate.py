@@ -29,8 +29,8 @@ from omegaconf.errors import OmegaConfBaseException
 from fer_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fer_lightning.cli import quiet_libraries, report_errors
 from fer_lightning.data.datamodules import ManifestDataModule
-from fer_lightning.data.manifest import atomic_write_text
 from fer_lightning.errors import FERError
+from fer_lightning.io import atomic_write_text
 from fer_lightning.metrics import classification_report
 from fer_lightning.plots import confusion_matrix_figure
 from fer_lightning.runs import RESULTS, print_summary, read_results, write_results

@@ -24,11 +24,11 @@ from fer_lightning.cli import quiet_libraries, report_errors
 from fer_lightning.data.cache import decode_resized, stored_size
 from fer_lightning.data.datamodules import ManifestDataModule
 from fer_lightning.data.images import is_image_name
-from fer_lightning.data.manifest import atomic_write_text
 from fer_lightning.data.pairing import normalise_stem
 from fer_lightning.data.transforms import PairTransform
 from fer_lightning.errors import FERError
 from fer_lightning.evaluate import RunCheckpoint, build_model_from_run, load_checkpoint
+from fer_lightning.io import atomic_write_text
 from fer_lightning.train import build_datamodule
 
 MODALITIES = ("visible", "infrared")

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from fer_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fer_lightning.cli import quiet_libraries, report_errors
-from fer_lightning.data.prepared import print_summary
+from fer_lightning.data.summary import print_summary
 from fer_lightning.errors import FERError
 from fer_lightning.train import build_datamodule
 

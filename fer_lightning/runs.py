@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fer_lightning.data.manifest import atomic_write_text
+from fer_lightning.io import atomic_write_text
 from fer_lightning.metrics import format_with_ci
 
 RESULTS = "results.json"

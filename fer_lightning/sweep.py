@@ -29,7 +29,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from fer_lightning.data.manifest import atomic_write_text
+from fer_lightning.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 

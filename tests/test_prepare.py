@@ -23,8 +23,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from fer_lightning.data.archives import ARCHIVES, SOURCE_COMMIT
 from fer_lightning.data.manifest import read_manifest
+from fer_lightning.data.sources.published import PUBLISHED_ARCHIVES, SOURCE_COMMIT
 from fer_lightning.errors import FERError
 from fer_lightning.prepare import prepare
 from fer_lightning.train import build_datamodule, train
@@ -102,7 +102,7 @@ def published(tmp_path_factory) -> dict[str, tuple[Path, dict[str, str]]]:
 def pinned(monkeypatch, published):
     """The archive table with the blob ids of the fixture archives, so dataset.verify=true applies."""
     for dataset, (_, blobs) in published.items():
-        monkeypatch.setitem(ARCHIVES, dataset, specs_with_blobs(dataset, blobs))
+        monkeypatch.setitem(PUBLISHED_ARCHIVES, dataset, specs_with_blobs(dataset, blobs))
 
 
 def copy_raw(published, dataset: str, data_dir: Path) -> Path:
@@ -125,7 +125,8 @@ def test_viri_downloads_verifies_and_prepares_then_reruns_without_change(tmp_pat
         info = prepare(cfg)
         fetched = len(server.requests)
         root = data / "viri"
-        assert sorted(p.name for p in (data / "raw" / "viri").glob("*.zip")) == sorted(s.name for s in ARCHIVES["viri"])
+        fetched_names = sorted(p.name for p in (data / "raw" / "viri").glob("*.zip"))
+        assert fetched_names == sorted(s.name for s in PUBLISHED_ARCHIVES["viri"])
         rows = read_manifest(root / "manifest.csv")
         assert len(rows) == 20 and info["rows"] == 20
         assert {r["label"] for r in rows} == {"Angry", "Happy", "Neutral", "Sad", "Surprise"}
@@ -194,7 +195,7 @@ def test_archive_class_folder_disagreeing_with_its_name_is_reported(tmp_path, pu
     raw = copy_raw(published, "viri", data)
     build_zip(raw / "VIRI-Sad-Vis.zip", {f"Happy/IMG_{i:03d}_vis.JPG": image_bytes(900 + i) for i in range(1, 5)})
     blobs = {**published["viri"][1], "VIRI-Sad-Vis.zip": file_blob_id(raw / "VIRI-Sad-Vis.zip")}
-    monkeypatch.setitem(ARCHIVES, "viri", specs_with_blobs("viri", blobs))
+    monkeypatch.setitem(PUBLISHED_ARCHIVES, "viri", specs_with_blobs("viri", blobs))
     info = prepare(prepare_cfg(["dataset=viri", "dataset.download=false", SMALL_SPLIT], data))
     assert any("VIRI-Sad-Vis.zip: 4 image(s) are in a folder named 'Happy'" in w for w in info["warnings"])
     rows = read_manifest(data / "viri" / "manifest.csv")
@@ -224,7 +225,7 @@ def test_no_archives_and_no_network_is_one_line_and_exit_2(tmp_path):
     line = lines[0]
     raw = data / "raw" / "viri"
     assert line.startswith(f"error: 10 viri archives missing from {raw}: VIRI-Angry-Vis.zip (https://github.com/")
-    for spec in ARCHIVES["viri"]:
+    for spec in PUBLISHED_ARCHIVES["viri"]:
         assert f"{spec.name} (https://github.com/naseemmuhammadtahir/raw-data/raw/{SOURCE_COMMIT}/{spec.name})" in line
     assert line.endswith(f"put them in {raw}, or set dataset.download=true to download them")
 
@@ -329,7 +330,7 @@ def test_folder_dataset_pairs_converts_and_records_rejects(tmp_path):
     )
     visible.prepare_data()
     visible.setup("fit")
-    assert sum(visible.split_size(s) for s in ("train", "val", "test")) == 15
+    assert sum(len(visible._datasets[s]) for s in ("train", "val", "test")) == 15
 
 
 def test_folder_rerun_is_idempotent_and_a_fixed_range_reconverts(tmp_path):
@@ -460,7 +461,7 @@ def test_split_settings_apply_to_prepared_datasets(tmp_path):
     datamodule.setup("fit")
     rows = read_manifest(datamodule.manifest_path)
     assert {r["fold"] for r in rows if r["split"] != "test"} == {"0", "1", "2"}
-    assert datamodule.split_size("val") == sum(r["fold"] == "1" for r in rows)
+    assert len(datamodule.val_dataloader().dataset) == sum(r["fold"] == "1" for r in rows)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from fer_lightning.data.synthetic import (
     Knobs,
     Subject,
     generate,
-    render_pair,
+    render_sample,
 )
 
 TINY = dict(n_subjects=2, samples_per_class=2, image_size=32)
@@ -34,6 +34,11 @@ def _load(root: Path, rel: str) -> np.ndarray:
     with Image.open(root / rel) as im:
         assert im.mode == "RGB"
         return np.asarray(im, dtype=np.float64)
+
+
+def render_pair(*args) -> tuple[np.ndarray, np.ndarray]:
+    """The (visible, infrared) images of :func:`render_sample`, without its scene."""
+    return render_sample(*args)[:2]
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,7 @@ def test_debug_fast_fit_and_test(modality, tmp_path, data_dir):
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert set(results) >= RESULT_FIELDS and set(results["test"]) >= TEST_FIELDS
     assert results["modality"] == modality
-    assert results["test"]["n"] == objects["datamodule"].split_size("test")
+    assert results["test"]["n"] == len(objects["datamodule"].test_dataloader().dataset)
     assert (tmp_path / "run" / "confusion_matrix.png").stat().st_size > 0
     assert metrics["results"] == results
 
@@ -99,7 +99,7 @@ def test_short_run_learns_and_writes_every_output(tmp_path, data_dir):
     test = results["test"]
     assert test["accuracy"] >= 0.6, test
     assert test["accuracy_ci95"][0] <= test["accuracy"] <= test["accuracy_ci95"][1]
-    assert sum(map(sum, test["confusion_matrix"])) == test["n"] == objects["datamodule"].split_size("test")
+    assert sum(map(sum, test["confusion_matrix"])) == test["n"] == len(objects["datamodule"].test_dataloader().dataset)
     assert results["epochs_trained"] == 8
     best = Path(results["best_checkpoint"])
     assert best.parent == run / "checkpoints" and best.is_file() and (run / "checkpoints" / "last.ckpt").is_file()

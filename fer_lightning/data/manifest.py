@@ -36,6 +36,10 @@ COLUMNS = (
 )
 REQUIRED = COLUMNS[:6]
 SPLITS = ("train", "val", "test")
+# The files of a prepared dataset (CONTRACTS), beside split.json.
+MANIFEST = "manifest.csv"
+REJECTED = "rejected.csv"
+CONTACT_SHEET = "contact_sheet.png"
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,15 @@ def write_manifest(path: Path, rows: Iterable[dict]) -> None:
     for row in rows:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
     atomic_write_text(path, buf.getvalue())
+
+
+def rejected_text(rejected: Iterable[tuple[str, str]]) -> str:
+    """``rejected.csv``: ``file, reason`` for every file found but not used."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["file", "reason"])
+    writer.writerows(rejected)
+    return buf.getvalue()
 
 
 def read_manifest(path: Path, allow_unsplit: bool = False) -> list[dict]:
@@ -286,7 +299,7 @@ def split_state(manifest_dir: Path) -> dict | None:
 
 def ensure_splits(manifest_dir: Path, spec: SplitSpec, log=print) -> list[dict]:
     """Makes the manifest's splits match ``spec``: reused when they already do, re-drawn (and said) when not."""
-    path = manifest_dir / "manifest.csv"
+    path = manifest_dir / MANIFEST
     rows = read_manifest(path, allow_unsplit=True)
     state = split_state(manifest_dir)
     if state == spec.to_json() and all(r["split"] for r in rows):
