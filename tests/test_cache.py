@@ -11,7 +11,8 @@ from PIL import Image
 
 from fer_lightning.data import cache
 from fer_lightning.data.cache import cache_images, decode_resized, stored_size
-from fer_lightning.data.datamodules import SyntheticDataModule, resolve_workers
+from fer_lightning.data.datamodules import SyntheticDataModule
+from fer_lightning.data.datasets import resolve_workers
 from fer_lightning.errors import FERError
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import lightning as L
@@ -22,9 +21,9 @@ from torch.utils.data import DataLoader
 from fer_lightning.data import synthetic
 from fer_lightning.data.build import ImageOptions, build
 from fer_lightning.data.cache import cache_images, stored_size
-from fer_lightning.data.datasets import FERDataset, SeededSampler, offline_expand
+from fer_lightning.data.datasets import FERDataset, SeededSampler, offline_expand, resolve_workers
 from fer_lightning.data.manifest import MANIFEST, SPLITS, SplitSpec, apply_fold, ensure_splits
-from fer_lightning.data.normalize import NORMALIZATIONS, Normalizer, modality_stats
+from fer_lightning.data.normalize import NORMALIZATIONS, Normalizer, Stats, modality_stats
 from fer_lightning.data.sources.folder import folder_sources
 from fer_lightning.data.sources.published import EXTRACTED, published_sources
 from fer_lightning.data.summary import unpaired_message
@@ -33,22 +32,6 @@ from fer_lightning.errors import FERError
 from fer_lightning.io import file_sha1, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
-
-
-def resolve_workers(value: int | str | None) -> int:
-    """``auto``: none on a small CPU-only box (workers would steal the model's cores), most cores with a GPU."""
-    if value is None or value == "auto":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if torch.cuda.is_available():
-            return max(1, min(cores - 1, 12))
-        return 0 if cores <= 2 else min(4, cores // 4)
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        n = -1
-    if n < 0:
-        raise FERError(f"dataset.num_workers={value!r}: use auto or an integer >= 0")
-    return n
 
 
 def _number(key: str, value, minimum: float, kind: type = int, fix: str = ""):
@@ -123,9 +106,8 @@ class ManifestDataModule(L.LightningDataModule):
         )
         self.num_workers = resolve_workers(num_workers)
         self.augment = dict(augment or {})
-        self.offline_copies = int(self.augment.get("offline_copies") or 0)
-        if self.offline_copies < 0:
-            raise FERError(f"augment.offline_copies={self.offline_copies}: use 0 (online) or N >= 1")
+        copies = self.augment.get("offline_copies") or 0
+        self.offline_copies = _number("augment.offline_copies", copies, 0, fix=" (0: online augmentation)")
         self.cache_scale = _number("dataset.cache_scale", cache_scale, 1, float, fix=" (1 caches at the input size)")
         self.normalization = normalization
         split = dict(split or {})
@@ -136,7 +118,7 @@ class ManifestDataModule(L.LightningDataModule):
         self.classes: list[str] = []
         self.manifest_sha1: str | None = None
         self.rows: list[dict] = []
-        self.stats: dict[str, tuple[list[float], list[float]]] = {}
+        self.stats: dict[str, Stats] = {}
         self._datasets: dict[str, FERDataset] = {}
         self._loaded_key: tuple | None = None
         self._expanded = False

@@ -211,19 +211,26 @@ def assign_splits(rows: list[dict], spec: SplitSpec) -> list[dict]:
         for i in members:
             out[i]["split"] = assignment[g]
     if spec.folds:
-        trainval = defaultdict(list)
-        for g, members in groups.items():
-            if assignment[g] != "test":
-                trainval[g] = members
-        fold_names = [str(k) for k in range(spec.folds)]
-        folds = _assign_groups(trainval, labels, fold_names, [1 / spec.folds] * spec.folds, rng)
-        for g, members in trainval.items():
-            for i in members:
-                out[i]["fold"] = folds[g]
+        _assign_folds(out, groups, assignment, labels, spec.folds, rng)
     if group_re is not None:  # the group is the subject (CONTRACTS: empty only where unknown)
         for r in out:
             r["subject"] = _match_group(r, group_re) or r.get("subject") or ""
     return out
+
+
+def _assign_folds(
+    out: list[dict],
+    groups: dict[str, list[int]],
+    assignment: dict[str, str],
+    labels: Sequence[str],
+    folds: int,
+    rng: np.random.Generator,
+) -> None:
+    trainval = {g: members for g, members in groups.items() if assignment[g] != "test"}
+    fold_of = _assign_groups(trainval, labels, [str(k) for k in range(folds)], [1 / folds] * folds, rng)
+    for g, members in trainval.items():
+        for i in members:
+            out[i]["fold"] = fold_of[g]
 
 
 def check_splits(rows: list[dict], spec: SplitSpec) -> None:

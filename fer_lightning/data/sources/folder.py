@@ -37,10 +37,16 @@ def folder_sources(root: Path) -> Sources:
                 continue
             label = spelling.setdefault(parts[0].casefold(), parts[0])
             images[modality].setdefault(label, []).append(path)
-        used = {label.casefold() for label in images[modality]}
-        for class_dir in sorted(folder.iterdir(), key=natural_key):
-            if class_dir.is_dir() and class_dir.name.casefold() not in used:
-                warnings.append(f"{class_dir}: class folder holds no image; class {class_dir.name!r} is left out")
+        warnings += _empty_class_folders(folder, images[modality])
     if not any(images[m] for m in MODALITIES):
         raise FERError(f"dataset.root={root}: no images found; lay it out as {layout}")
     return Sources(images, root, rejected, warnings, description=f"folder {root}")
+
+
+def _empty_class_folders(folder: Path, found: dict[str, list[Path]]) -> list[str]:
+    used = {label.casefold() for label in found}
+    return [
+        f"{class_dir}: class folder holds no image; class {class_dir.name!r} is left out"
+        for class_dir in sorted(folder.iterdir(), key=natural_key)
+        if class_dir.is_dir() and class_dir.name.casefold() not in used
+    ]
