@@ -36,9 +36,10 @@ from torch.utils.data import DataLoader, Dataset
 from fer_lightning.data import synthetic
 from fer_lightning.data.datamodules import ManifestDataModule
 from fer_lightning.data.datasets import FERDataset, offline_expand
-from fer_lightning.data.manifest import SplitSpec, atomic_write_text, read_manifest, write_manifest
+from fer_lightning.data.manifest import SplitSpec, read_manifest, write_manifest
 from fer_lightning.data.transforms import PairTransform, offline_variants
 from fer_lightning.errors import FERError
+from fer_lightning.io import atomic_write_text
 from fer_lightning.resolvers import auto_precision
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -7,3 +7,8 @@ class FERError(Exception):
     Entry points catch it, print ``error: <message>`` to stderr and exit with status 2.
     The message must name the file or key at fault and say how to fix it.
     """
+
+
+def one_line(value: object) -> str:
+    """``value`` as text with its whitespace collapsed, so a cause (an OS or server message) fits one line."""
+    return " ".join(str(value).split())

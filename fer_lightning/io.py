@@ -79,8 +79,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, pattern: str = f".*{TMP_MARK}*") -> list[Path]:
-    """Deletes temporaries a killed process left in ``folder`` (not recursive); returns what was removed.
+def remove_stale_temporaries(
+    folder: str | os.PathLike, pattern: str = f".*{TMP_MARK}*", recursive: bool = False
+) -> list[Path]:
+    """Deletes temporary files a killed process left in ``folder`` (and below it when ``recursive``); returns
+    what was removed.
 
     Only names whose writer process is gone are removed, so a concurrent writer's file is left alone.
     """
@@ -88,7 +91,9 @@ def remove_stale_temporaries(folder: str | os.PathLike, pattern: str = f".*{TMP_
     folder = Path(folder)
     if not folder.is_dir():
         return removed
-    for tmp in folder.glob(pattern):
+    for tmp in folder.rglob(pattern) if recursive else folder.glob(pattern):
+        if not tmp.is_file():  # a folder (e.g. an extraction in progress) is its owner's to clean
+            continue
         pid = _writer_pid(tmp.name)
         if pid is not None and pid != os.getpid() and _alive(pid):
             continue

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from fer_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fer_lightning.app import hydra_entry, quiet_libraries, report_errors
-from fer_lightning.data.prepared import print_summary
+from fer_lightning.data.summary import print_summary
 from fer_lightning.runs import build_datamodule
 
 

@@ -18,8 +18,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from fer_lightning.app import report_errors
-from fer_lightning.data.manifest import atomic_write_text
 from fer_lightning.errors import FERError
+from fer_lightning.io import atomic_write_text
 from fer_lightning.runs import RESULTS
 
 # Test accuracy (%) published by Naseem et al. 2025 (see SEED_NOTES.md).

@@ -21,7 +21,7 @@ import numpy as np
 import py7zr
 from PIL import Image
 
-from fer_lightning.data.archives import ARCHIVES, ArchiveSpec
+from fer_lightning.data.sources.published import PUBLISHED_ARCHIVES, ArchiveSpec
 
 CORRUPT_JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 20  # a JPEG header with no image data
 
@@ -141,7 +141,7 @@ def build_published_set(
     folder.mkdir(parents=True, exist_ok=True)
     blobs: dict[str, str] = {}
     members_of = _viri_members if dataset == "viri" else _nvie_members
-    for index, spec in enumerate(ARCHIVES[dataset]):
+    for index, spec in enumerate(PUBLISHED_ARCHIVES[dataset]):
         members = members_of(spec, images_per_class)
         if corrupt and index == 0:
             members[f"{spec.label}/S01/broken.jpg"] = CORRUPT_JPEG
@@ -153,7 +153,7 @@ def build_published_set(
 
 def specs_with_blobs(dataset: str, blobs: Mapping[str, str]) -> list[ArchiveSpec]:
     """The published table of ``dataset`` with the blob ids of locally built archives."""
-    return [dataclasses.replace(s, blob_id=blobs[s.name]) for s in ARCHIVES[dataset]]
+    return [dataclasses.replace(s, blob_id=blobs[s.name]) for s in PUBLISHED_ARCHIVES[dataset]]
 
 
 # --------------------------------------------------------------------------------------------------

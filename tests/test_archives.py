@@ -12,25 +12,24 @@ from pathlib import Path
 
 import pytest
 
-from fer_lightning.data import archives
-from fer_lightning.data.archives import (
-    ARCHIVES,
+from fer_lightning.data import extract
+from fer_lightning.data.download import DownloadError, download
+from fer_lightning.data.extract import EXTRACTED_MARKER_NAME, safe_extract
+from fer_lightning.data.sources import published
+from fer_lightning.data.sources.published import (
     BASE_URL,
-    EXTRACTED_MARKER_NAME,
+    PUBLISHED_ARCHIVES,
     SOURCE_COMMIT,
     VERIFIED_CACHE_NAME,
     ArchiveSpec,
-    DownloadError,
     archive_url,
     collect_images,
-    download,
     ensure_archives,
     extract_all,
-    git_blob_sha1,
     parse_archive_name,
-    safe_extract,
 )
 from fer_lightning.errors import FERError
+from fer_lightning.io import git_blob_sha1
 
 try:
     from archive_fixtures import (
@@ -69,15 +68,15 @@ def _one_line(message: str) -> None:
 
 
 def test_table_lists_every_published_archive_once():
-    assert [s.name for s in ARCHIVES["viri"]][:2] == ["VIRI-Angry-Vis.zip", "VIRI-Angry-Ir.zip"]
-    assert len(ARCHIVES["viri"]) == 10 and len(ARCHIVES["nvie"]) == 8
-    assert {s.label for s in ARCHIVES["viri"]} == {"Angry", "Happy", "Neutral", "Sad", "Surprise"}
-    assert {s.label for s in ARCHIVES["nvie"]} == {"fear", "disgust", "happy"}
-    for specs in ARCHIVES.values():
+    assert [s.name for s in PUBLISHED_ARCHIVES["viri"]][:2] == ["VIRI-Angry-Vis.zip", "VIRI-Angry-Ir.zip"]
+    assert len(PUBLISHED_ARCHIVES["viri"]) == 10 and len(PUBLISHED_ARCHIVES["nvie"]) == 8
+    assert {s.label for s in PUBLISHED_ARCHIVES["viri"]} == {"Angry", "Happy", "Neutral", "Sad", "Surprise"}
+    assert {s.label for s in PUBLISHED_ARCHIVES["nvie"]} == {"fear", "disgust", "happy"}
+    for specs in PUBLISHED_ARCHIVES.values():
         for spec in specs:
             assert len(spec.blob_id) == 40 and int(spec.blob_id, 16) >= 0
             assert spec.modality in ("visible", "infrared")
-    happy_vis = [s for s in ARCHIVES["nvie"] if s.label == "happy" and s.modality == "visible"]
+    happy_vis = [s for s in PUBLISHED_ARCHIVES["nvie"] if s.label == "happy" and s.modality == "visible"]
     assert [(s.name, s.part) for s in happy_vis] == [("NVIE-happy1-Vis.7z", 1), ("NVIE-happy2-Vis.zip", 2)]
 
 
@@ -272,7 +271,7 @@ def test_ensure_archives_offline_lists_every_missing_file_in_one_line(tmp_path):
     message = str(info.value)
     _one_line(message)
     assert str(raw) in message
-    for spec in ARCHIVES["viri"]:
+    for spec in PUBLISHED_ARCHIVES["viri"]:
         assert spec.name in message and archive_url(spec.name, base) in message
     assert not any(raw.glob("*.zip"))
 
@@ -284,14 +283,14 @@ def test_ensure_archives_without_download_never_opens_network(tmp_path, forbid_n
     message = str(info.value)
     _one_line(message)
     assert "dataset.download=true" in message and str(raw) in message
-    for spec in ARCHIVES["nvie"]:
+    for spec in PUBLISHED_ARCHIVES["nvie"]:
         assert spec.name in message and archive_url(spec.name) in message
 
 
 def test_ensure_archives_uses_local_files_without_network(tmp_path, monkeypatch, forbid_network):
     raw = tmp_path / "raw"
     blobs = build_published_set(raw, "viri", images_per_class=2)
-    monkeypatch.setitem(ARCHIVES, "viri", specs_with_blobs("viri", blobs))
+    monkeypatch.setitem(PUBLISHED_ARCHIVES, "viri", specs_with_blobs("viri", blobs))
     found = ensure_archives("viri", raw, download=False, verify=True)
     assert [(s.name, p) for s, p in found] == [(n, raw / n) for n in blobs]
     cache = json.loads((raw / VERIFIED_CACHE_NAME).read_text())
@@ -301,7 +300,7 @@ def test_ensure_archives_uses_local_files_without_network(tmp_path, monkeypatch,
 def test_ensure_archives_downloads_then_reuses_cache(tmp_path, monkeypatch):
     served_dir = tmp_path / "served"
     blobs = build_published_set(served_dir, "nvie", images_per_class=2)
-    monkeypatch.setitem(ARCHIVES, "nvie", specs_with_blobs("nvie", blobs))
+    monkeypatch.setitem(PUBLISHED_ARCHIVES, "nvie", specs_with_blobs("nvie", blobs))
     raw = tmp_path / "raw"
     with serve_directory(served_dir) as server:
         found = ensure_archives("nvie", raw, download=True, verify=True, base_url=server.url, **FAST)
@@ -309,7 +308,7 @@ def test_ensure_archives_downloads_then_reuses_cache(tmp_path, monkeypatch):
     assert len(server.requests) == len(blobs)
 
     calls = []
-    monkeypatch.setattr(archives, "git_blob_sha1", lambda p: calls.append(p) or "")
+    monkeypatch.setattr(published, "git_blob_sha1", lambda p: calls.append(p) or "")
     ensure_archives("nvie", raw, download=False, verify=True)
     assert calls == []  # sizes and mtimes unchanged: the cached blob ids are trusted
 
@@ -317,7 +316,7 @@ def test_ensure_archives_downloads_then_reuses_cache(tmp_path, monkeypatch):
 def test_ensure_archives_downloads_only_missing_files(tmp_path, monkeypatch):
     served_dir = tmp_path / "served"
     blobs = build_published_set(served_dir, "viri", images_per_class=1)
-    monkeypatch.setitem(ARCHIVES, "viri", specs_with_blobs("viri", blobs))
+    monkeypatch.setitem(PUBLISHED_ARCHIVES, "viri", specs_with_blobs("viri", blobs))
     raw = tmp_path / "raw"
     raw.mkdir()
     shutil.copy(served_dir / "VIRI-Sad-Ir.zip", raw)
@@ -335,7 +334,7 @@ def test_ensure_archives_mismatch_is_an_error_when_verifying(tmp_path, forbid_ne
     message = str(info.value)
     _one_line(message)
     assert "dataset.verify=false" in message
-    for spec in ARCHIVES["viri"]:
+    for spec in PUBLISHED_ARCHIVES["viri"]:
         assert spec.name in message and spec.blob_id in message and blobs[spec.name] in message
 
 
@@ -344,7 +343,7 @@ def test_ensure_archives_single_mismatch_names_file_expected_actual(tmp_path, mo
     blobs = build_published_set(raw, "viri", images_per_class=1)
     specs = specs_with_blobs("viri", blobs)
     specs[3] = ArchiveSpec(specs[3].name, "f" * 40, specs[3].label, specs[3].modality)
-    monkeypatch.setitem(ARCHIVES, "viri", specs)
+    monkeypatch.setitem(PUBLISHED_ARCHIVES, "viri", specs)
     with pytest.raises(FERError) as info:
         ensure_archives("viri", raw, download=False, verify=True)
     message = str(info.value)
@@ -358,7 +357,7 @@ def test_ensure_archives_verify_false_warns_and_continues(tmp_path, monkeypatch,
     specs = specs_with_blobs("viri", blobs)
     bad = specs[0]
     specs[0] = ArchiveSpec(bad.name, "e" * 40, bad.label, bad.modality)
-    monkeypatch.setitem(ARCHIVES, "viri", specs)
+    monkeypatch.setitem(PUBLISHED_ARCHIVES, "viri", specs)
     with pytest.warns(UserWarning) as record:
         found = ensure_archives("viri", raw, download=False, verify=False)
     assert len(found) == 10
@@ -496,7 +495,7 @@ def test_extraction_is_idempotent(tmp_path, monkeypatch):
     def no_reading(*args, **kwargs):
         pytest.fail("the archive was read again")
 
-    monkeypatch.setattr(archives.zipfile, "ZipFile", no_reading)
+    monkeypatch.setattr(extract.zipfile, "ZipFile", no_reading)
     second = safe_extract(archive, dest)
     assert second.reused and second.images == first.images and second.skipped == first.skipped
     assert (dest / "x/1.jpg").stat().st_mtime_ns == before

@@ -89,9 +89,9 @@ def _dm(tmp_path, copies: int, modality: str = "fusion", stage: str = "fit") -> 
 def test_offline_x26_is_26_times_the_training_set_and_deterministic(tmp_path):
     online = _dm(tmp_path, 0)
     offline = _dm(tmp_path, 26)
-    n = online.split_size("train")
-    assert offline.split_size("train") == 26 * n
-    assert offline.split_size("val") == online.split_size("val")
+    n = len(online._datasets["train"])
+    assert len(offline._datasets["train"]) == 26 * n
+    assert len(offline._datasets["val"]) == len(online._datasets["val"])
     train = offline._datasets["train"]
     assert np.array_equal(train.labels, np.repeat(online._datasets["train"].labels, 26))
     vis, ir = train.images["visible"], train.images["infrared"]
@@ -110,11 +110,11 @@ def test_offline_x26_is_26_times_the_training_set_and_deterministic(tmp_path):
 
 def test_offline_copies_are_not_drawn_for_evaluation(tmp_path):
     dm = _dm(tmp_path, 26, "visible", stage="test")
-    n = dm.split_size("train")
+    n = len(dm._datasets["train"])
     dm.test_dataloader()
-    assert dm.split_size("train") == n
+    assert len(dm._datasets["train"]) == n
     dm.train_dataloader()
-    assert dm.split_size("train") == 26 * n
+    assert len(dm._datasets["train"]) == 26 * n
 
 
 def test_offline_copies_must_not_be_negative(tmp_path):

@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from fer_lightning.data import cache
-from fer_lightning.data.cache import cache_images, decode_resized, stored_size, verify
-from fer_lightning.data.datamodules import SyntheticDataModule, resolve_workers
+from fer_lightning.data.cache import cache_images, decode_resized, stored_size
+from fer_lightning.data.datamodules import SyntheticDataModule
+from fer_lightning.data.datasets import resolve_workers
 from fer_lightning.errors import FERError
 
 
@@ -24,6 +25,16 @@ def _images(root, n=5, size=(48, 40)):
         Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(root / rel)
         rows.append({"sample_id": f"s{i}", "visible": rel, "visible_sha1": f"h{i}"})
     return rows
+
+
+def verify(manifest_dir) -> dict[str, bool]:
+    """Every row of every cache file of a prepared dataset checked against its sidecar: {file name: intact}."""
+    out = {}
+    for meta_path in sorted((manifest_dir / cache.CACHE_DIR).glob("*.json")):
+        meta = json.loads(meta_path.read_text())
+        npy = meta_path.with_suffix(".npy")
+        out[npy.name] = cache._valid(npy, meta_path, meta.get("key"), meta.get("paths"), full=True) is not None
+    return out
 
 
 def _npys(root):

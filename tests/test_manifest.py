@@ -84,14 +84,18 @@ def test_leakage_check_refuses_identical_images_in_two_splits():
     check_leakage(rows)
 
 
-def test_ensure_splits_persists_and_redraws_only_on_change(tmp_path):
-    rows = make_rows(subjects=6)
+def write_unsplit(folder, rows):
     for r in rows:
         for m in ("visible", "infrared"):
-            p = tmp_path / r[m]
+            p = folder / r[m]
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(f"{r[m]}".encode())
-    write_manifest(tmp_path / "manifest.csv", [dict(r, split="") for r in rows])
+    write_manifest(folder / "manifest.csv", [dict(r, split="") for r in rows])
+
+
+def test_ensure_splits_persists_and_redraws_only_on_change(tmp_path):
+    rows = make_rows(subjects=6)
+    write_unsplit(tmp_path, rows)
     first = ensure_splits(tmp_path, SplitSpec(seed=0), log=lambda m: None)
     mtime = (tmp_path / "manifest.csv").stat().st_mtime_ns
     again = ensure_splits(tmp_path, SplitSpec(seed=0), log=lambda m: None)
@@ -112,3 +116,42 @@ def test_bad_split_settings_are_one_line_errors():
         SplitSpec.from_config({"sed": 1})
     with pytest.raises(FERError, match="no capture group"):
         assign_splits(make_rows(2), SplitSpec(group_regex=r"^zz(\d)"))
+
+
+def test_regex_keys_accept_numbers_and_a_bad_pattern_is_one_line_naming_the_key():
+    # Hydra reads holdout_regex=20240303 as an int
+    spec = SplitSpec.from_config({"holdout_regex": 20240303, "group_regex": 7})
+    assert spec.holdout_regex == "20240303" and spec.group_regex == "7"
+    with pytest.raises(FERError, match=r"^dataset\.split\.holdout_regex='\[' is not a valid regex .*quot") as exc:
+        SplitSpec.from_config({"holdout_regex": "["})
+    assert "\n" not in str(exc.value)
+
+
+def test_group_regex_fills_the_subject_column():
+    rows = [dict(r, subject="") for r in make_rows(subjects=6)]
+    rows.append(dict(rows[0], sample_id="x", visible="visible/A/other.png", infrared="infrared/A/other.png"))
+    out = assign_splits(rows, SplitSpec(group_regex=r"^(s\d+)_", holdout_regex="^(s00_|other)"))
+    assert [r["subject"] for r in out[:-1]] == [r["sample_id"][:3] for r in out[:-1]]
+    assert out[-1]["split"] == "test" and out[-1]["subject"] == ""  # held out, and no group: unknown
+    assert all(r["subject"] == "" for r in assign_splits(rows, SplitSpec()))  # no regex: nothing invented
+
+
+@pytest.mark.parametrize(
+    "spec, key",
+    [
+        (SplitSpec(holdout_regex=".*"), r"holdout_regex='\.\*' matches all 54 samples"),
+        (SplitSpec(holdout_regex="_A_"), r"holdout_regex='_A_' matches every sample of class\(es\) \['A'\]"),
+        (SplitSpec(ratios=(1.0, 0.0, 0.0)), r"ratios=\[1\.0, 0\.0, 0\.0\] leaves the val/test split empty"),
+        (SplitSpec(group_regex="^(s)"), r"group_regex='\^\(s\)' finds 1 group"),
+        (SplitSpec(folds=50), r"folds=50: .* fewer folds"),
+    ],
+)
+def test_a_split_no_run_can_use_is_refused_and_the_manifest_is_left_as_it_was(tmp_path, spec, key):
+    write_unsplit(tmp_path, make_rows(subjects=6))
+    ensure_splits(tmp_path, SplitSpec(seed=0), log=lambda m: None)
+    before = {f: (tmp_path / f).read_bytes() for f in ("manifest.csv", "split.json")}
+    said = []
+    with pytest.raises(FERError, match=rf"^dataset\.split\.{key}") as exc:
+        ensure_splits(tmp_path, spec, log=said.append)
+    assert "\n" not in str(exc.value) and not said  # nothing announced as re-drawn
+    assert {f: (tmp_path / f).read_bytes() for f in before} == before

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_lightning.data.archives import ARCHIVES, collect_images, extract_all
 from fer_lightning.data.images import IMAGE_EXTENSIONS, UnreadableImage, is_image_name, load_rgb
 from fer_lightning.data.pairing import natural_key, normalise_stem, pair_files
+from fer_lightning.data.sources.published import PUBLISHED_ARCHIVES, collect_images, extract_all
 from fer_lightning.errors import FERError
 
 try:
@@ -204,7 +204,7 @@ def test_published_layout_extracts_and_pairs(tmp_path, dataset):
                     assert f.name == "broken.jpg"
             readable[modality][label] = kept
     result = pair_files(readable["visible"], readable["infrared"], mode="auto", require_pairs=True)
-    labels = {s.label for s in ARCHIVES[dataset]}
+    labels = {s.label for s in PUBLISHED_ARCHIVES[dataset]}
     assert len(result.pairs) == 4 * len(labels)
     assert {label for label, _, _ in result.pairs} == labels
     if dataset == "viri":
@@ -222,8 +222,9 @@ def test_published_layout_extracts_and_pairs(tmp_path, dataset):
 
 
 def test_specs_with_blobs_keeps_table_fields():
-    blobs = {s.name: "0" * 40 for s in ARCHIVES["nvie"]}
-    assert [dataclasses.replace(s, blob_id="0" * 40) for s in ARCHIVES["nvie"]] == specs_with_blobs("nvie", blobs)
+    blobs = {s.name: "0" * 40 for s in PUBLISHED_ARCHIVES["nvie"]}
+    expected = [dataclasses.replace(s, blob_id="0" * 40) for s in PUBLISHED_ARCHIVES["nvie"]]
+    assert expected == specs_with_blobs("nvie", blobs)
 
 
 # --------------------------------------------------------------------------------------------------

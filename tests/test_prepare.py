@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -22,8 +23,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from fer_lightning.data.archives import ARCHIVES, SOURCE_COMMIT
 from fer_lightning.data.manifest import read_manifest
+from fer_lightning.data.sources.published import PUBLISHED_ARCHIVES, SOURCE_COMMIT
 from fer_lightning.errors import FERError
 from fer_lightning.prepare import prepare
 from fer_lightning.runs import build_datamodule
@@ -42,6 +43,8 @@ from tests.archive_fixtures import (
 from tests.conftest import CONF, REPO, compose_cfg
 
 FAST_TRAIN = ["debug=fast", "dataset.image_size=32", "dataset.batch_size=8", "model.backbone.weights=null"]
+# 4 pairs per class: the study's 393/83/90 ratios would leave val empty, which prepare refuses
+SMALL_SPLIT = "dataset.split.ratios=[0.7,0.15,0.15]"
 OUTPUTS = ("manifest.csv", "rejected.csv", "contact_sheet.png", "split.json", "prepare.json", ".scan.json")
 
 
@@ -100,7 +103,7 @@ def published(tmp_path_factory) -> dict[str, tuple[Path, dict[str, str]]]:
 def pinned(monkeypatch, published):
     """The archive table with the blob ids of the fixture archives, so dataset.verify=true applies."""
     for dataset, (_, blobs) in published.items():
-        monkeypatch.setitem(ARCHIVES, dataset, specs_with_blobs(dataset, blobs))
+        monkeypatch.setitem(PUBLISHED_ARCHIVES, dataset, specs_with_blobs(dataset, blobs))
 
 
 def copy_raw(published, dataset: str, data_dir: Path) -> Path:
@@ -123,7 +126,8 @@ def test_viri_downloads_verifies_and_prepares_then_reruns_without_change(tmp_pat
         info = prepare(cfg)
         fetched = len(server.requests)
         root = data / "viri"
-        assert sorted(p.name for p in (data / "raw" / "viri").glob("*.zip")) == sorted(s.name for s in ARCHIVES["viri"])
+        fetched_names = sorted(p.name for p in (data / "raw" / "viri").glob("*.zip"))
+        assert fetched_names == sorted(s.name for s in PUBLISHED_ARCHIVES["viri"])
         rows = read_manifest(root / "manifest.csv")
         assert len(rows) == 20 and info["rows"] == 20
         assert {r["label"] for r in rows} == {"Angry", "Happy", "Neutral", "Sad", "Surprise"}
@@ -179,10 +183,11 @@ def test_nvie_strict_pairing_refuses_unmatched_names(tmp_path, published, pinned
 def test_verify_false_accepts_archives_with_other_blob_ids(tmp_path, published):
     data = tmp_path / "data"
     copy_raw(published, "viri", data)
+    offline = ["dataset=viri", "dataset.download=false", SMALL_SPLIT]
     with pytest.raises(FERError, match=r"do not match their git blob ids.*dataset.verify=false"):
-        prepare(prepare_cfg(["dataset=viri", "dataset.download=false"], data))
+        prepare(prepare_cfg(offline, data))
     with pytest.warns(UserWarning, match=r"VIRI-Angry-Vis.zip: git blob id .* dataset.verify=false"):
-        prepare(prepare_cfg(["dataset=viri", "dataset.download=false", "dataset.verify=false"], data))
+        prepare(prepare_cfg([*offline, "dataset.verify=false"], data))
     assert len(read_manifest(data / "viri" / "manifest.csv")) == 20
 
 
@@ -191,8 +196,8 @@ def test_archive_class_folder_disagreeing_with_its_name_is_reported(tmp_path, pu
     raw = copy_raw(published, "viri", data)
     build_zip(raw / "VIRI-Sad-Vis.zip", {f"Happy/IMG_{i:03d}_vis.JPG": image_bytes(900 + i) for i in range(1, 5)})
     blobs = {**published["viri"][1], "VIRI-Sad-Vis.zip": file_blob_id(raw / "VIRI-Sad-Vis.zip")}
-    monkeypatch.setitem(ARCHIVES, "viri", specs_with_blobs("viri", blobs))
-    info = prepare(prepare_cfg(["dataset=viri", "dataset.download=false"], data))
+    monkeypatch.setitem(PUBLISHED_ARCHIVES, "viri", specs_with_blobs("viri", blobs))
+    info = prepare(prepare_cfg(["dataset=viri", "dataset.download=false", SMALL_SPLIT], data))
     assert any("VIRI-Sad-Vis.zip: 4 image(s) are in a folder named 'Happy'" in w for w in info["warnings"])
     rows = read_manifest(data / "viri" / "manifest.csv")
     assert sum(r["label"] == "Sad" for r in rows) == 4  # labels follow the archive name
@@ -221,7 +226,7 @@ def test_no_archives_and_no_network_is_one_line_and_exit_2(tmp_path):
     line = lines[0]
     raw = data / "raw" / "viri"
     assert line.startswith(f"error: 10 viri archives missing from {raw}: VIRI-Angry-Vis.zip (https://github.com/")
-    for spec in ARCHIVES["viri"]:
+    for spec in PUBLISHED_ARCHIVES["viri"]:
         assert f"{spec.name} (https://github.com/naseemmuhammadtahir/raw-data/raw/{SOURCE_COMMIT}/{spec.name})" in line
     assert line.endswith(f"put them in {raw}, or set dataset.download=true to download them")
 
@@ -311,7 +316,8 @@ def test_folder_dataset_pairs_converts_and_records_rejects(tmp_path):
     assert reasons["loose.jpg"] == "not in a class folder"
     assert reasons["Thumbs.db"] == "OS metadata file" and reasons["notes.txt"] == "not an image (.txt)"
     assert reasons["bad.png"].startswith("unreadable image")
-    assert reasons["extra_only_visible.png"].startswith("unpaired (no infrared image")
+    # an image without a partner is used by single-modality runs: counted as such, not rejected
+    assert "extra_only_visible.png" not in reasons and info["single_modality"] == {"visible": 1}
 
     # fusion refuses the unpaired image, naming it under its class; visible-only uses all 15
     fusion = build_datamodule(
@@ -325,7 +331,7 @@ def test_folder_dataset_pairs_converts_and_records_rejects(tmp_path):
     )
     visible.prepare_data()
     visible.setup("fit")
-    assert sum(visible.split_size(s) for s in ("train", "val", "test")) == 15
+    assert sum(len(visible._datasets[s]) for s in ("train", "val", "test")) == 15
 
 
 def test_folder_rerun_is_idempotent_and_a_fixed_range_reconverts(tmp_path):
@@ -445,6 +451,7 @@ def test_split_settings_apply_to_prepared_datasets(tmp_path):
     for r in rows:  # subject-disjoint: every subject in one split only
         subjects.setdefault(Path(r["visible"]).name.split("_")[0], set()).add(r["split"])
     assert all(len(s) == 1 for s in subjects.values())
+    assert all(r["subject"] == Path(r["visible"]).name.split("_")[0] for r in rows)  # the group is the subject
     cfg = compose_cfg(
         ["dataset=folder", f"dataset.root={src}", "dataset.split.folds=3", "dataset.split.fold=1", *FAST_TRAIN],
         tmp_path,
@@ -455,4 +462,112 @@ def test_split_settings_apply_to_prepared_datasets(tmp_path):
     datamodule.setup("fit")
     rows = read_manifest(datamodule.manifest_path)
     assert {r["fold"] for r in rows if r["split"] != "test"} == {"0", "1", "2"}
-    assert datamodule.split_size("val") == sum(r["fold"] == "1" for r in rows)
+    assert len(datamodule.val_dataloader().dataset) == sum(r["fold"] == "1" for r in rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input never changes shared data, and is one line
+
+
+def test_a_refused_split_leaves_the_prepared_dataset_as_it_was(tmp_path):
+    src = make_folder(tmp_path / "src")
+    data = tmp_path / "data"
+    prepare(folder_cfg(src, data))
+    root = next((data / "folder").iterdir())
+    before = {f: (root / f).read_bytes() for f in ("manifest.csv", "split.json")}
+    with pytest.raises(FERError, match=r"^dataset\.split\.holdout_regex='\.\*' matches all 14 samples") as exc:
+        prepare(folder_cfg(src, data, "dataset.split.holdout_regex='.*'"))
+    assert "\n" not in str(exc.value)
+    assert {f: (root / f).read_bytes() for f in before} == before
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid
+
+
+def test_temporaries_of_a_killed_prepare_are_removed_by_the_next(tmp_path):
+    src = make_folder(tmp_path / "src")
+    data = tmp_path / "data"
+    prepare(folder_cfg(src, data))
+    root = next((data / "folder").iterdir())
+    pid = _dead_pid()
+    converted = next((root / "converted").rglob("*.png")).parent
+    stale = [root / f".contact_sheet.{pid}.tmp.png", converted / f".s0_Angry_IR.tif.png.{pid}.tmp.png"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    live = root / f".manifest.csv.{os.getppid()}.tmp"  # a writer that is still running keeps its file
+    live.write_bytes(b"in progress")
+    prepare(folder_cfg(src, data))
+    assert not any(p.exists() for p in stale) and live.exists()
+
+
+def test_a_single_class_is_refused_at_prepare(tmp_path):
+    src = make_folder(tmp_path / "src", classes=("Angry",))
+    with pytest.raises(FERError, match=r"only class 'Angry' has usable images.*at least 2 classes") as exc:
+        prepare(folder_cfg(src, tmp_path / "data"))
+    assert "\n" not in str(exc.value)
+
+
+def test_a_single_class_manifest_is_refused_at_setup(tmp_path):
+    from fer_lightning.data.datamodules import ManifestDataModule
+    from fer_lightning.data.manifest import write_manifest
+
+    root = tmp_path / "mine"
+    rows = [
+        {"sample_id": f"a{i}", "label": "Angry", "visible": str(write_image(root / f"a{i}.png", i).name)}
+        for i in range(9)
+    ]
+    write_manifest(root / "manifest.csv", rows)
+    datamodule = ManifestDataModule("visible", str(tmp_path), name="mine", image_size=16)
+    datamodule.prepare_data()
+    with pytest.raises(FERError, match=r"every visible sample is of class 'Angry'.*at least 2 classes"):
+        datamodule.setup("fit")
+
+
+def test_a_number_given_as_regex_is_a_pattern(tmp_path):
+    src = make_folder(tmp_path / "src")  # files s<i>_<Class>...
+    data = tmp_path / "data"
+    prepare(folder_cfg(src, data, "dataset.split.holdout_regex=0", r"dataset.split.group_regex='^s(\d+)_'"))
+    rows = read_manifest(next((data / "folder").iterdir()) / "manifest.csv")
+    assert {r["subject"] for r in rows if r["split"] == "test"} == {"0"}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("dataset.batch_size=0", "dataset.batch_size=0: use an integer >= 1"),
+        ("dataset.batch_size=abc", "dataset.batch_size='abc': use an integer >= 1"),
+        ("dataset.image_size=-1", "dataset.image_size=-1: use an integer >= 1 (the square side in pixels"),
+        ("dataset.eval_batch_size=0", "dataset.eval_batch_size=0: use an integer >= 1, or null"),
+        ("dataset.cache_scale=0.5", "dataset.cache_scale=0.5: use a number >= 1"),
+        ("dataset.num_workers=-2", "dataset.num_workers=-2: use auto or an integer >= 0"),
+    ],
+)
+def test_bad_datamodule_numbers_are_one_line_naming_key_value_and_fix(tmp_path, override, message):
+    with pytest.raises(FERError) as exc:
+        prepare(prepare_cfg(["dataset=synthetic", override], tmp_path / "data"))
+    assert str(exc.value).startswith(message) and "\n" not in str(exc.value)
+    assert not (tmp_path / "data").exists()  # refused in the constructor, before anything is written
+
+
+def test_one_modality_folder_lists_no_rejects_and_says_which_runs_use_it(tmp_path, capsys):
+    src = make_folder(tmp_path / "src", modalities=("visible",))
+    info = prepare(folder_cfg(src, tmp_path / "data"))
+    root = next((tmp_path / "data" / "folder").iterdir())
+    assert rejected(root) == {} and info["single_modality"] == {"visible": 14}
+    out = capsys.readouterr().out
+    assert "rejected: none" in out and "single-modality: 14 visible image(s) with no infrared partner" in out
+
+
+def test_empty_class_folders_are_reported(tmp_path, caplog):
+    src = make_folder(tmp_path / "src")
+    (src / "visible" / "Sad").mkdir()
+    (src / "infrared" / "sad").mkdir()
+    (src / "infrared" / "sad" / "notes.txt").write_text("x")
+    with caplog.at_level(logging.WARNING):
+        info = prepare(folder_cfg(src, tmp_path / "data"))
+    for folder in (src / "visible" / "Sad", src / "infrared" / "sad"):
+        message = f"{folder}: class folder holds no image; class {folder.name!r} is left out"
+        assert message in info["warnings"] and message in caplog.text

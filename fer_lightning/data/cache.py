@@ -26,13 +26,14 @@ import numpy as np
 from PIL import Image
 
 from fer_lightning.data.images import load_rgb
+from fer_lightning.io import atomic_path, atomic_write_text, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
 # Bump when decode_resized changes its output, so old caches are not reused.
 CACHE_VERSION = 1
 CACHE_DIR = "cache"
-# Rows whose CRC is checked on every load; the whole file is checked by verify(full=True).
+# Rows whose CRC is checked on every load (all of them with full=True).
 CHECK_ROWS = 32
 
 
@@ -132,17 +133,16 @@ def _valid(npy: Path, meta_path: Path, key: str, paths: list[str], full: bool = 
 
 def _build(npy: Path, meta_path: Path, key: str, manifest_dir: Path, paths: list[str], size: int) -> dict:
     log.info("decoding %d images once into %s", len(paths), npy)
-    tmp = npy.with_name(f".{npy.name}.{os.getpid()}.tmp")
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
     crcs = [0] * len(paths)
+    with atomic_path(npy) as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
 
-    def work(i: int) -> None:
-        arr[i] = decode_resized(manifest_dir / paths[i], size)
-        crcs[i] = _row_crc(arr[i])
+        def work(i: int) -> None:
+            arr[i] = decode_resized(manifest_dir / paths[i], size)
+            crcs[i] = _row_crc(arr[i])
 
-    # PIL releases the GIL while decoding and resizing, so threads use every core without pickling pixels.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
+        # PIL releases the GIL while decoding and resizing, so threads use every core without pickling pixels.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         with ThreadPoolExecutor(max(1, min(cores, 16))) as pool:
             list(pool.map(work, range(len(paths))))
         arr.flush()
@@ -154,13 +154,8 @@ def _build(npy: Path, meta_path: Path, key: str, manifest_dir: Path, paths: list
             "paths": paths,
             "crc32": crcs,
         }
-        os.replace(tmp, npy)
-    finally:
-        tmp.unlink(missing_ok=True)
     # The sidecar goes last: a crash before it leaves an array that fails validation and is rebuilt.
-    mtmp = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
-    mtmp.write_text(json.dumps(meta))
-    os.replace(mtmp, meta_path)
+    atomic_write_text(meta_path, json.dumps(meta))
     return meta
 
 
@@ -177,6 +172,7 @@ def cache_images(manifest_dir: Path, rows: list[dict], modality: str, size: int)
     ).hexdigest()[:16]
     folder = manifest_dir / CACHE_DIR
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)  # a build killed half-way leaves a temporary as large as the cache
     stem = f"{modality}-{size}px"
     npy = folder / f"{stem}-{key}.npy"
     meta_path = npy.with_suffix(".json")
@@ -187,13 +183,3 @@ def cache_images(manifest_dir: Path, rows: list[dict], modality: str, size: int)
             if old.name not in (npy.name, meta_path.name):
                 old.unlink(missing_ok=True)
     return CachedImages(npy, np.arange(len(paths)), tuple(meta["shape"]))
-
-
-def verify(manifest_dir: Path) -> dict[str, bool]:
-    """Checks every row of every cache file of a prepared dataset: {file name: intact}."""
-    out = {}
-    for meta_path in sorted((Path(manifest_dir) / CACHE_DIR).glob("*.json")):
-        meta = json.loads(meta_path.read_text())
-        npy = meta_path.with_suffix(".npy")
-        out[npy.name] = _valid(npy, meta_path, meta.get("key"), meta.get("paths"), full=True) is not None
-    return out

@@ -1,60 +1,50 @@
 """One LightningDataModule per dataset; the modality is a constructor argument.
 
 All of them read the same prepared layout (``<data_dir>/<name>/manifest.csv``); they differ only in how
-``prepare()`` produces it. Images leave the workers as uint8 and are converted and normalised on the device
-(``on_after_batch_transfer``), which moves a quarter of the bytes and keeps workers cheap.
+``build_dataset()`` produces it (called by Lightning's ``prepare_data``, under a lock). Images leave the workers
+as uint8 and are converted and normalised on the device (``on_after_batch_transfer``), which moves a quarter of
+the bytes and keeps workers cheap.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import json
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
+from filelock import FileLock
 from torch.utils.data import DataLoader
 
 from fer_lightning.data import synthetic
+from fer_lightning.data.build import ImageOptions, build
 from fer_lightning.data.cache import cache_images, stored_size
-from fer_lightning.data.datasets import FERDataset, SeededSampler, offline_expand
-from fer_lightning.data.manifest import (
-    SplitSpec,
-    apply_fold,
-    atomic_write_text,
-    ensure_splits,
-    file_sha1,
-    write_manifest,
-)
+from fer_lightning.data.datasets import FERDataset, SeededSampler, offline_expand, resolve_workers
+from fer_lightning.data.manifest import MANIFEST, SPLITS, SplitSpec, apply_fold, ensure_splits
+from fer_lightning.data.normalize import NORMALIZATIONS, Normalizer, Stats, modality_stats
+from fer_lightning.data.sources.folder import folder_sources
+from fer_lightning.data.sources.published import EXTRACTED, published_sources
+from fer_lightning.data.summary import unpaired_message
 from fer_lightning.data.transforms import PairTransform, offline_variants
 from fer_lightning.errors import FERError
+from fer_lightning.io import file_sha1, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
-IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-NORMALIZATIONS = ("imagenet", "dataset", "none")
 
-
-def resolve_workers(value: int | str | None) -> int:
-    """``auto``: none on a small CPU-only box (workers would steal the model's cores), most cores with a GPU."""
-    if value is None or value == "auto":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if torch.cuda.is_available():
-            return max(1, min(cores - 1, 12))
-        return 0 if cores <= 2 else min(4, cores // 4)
+def _number(key: str, value, minimum: float, kind: type = int, fix: str = ""):
+    """``value`` as ``kind`` when it is one (or its digits) and >= ``minimum``; else one line naming the key."""
     try:
-        n = int(value)
+        number = kind(value) if not isinstance(value, bool) else None
+        ok = number is not None and number >= minimum and (kind is float or float(value) == number)
     except (TypeError, ValueError):
-        n = -1
-    if n < 0:
-        raise FERError(f"dataset.num_workers={value!r}: use auto or an integer >= 0")
-    return n
+        ok = False
+    if not ok:
+        want = f"an integer >= {minimum}" if kind is int else f"a number >= {minimum}"
+        raise FERError(f"{key}={value!r}: use {want}{fix}")
+    return number
 
 
 class ManifestDataModule(L.LightningDataModule):
@@ -107,33 +97,36 @@ class ManifestDataModule(L.LightningDataModule):
         self.modalities = ("visible", "infrared") if modality == "fusion" else (modality,)
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.configured_classes = list(classes) if classes else None
-        self.image_size = int(image_size)
-        self.batch_size = int(batch_size)
-        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.image_size = _number("dataset.image_size", image_size, 1, fix=" (the square side in pixels, e.g. 224)")
+        self.batch_size = _number("dataset.batch_size", batch_size, 1)
+        self.eval_batch_size = (
+            self.batch_size
+            if eval_batch_size is None
+            else _number("dataset.eval_batch_size", eval_batch_size, 1, fix=", or null for dataset.batch_size")
+        )
         self.num_workers = resolve_workers(num_workers)
         self.augment = dict(augment or {})
-        self.offline_copies = int(self.augment.get("offline_copies") or 0)
-        if self.offline_copies < 0:
-            raise FERError(f"augment.offline_copies={self.offline_copies}: use 0 (online) or N >= 1")
-        self.cache_scale = float(cache_scale)
-        if self.cache_scale < 1:
-            raise FERError(f"dataset.cache_scale={cache_scale}: use a value >= 1")
+        copies = self.augment.get("offline_copies") or 0
+        self.offline_copies = _number("augment.offline_copies", copies, 0, fix=" (0: online augmentation)")
+        self.cache_scale = _number("dataset.cache_scale", cache_scale, 1, float, fix=" (1 caches at the input size)")
         self.normalization = normalization
         split = dict(split or {})
         self.fold = split.get("fold")
         self.split_spec = SplitSpec.from_config(split)
-        self.seed = int(seed)
+        self.seed = _number("seed", seed, 0)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.classes: list[str] = []
         self.manifest_sha1: str | None = None
         self.rows: list[dict] = []
-        self.stats: dict[str, tuple[list[float], list[float]]] = {}
+        self.stats: dict[str, Stats] = {}
         self._datasets: dict[str, FERDataset] = {}
         self._loaded_key: tuple | None = None
         self._expanded = False
-        self._norm: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._normalizer = Normalizer()
         # the split test_dataloader() serves: evaluate sets "val" to test the validation split
         self.test_split = "test"
+        # called on each uint8 batch on the device before normalisation (robustness corruptions), or None
+        self.batch_hook = None
 
     @property
     def root(self) -> Path:
@@ -142,99 +135,110 @@ class ManifestDataModule(L.LightningDataModule):
 
     @property
     def manifest_path(self) -> Path:
-        return self.root / "manifest.csv"
+        return self.root / MANIFEST
 
-    def prepare(self) -> None:
-        """Produces ``manifest.csv`` under :attr:`root` when it is missing. Subclasses implement it."""
+    def build_dataset(self) -> None:
+        """Produces the prepared dataset (``manifest.csv`` ...) under :attr:`root`. Subclasses implement it."""
         if not self.manifest_path.is_file():
             raise FERError(f"{self.manifest_path}: no prepared dataset")
 
-    @contextlib.contextmanager
-    def _lock(self):
+    def _lock(self) -> FileLock:
         """Serialises preparation across processes: parallel sweep jobs on a fresh data dir share one dataset."""
         locks = self.data_dir / ".locks"
         locks.mkdir(parents=True, exist_ok=True)
-        with open(locks / f"{self.root.relative_to(self.data_dir).as_posix().replace('/', '_')}.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return FileLock(locks / f"{self.root.relative_to(self.data_dir).as_posix().replace('/', '_')}.lock")
 
     def prepare_data(self) -> None:
         with self._lock():
-            self.prepare()
+            remove_stale_temporaries(self.root)  # left by a killed prepare (e.g. the contact sheet's)
+            self.build_dataset()
             ensure_splits(self.root, self.split_spec, log=log.warning)
 
     def setup(self, stage: str | None = None) -> None:
-        with self._lock():
-            rows = ensure_splits(self.root, self.split_spec, log=log.warning)
-            self.manifest_sha1 = file_sha1(self.manifest_path)
-        rows = apply_fold(rows, self.split_spec.folds, self.fold)
+        rows = self._read_splits()
         key = (self.manifest_sha1, self.fold, self.image_size, self.modality)
         if key == self._loaded_key:
             return
         self.classes = self._classes(rows)
+        by_split = self._split(self._usable(rows))
+        self.rows = rows
+        self._datasets = self._make_datasets(rows, by_split)
+        train = self._datasets["train"].images
+        self.stats = {m: modality_stats(self.normalization, train[m]) for m in self.modalities}
+        self._expanded = False
+        self._loaded_key = key
+
+    def _read_splits(self) -> list[dict]:
+        """The manifest's rows with the configured split (drawn now when it differs) and fold applied."""
+        with self._lock():
+            rows = ensure_splits(self.root, self.split_spec, log=log.warning)
+            self.manifest_sha1 = file_sha1(self.manifest_path)
+        return apply_fold(rows, self.split_spec.folds, self.fold)
+
+    def _usable(self, rows: list[dict]) -> list[dict]:
+        """The rows with every image this modality needs; refuses none, a single class, or unpaired fusion rows."""
         usable = [r for r in rows if all(r[m] for m in self.modalities)]
         if not usable:
             raise FERError(
                 f"{self.manifest_path}: no sample has {' and '.join(self.modalities)} images; try another modality"
             )
+        found = sorted({r["label"] for r in usable})
+        if len(found) < 2:
+            raise FERError(
+                f"{self.manifest_path}: every {' and '.join(self.modalities)} sample is of class {found[0]!r}, and "
+                "a classifier needs at least 2 classes; add images of another class and prepare again"
+            )
         if len(usable) < len(rows) and self.modality == "fusion":
-            from fer_lightning.data.prepared import unpaired_message
-
             raise FERError(unpaired_message(self.manifest_path, rows))
-        self.rows = rows
-        index = {r["sample_id"]: i for i, r in enumerate(rows)}
-        label_of = {c: i for i, c in enumerate(self.classes)}
-        by_split = {s: [r for r in usable if r["split"] == s] for s in ("train", "val", "test")}
-        for s in ("train", "val", "test"):
-            if not by_split[s]:
+        return usable
+
+    def _split(self, usable: list[dict]) -> dict[str, list[dict]]:
+        by_split = {s: [r for r in usable if r["split"] == s] for s in SPLITS}
+        for s, split_rows in by_split.items():
+            if not split_rows:
                 raise FERError(
                     f"{self.manifest_path}: the {s} split is empty for modality={self.modality}; "
                     "add data or change dataset.split"
                 )
-        eval_tf = PairTransform(self.modalities, self.image_size)
-        train_tf = PairTransform(
+        return by_split
+
+    def _train_transform(self, geometric) -> PairTransform:
+        return PairTransform(
             self.modalities,
             self.image_size,
-            geometric=self.augment.get("geometric") or (),
+            geometric=geometric,
             photometric=self.augment.get("photometric") or (),
             paired_geometry=self.augment.get("paired_geometry", True),
         )
+
+    def _make_datasets(self, rows: list[dict], by_split: dict[str, list[dict]]) -> dict[str, FERDataset]:
+        """One dataset per split over the decoded-once cache of each modality (rows keep their manifest index)."""
+        eval_tf = PairTransform(self.modalities, self.image_size)
+        train_tf = self._train_transform(self.augment.get("geometric") or ())
         size = stored_size(self.image_size, self.cache_scale)
+        index = {r["sample_id"]: i for i, r in enumerate(rows)}
+        label_of = {c: i for i, c in enumerate(self.classes)}
         cached = {}
         for m in self.modalities:
             have = [i for i, r in enumerate(rows) if r[m]]
             position = {i: p for p, i in enumerate(have)}
             cached[m] = (cache_images(self.root, [rows[i] for i in have], m, size), position)
-        self._datasets = {}
+        datasets = {}
         for s, split_rows in by_split.items():
             images = {m: c.subset([pos[index[r["sample_id"]]] for r in split_rows]) for m, (c, pos) in cached.items()}
-            self._datasets[s] = FERDataset(
+            datasets[s] = FERDataset(
                 images,
                 np.array([label_of[r["label"]] for r in split_rows], dtype=np.int64),
                 np.array([index[r["sample_id"]] for r in split_rows], dtype=np.int64),
                 train_tf if s == "train" else eval_tf,
             )
-        self.stats = {m: self._stats(m) for m in self.modalities}
-        self._expanded = False
-        self._loaded_key = key
+        return datasets
 
     def _expand_train(self) -> None:
         """The study's offline protocol, drawn only when training starts (evaluation never pays for it)."""
         if self.offline_copies and not self._expanded:
             eval_tf = self._datasets["val"].transform
-            variants = [
-                PairTransform(
-                    self.modalities,
-                    self.image_size,
-                    geometric=g,
-                    photometric=self.augment.get("photometric") or (),
-                    paired_geometry=self.augment.get("paired_geometry", True),
-                )
-                for g in offline_variants(self.augment.get("geometric") or ())
-            ]
+            variants = [self._train_transform(g) for g in offline_variants(self.augment.get("geometric") or ())]
             self._datasets["train"] = offline_expand(
                 self._datasets["train"], self.offline_copies, eval_tf, variants, self.seed, self.num_workers
             )
@@ -251,25 +255,6 @@ class ManifestDataModule(L.LightningDataModule):
                 f"{self.configured_classes} (dataset.classes)"
             )
         return self.configured_classes
-
-    def _stats(self, modality: str) -> tuple[list[float], list[float]]:
-        if self.normalization == "none":
-            return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
-        if self.normalization == "imagenet":
-            return IMAGENET_STATS
-        images = self._datasets["train"].images[modality]
-        # Per-image sums in float64: one image at a time, never the whole split as floats.
-        total, sq, n = np.zeros(3), np.zeros(3), 0
-        for i in range(len(images)):
-            px = images[i].reshape(-1, 3).astype(np.float64) / 255
-            total += px.sum(0)
-            sq += (px * px).sum(0)
-            n += len(px)
-        mean = total / n
-        return mean.tolist(), np.maximum(np.sqrt(np.maximum(sq / n - mean * mean, 0)), 1e-3).tolist()
-
-    def split_size(self, split: str) -> int:
-        return len(self._datasets[split])
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
         ds = self._datasets[split]
@@ -295,22 +280,11 @@ class ManifestDataModule(L.LightningDataModule):
 
     def normalize(self, batch: dict) -> dict:
         """uint8 images -> float, scaled to [0, 1] and normalised with each modality's statistics."""
-        out = dict(batch)
-        for m in self.modalities:
-            if m in batch and batch[m].dtype == torch.uint8:
-                scale, shift = self._affine(m, batch[m].device)
-                out[m] = torch.addcmul(shift, batch[m].float(), scale)
-        return out
-
-    def _affine(self, modality: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        # (x/255 - mean)/std as one fused multiply-add, kept per device: no host->device copy per batch.
-        key = (modality, str(device), tuple(map(tuple, self.stats[modality])))
-        if key not in self._norm:
-            mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in self.stats[modality])
-            self._norm[key] = ((1 / (255 * std)).to(device), (-mean / std).to(device))
-        return self._norm[key]
+        return self._normalizer(batch, {m: self.stats[m] for m in self.modalities})
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.batch_hook is not None:
+            batch = self.batch_hook(batch)
         return self.normalize(batch)
 
     def state_dict(self) -> dict:
@@ -344,37 +318,12 @@ class SyntheticDataModule(ManifestDataModule):
         super().__init__(**kwargs)
         self.generator = dict(generator or {})
 
-    def prepare(self) -> None:
-        settings = json.dumps(self.generator, sort_keys=True)
-        stamp = self.root / "generator.json"
-        if self.manifest_path.is_file() and stamp.is_file() and stamp.read_text() == settings:
-            return
-        log.info("generating the synthetic dataset in %s", self.root)
-        # Generate beside the target and swap in at the end, so an interrupted run leaves no partial dataset.
-        tmp = self.root.with_name(f".{self.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            rows = synthetic.generate(tmp, **self.generator)
-        except (TypeError, ValueError) as exc:  # a bad dataset.generator key or value
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise FERError(f"dataset.generator: {exc}") from exc
-        for r in rows:
-            r["split"] = ""
-            for m in ("visible", "infrared"):
-                r[f"{m}_sha1"] = file_sha1(tmp / r[m])
-        write_manifest(tmp / "manifest.csv", rows)
-        atomic_write_text(tmp / "generator.json", settings)
-        atomic_write_text(tmp / "rejected.csv", "file,reason\n")  # every generated file is used
-        from fer_lightning.plots import contact_sheet
-
-        contact_sheet(tmp, rows, tmp / "contact_sheet.png")
-        if self.root.exists():
-            shutil.rmtree(self.root)
-        tmp.rename(self.root)
+    def build_dataset(self) -> None:
+        synthetic.build_dataset(self.root, self.generator)
 
 
 class ImageFilesDataModule(ManifestDataModule):
-    """Image files on disk, checked and paired into a manifest by :mod:`fer_lightning.data.prepared`.
+    """Image files on disk, checked and paired into a manifest by :func:`fer_lightning.data.build.build`.
 
     Args:
         pairing: ``auto`` (file stems, else sorted order where counts are equal, with a warning) or
@@ -391,8 +340,6 @@ class ImageFilesDataModule(ManifestDataModule):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        from fer_lightning.data.prepared import ImageOptions
-
         self.image_options = ImageOptions(pairing, sixteen_bit, tuple(sixteen_bit_range))
 
 
@@ -414,21 +361,19 @@ class PublishedDataModule(ImageFilesDataModule):
         self.download = download
         self.verify = verify
         self.base_url = base_url
-        self.retries = int(retries)
+        self.retries = _number("dataset.retries", retries, 0)
 
-    def prepare(self) -> None:
-        from fer_lightning.data.prepared import prepare_published
-
-        prepare_published(
+    def build_dataset(self) -> None:
+        sources = published_sources(
             self.name,
             self.data_dir / "raw" / self.name,
-            self.root,
-            self.image_options,
+            self.root / EXTRACTED,
             download=self.download,
             verify=self.verify,
             base_url=self.base_url,
             retries=self.retries,
         )
+        build(self.root, sources, self.image_options)
 
 
 class VIRIDataModule(PublishedDataModule):
@@ -460,7 +405,5 @@ class FolderDataModule(ImageFilesDataModule):
         digest = hashlib.sha1(str(self.source).encode()).hexdigest()[:8]
         return self.data_dir / "folder" / f"{self.source.name}-{digest}"
 
-    def prepare(self) -> None:
-        from fer_lightning.data.prepared import prepare_folder
-
-        prepare_folder(self.source, self.root, self.image_options)
+    def build_dataset(self) -> None:
+        build(self.root, folder_sources(self.source), self.image_options)

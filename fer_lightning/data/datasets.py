@@ -1,7 +1,8 @@
-"""Torch datasets over decoded image arrays, and a sampler that makes every draw reproducible."""
+"""Torch datasets over decoded image arrays, a sampler that makes every draw reproducible, and the worker count."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fer_lightning.data.transforms import PairTransform
+from fer_lightning.errors import FERError
 
 
 class FERDataset(Dataset):
@@ -107,3 +109,19 @@ class SeededSampler(Sampler):
         order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
         seeds = rng.integers(0, 2**31, size=self.n)
         return iter(zip(order.tolist(), seeds.tolist(), strict=True))
+
+
+def resolve_workers(value: int | str | None) -> int:
+    """``auto``: none on a small CPU-only box (workers would steal the model's cores), most cores with a GPU."""
+    if value is None or value == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if torch.cuda.is_available():
+            return max(1, min(cores - 1, 12))
+        return 0 if cores <= 2 else min(4, cores // 4)
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 0:
+        raise FERError(f"dataset.num_workers={value!r}: use auto or an integer >= 0")
+    return n

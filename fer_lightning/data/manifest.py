@@ -13,7 +13,7 @@ import csv
 import io
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +36,10 @@ COLUMNS = (
 )
 REQUIRED = COLUMNS[:6]
 SPLITS = ("train", "val", "test")
+# The files of a prepared dataset (CONTRACTS), beside split.json.
+MANIFEST = "manifest.csv"
+REJECTED = "rejected.csv"
+CONTACT_SHEET = "contact_sheet.png"
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,10 @@ class SplitSpec:
             )
         if "ratios" in cfg:
             cfg["ratios"] = tuple(float(r) for r in cfg["ratios"])
+        for key in ("group_regex", "holdout_regex"):
+            # Hydra reads an unquoted number (holdout_regex=20240303) as an int; as a pattern it is its digits.
+            if cfg.get(key) is not None and not isinstance(cfg[key], str):
+                cfg[key] = str(cfg[key])
         spec = cls(**cfg)
         if len(spec.ratios) != 3 or min(spec.ratios) < 0 or abs(sum(spec.ratios) - 1) > 1e-6:
             raise FERError(f"dataset.split.ratios={list(spec.ratios)}: need three non-negative numbers summing to 1")
@@ -72,7 +80,10 @@ class SplitSpec:
                 try:
                     re.compile(pattern)
                 except re.error as exc:
-                    raise FERError(f"dataset.split.{key}={pattern!r} is not a valid regex: {exc}") from exc
+                    raise FERError(
+                        f"dataset.split.{key}={pattern!r} is not a valid regex ({exc}); fix the pattern, quoting "
+                        f"it on the command line: 'dataset.split.{key}=\"...\"'"
+                    ) from exc
         return spec
 
     def to_json(self) -> dict:
@@ -88,6 +99,15 @@ def write_manifest(path: Path, rows: Iterable[dict]) -> None:
     for row in rows:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
     atomic_write_text(path, buf.getvalue())
+
+
+def rejected_text(rejected: Iterable[tuple[str, str]]) -> str:
+    """``rejected.csv``: ``file, reason`` for every file found but not used."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["file", "reason"])
+    writer.writerows(rejected)
+    return buf.getvalue()
 
 
 def read_manifest(path: Path, allow_unsplit: bool = False) -> list[dict]:
@@ -111,14 +131,19 @@ def _sample_name(row: dict) -> str:
     return Path(row.get("visible") or row.get("infrared") or row["sample_id"]).name
 
 
+def _match_group(row: dict, regex: re.Pattern) -> str | None:
+    m = regex.search(_sample_name(row))
+    return m.group(1) if m and m.groups() else None
+
+
 def _group_of(row: dict, regex: re.Pattern | None) -> str:
     if regex is None:
         return row["sample_id"]
-    name = _sample_name(row)
-    m = regex.search(name)
-    if not m or not m.groups():
+    group = _match_group(row, regex)
+    if group is None:
+        name = _sample_name(row)
         raise FERError(f"dataset.split.group_regex={regex.pattern!r} has no capture group matching {name!r}")
-    return m.group(1)
+    return group
 
 
 def _assign_groups(
@@ -186,16 +211,61 @@ def assign_splits(rows: list[dict], spec: SplitSpec) -> list[dict]:
         for i in members:
             out[i]["split"] = assignment[g]
     if spec.folds:
-        trainval = defaultdict(list)
-        for g, members in groups.items():
-            if assignment[g] != "test":
-                trainval[g] = members
-        fold_names = [str(k) for k in range(spec.folds)]
-        folds = _assign_groups(trainval, labels, fold_names, [1 / spec.folds] * spec.folds, rng)
-        for g, members in trainval.items():
-            for i in members:
-                out[i]["fold"] = folds[g]
+        _assign_folds(out, groups, assignment, labels, spec.folds, rng)
+    if group_re is not None:  # the group is the subject (CONTRACTS: empty only where unknown)
+        for r in out:
+            r["subject"] = _match_group(r, group_re) or r.get("subject") or ""
     return out
+
+
+def _assign_folds(
+    out: list[dict],
+    groups: dict[str, list[int]],
+    assignment: dict[str, str],
+    labels: Sequence[str],
+    folds: int,
+    rng: np.random.Generator,
+) -> None:
+    trainval = {g: members for g, members in groups.items() if assignment[g] != "test"}
+    fold_of = _assign_groups(trainval, labels, [str(k) for k in range(folds)], [1 / folds] * folds, rng)
+    for g, members in trainval.items():
+        for i in members:
+            out[i]["fold"] = fold_of[g]
+
+
+def check_splits(rows: list[dict], spec: SplitSpec) -> None:
+    """Refuses a split no run can train on (an empty split, a class missing from train, an empty fold), naming
+    the setting to change; called before the split replaces the persisted one, so a refused run changes nothing."""
+    n = len(rows)
+    counts = Counter(r["split"] for r in rows)
+    empty = [s for s in SPLITS if not counts[s]]
+    classes = {r["label"] for r in rows}
+    missing = sorted(classes - {r["label"] for r in rows if r["split"] == "train"})
+    if spec.holdout_regex and (counts["test"] == n or missing):
+        what = f"all {n} samples" if counts["test"] == n else f"every sample of class(es) {missing}"
+        raise FERError(
+            f"dataset.split.holdout_regex={spec.holdout_regex!r} matches {what}, leaving nothing of them to "
+            "train on; make it match only the test files' names"
+        )
+    if empty or missing:
+        problem = f"leaves the {'/'.join(empty)} split empty" if empty else f"leaves class(es) {missing} out of train"
+        if spec.group_regex:
+            found = len({_match_group(r, re.compile(spec.group_regex)) for r in rows})
+            raise FERError(
+                f"dataset.split.group_regex={spec.group_regex!r} finds {found} group(s) in {n} samples, which "
+                f"{problem}; use a pattern that captures the subject, or set it to null"
+            )
+        raise FERError(
+            f"dataset.split.ratios={list(spec.ratios)} {problem} for {n} samples; give every split a share, "
+            "or add samples"
+        )
+    if spec.folds:
+        used = {r["fold"] for r in rows if r["split"] != "test"}
+        if len(used) < spec.folds:
+            raise FERError(
+                f"dataset.split.folds={spec.folds}: the train+val samples form only {len(used)} non-empty "
+                "fold(s); use fewer folds"
+            )
 
 
 def apply_fold(rows: list[dict], folds: int | None, fold: int | None) -> list[dict]:
@@ -236,14 +306,15 @@ def split_state(manifest_dir: Path) -> dict | None:
 
 def ensure_splits(manifest_dir: Path, spec: SplitSpec, log=print) -> list[dict]:
     """Makes the manifest's splits match ``spec``: reused when they already do, re-drawn (and said) when not."""
-    path = manifest_dir / "manifest.csv"
+    path = manifest_dir / MANIFEST
     rows = read_manifest(path, allow_unsplit=True)
     state = split_state(manifest_dir)
     if state == spec.to_json() and all(r["split"] for r in rows):
         return rows
+    rows = assign_splits(rows, spec)
+    check_splits(rows, spec)
     if state is not None:
         log(f"split settings changed ({state} -> {spec.to_json()}): re-drawing the splits of {path}")
-    rows = assign_splits(rows, spec)
     for r in rows:
         for mod in ("visible", "infrared"):
             if r[mod] and not r.get(f"{mod}_sha1"):

@@ -1,38 +1,53 @@
-"""uint8 images to the network's floats: ``(x / 255 - mean) / std`` per modality, on whatever device they are."""
+"""Input normalisation: each modality's (mean, std), and uint8 batches turned into normalised floats on the device."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+NORMALIZATIONS = ("imagenet", "dataset", "none")
+Stats = tuple[list[float], list[float]]
+
+
+def modality_stats(normalization: str, images: Sequence[np.ndarray]) -> Stats:
+    """``none``: inputs stay in [0, 1], as the study fed them; ``imagenet``; ``dataset``: the mean and std of
+    ``images`` (uint8 HWC; the train split's)."""
+    if normalization == "none":
+        return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    if normalization == "imagenet":
+        return IMAGENET_STATS
+    # Per-image sums in float64: one image at a time, never the whole split as floats.
+    total, sq, n = np.zeros(3), np.zeros(3), 0
+    for i in range(len(images)):
+        px = images[i].reshape(-1, 3).astype(np.float64) / 255
+        total += px.sum(0)
+        sq += (px * px).sum(0)
+        n += len(px)
+    mean = total / n
+    return mean.tolist(), np.maximum(np.sqrt(np.maximum(sq / n - mean * mean, 0)), 1e-3).tolist()
 
 
 class Normalizer:
-    """Per-modality normalisation with fixed statistics, as a datamodule computed them or a checkpoint stored them.
+    """uint8 images -> float, scaled to [0, 1] and normalised with each modality's (mean, std)."""
 
-    Args:
-        stats: ``{modality: (mean[3], std[3])}`` for pixels scaled to [0, 1].
-    """
+    def __init__(self):
+        self._affine: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def __init__(self, stats: Mapping[str, Sequence[Sequence[float]]]):
-        self.stats = {m: (list(map(float, v[0])), list(map(float, v[1]))) for m, v in stats.items()}
-        self._affine: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def _scale_shift(self, modality: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        # One fused multiply-add, its tensors kept per device: no host->device copy per batch.
-        key = (modality, str(device))
-        if key not in self._affine:
-            mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in self.stats[modality])
-            self._affine[key] = ((1 / (255 * std)).to(device), (-mean / std).to(device))
-        return self._affine[key]
-
-    def __call__(self, batch: dict) -> dict:
-        """A copy of ``batch`` whose uint8 image entries are normalised floats; other entries unchanged."""
+    def __call__(self, batch: dict, stats: dict[str, Stats]) -> dict:
         out = dict(batch)
-        for m in self.stats:
+        for m, (mean, std) in stats.items():
             if m in batch and batch[m].dtype == torch.uint8:
-                scale, shift = self._scale_shift(m, batch[m].device)
+                scale, shift = self._scale_shift(mean, std, batch[m].device)
                 out[m] = torch.addcmul(shift, batch[m].float(), scale)
         return out
+
+    def _scale_shift(self, mean: list[float], std: list[float], device: torch.device):
+        # (x/255 - mean)/std as one fused multiply-add, kept per device: no host->device copy per batch.
+        key = (str(device), tuple(mean), tuple(std))
+        if key not in self._affine:
+            m, s = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (mean, std))
+            self._affine[key] = ((1 / (255 * s)).to(device), (-m / s).to(device))
+        return self._affine[key]

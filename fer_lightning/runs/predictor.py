@@ -35,7 +35,8 @@ class Predictor:
             )
         self.classes = list(state.get("classes") or run.classes)
         self.modalities = tuple(m for m in MODALITIES if m in state["stats"])
-        self.normalize = Normalizer(state["stats"])
+        self.stats = {m: tuple(v) for m, v in state["stats"].items()}
+        self._normalizer = Normalizer()
         self.model = model_from_checkpoint(run, self.classes).to(self.device)
         dataset = run.config.dataset
         self.stored = stored_size(int(dataset.image_size), float(dataset.get("cache_scale", 1.0)))
@@ -65,7 +66,8 @@ class Predictor:
         for paths in samples:
             images = {m: decode_resized(paths[m], self.stored) for m in self.modalities}
             tensors.append(self.transform(images, seed=0))  # the evaluation transform draws nothing
-        return self.normalize({m: torch.stack([t[m] for t in tensors]).to(self.device) for m in self.modalities})
+        batch = {m: torch.stack([t[m] for t in tensors]).to(self.device) for m in self.modalities}
+        return self._normalizer(batch, self.stats)
 
     @torch.no_grad()
     def predict_batch(self, samples: list[dict[str, Path]]) -> torch.Tensor:

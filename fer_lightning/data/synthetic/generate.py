@@ -1,0 +1,165 @@
+"""Rendering a sample in both modalities and writing a dataset of them to disk."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from fer_lightning.data.contact_sheet import contact_sheet
+from fer_lightning.data.manifest import CONTACT_SHEET, MANIFEST, REJECTED, rejected_text, write_manifest
+from fer_lightning.data.synthetic.geometry import CLASSES, build_geometry
+from fer_lightning.data.synthetic.knobs import Knobs
+from fer_lightning.data.synthetic.scene import Scene, sample_scene
+from fer_lightning.data.synthetic.subject import Subject
+from fer_lightning.data.synthetic.thermal import palette_lut, render_thermal
+from fer_lightning.data.synthetic.visible import render_visible
+from fer_lightning.errors import FERError
+from fer_lightning.io import atomic_write_bytes, atomic_write_text, commit, file_sha1
+
+log = logging.getLogger(__name__)
+
+# Per-sample conditions beside the manifest, to slice results by them (e.g. fusion on bad-light photos).
+CONDITIONS = "conditions.csv"
+# generate()'s arguments a prepared synthetic dataset was drawn with; other arguments draw it again
+GENERATOR_STAMP = "generator.json"
+
+
+def check_expression(expression: str) -> None:
+    if expression not in CLASSES:
+        raise ValueError(f"unknown expression {expression!r}; valid: {', '.join(CLASSES)}")
+
+
+def render_sample(
+    rng: np.random.Generator, subject: Subject, expression: str, image_size: int, palette: str, knobs: Knobs
+) -> tuple[np.ndarray, np.ndarray, Scene]:
+    """One (visible, infrared) pair, each ``(image_size, image_size, 3)`` uint8, and the scene it drew
+    (intensity, failures), for ``conditions.csv``."""
+    check_expression(expression)
+    palette_lut(palette)
+    # Separate streams, so a knob that only affects one modality leaves the other one's pixels unchanged.
+    scene_rng, vis_rng, ir_rng = (np.random.default_rng(s) for s in rng.integers(2**62, size=3))
+    scene = sample_scene(scene_rng, subject, knobs)
+    geom = build_geometry(subject, expression, scene.intensity)
+    visible = render_visible(vis_rng, subject, geom, scene, image_size, knobs)
+    infrared = render_thermal(ir_rng, subject, geom, scene, image_size, knobs, palette)
+    return visible, infrared, scene
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=6)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def generate(
+    out_dir: str | Path,
+    *,
+    n_subjects: int = 30,
+    samples_per_class: int = 5,
+    image_size: int = 80,
+    seed: int = 0,
+    palette: str = "iron",
+    difficulty: str | Mapping[str, Any] = "default",
+) -> list[dict]:
+    """Write ``out_dir/{visible,infrared}/<Class>/<sample_id>.png`` and return one row per sample.
+
+    Rows have ``sample_id`` (``s007_Happy_03``), ``label`` (class name), ``visible`` and ``infrared``
+    (posix paths relative to ``out_dir``) and ``subject`` (``s007``, 0-based). ``samples_per_class`` is
+    per subject. ``conditions.csv`` records each sample's expression intensity and which failure, if any,
+    it drew (``visible_condition``: dark / glare / shadow; ``occluder``; ``infrared_condition``: hot_object /
+    defocus / stripes / drift). Every sample draws from its own generator seeded by (seed, subject, class, index), so
+    output is byte-identical for the same arguments and independent of generation order.
+    """
+    n_subjects = _positive_int("n_subjects", n_subjects)
+    samples_per_class = _positive_int("samples_per_class", samples_per_class)
+    image_size = _positive_int("image_size", image_size, 16)
+    seed = _positive_int("seed", seed, 0)
+    palette_lut(palette)
+    knobs = Knobs.from_difficulty(difficulty)
+
+    out = Path(out_dir)
+    for modality in ("visible", "infrared"):
+        for cls in CLASSES:
+            (out / modality / cls).mkdir(parents=True, exist_ok=True)
+    sw, kw = max(3, len(str(n_subjects - 1))), max(2, len(str(samples_per_class - 1)))
+    rows, conditions = [], []
+    for s in range(n_subjects):
+        subject_rng = np.random.default_rng(np.random.SeedSequence([seed, 0, s]))
+        subject = Subject.sample(subject_rng, knobs.identity_spread)
+        subject_id = f"s{s:0{sw}d}"
+        for c, cls in enumerate(CLASSES):
+            for k in range(samples_per_class):
+                rng = np.random.default_rng(np.random.SeedSequence([seed, 1, s, c, k]))
+                visible, infrared, scene = render_sample(rng, subject, cls, image_size, palette, knobs)
+                sample_id = f"{subject_id}_{cls}_{k:0{kw}d}"
+                row = {
+                    "sample_id": sample_id,
+                    "label": cls,
+                    "visible": f"visible/{cls}/{sample_id}.png",
+                    "infrared": f"infrared/{cls}/{sample_id}.png",
+                    "subject": subject_id,
+                }
+                _write_png(out / row["visible"], visible)
+                _write_png(out / row["infrared"], infrared)
+                rows.append(row)
+                conditions.append(
+                    {
+                        "sample_id": sample_id,
+                        "intensity": f"{scene.intensity:.3f}",
+                        "visible_condition": scene.bad_light or "",
+                        "occluder": scene.occluder_kind or "",
+                        "infrared_condition": scene.ir_artifact or "",
+                    }
+                )
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(conditions[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(conditions)
+    atomic_write_text(out / CONDITIONS, buf.getvalue())
+    return rows
+
+
+def build_dataset(root: Path, generator: Mapping[str, Any]) -> None:
+    """The prepared synthetic dataset in ``root``: images, manifest, rejected.csv and contact sheet, drawn with
+    :func:`generate`'s arguments ``generator``; kept as it is when ``root`` holds it already.
+
+    It is drawn beside ``root`` and swapped in at the end, so an interrupted run leaves no partial dataset.
+    """
+    settings = json.dumps(dict(generator), sort_keys=True)
+    stamp = root / GENERATOR_STAMP
+    if (root / MANIFEST).is_file() and stamp.is_file() and stamp.read_text() == settings:
+        return
+    log.info("generating the synthetic dataset in %s", root)
+    tmp = root.with_name(f".{root.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        rows = generate(tmp, **generator)
+    except (TypeError, ValueError) as exc:  # a bad dataset.generator key or value
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FERError(f"dataset.generator: {exc}") from exc
+    for r in rows:
+        r["split"] = ""
+        for m in ("visible", "infrared"):
+            r[f"{m}_sha1"] = file_sha1(tmp / r[m])
+    write_manifest(tmp / MANIFEST, rows)
+    atomic_write_text(tmp / GENERATOR_STAMP, settings)
+    atomic_write_text(tmp / REJECTED, rejected_text([]))  # every generated file is used
+    contact_sheet(tmp, rows, tmp / CONTACT_SHEET)
+    if root.exists():
+        shutil.rmtree(root)
+    commit(tmp, root)
