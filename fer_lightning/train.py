@@ -19,7 +19,7 @@ from fer_lightning import resolvers  # noqa: F401  (registers the config resolve
 from fer_lightning.cli import quiet_libraries, report_errors
 from fer_lightning.data.datamodules import ManifestDataModule
 from fer_lightning.errors import FERError
-from fer_lightning.loggers import finish_wandb
+from fer_lightning.loggers import finish_wandb, log_results
 from fer_lightning.metrics import classification_report
 from fer_lightning.plots import confusion_matrix_figure
 from fer_lightning.runs import print_summary, write_results
@@ -124,6 +124,7 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
         output_dir / "confusion_matrix.png",
         title=f"{datamodule.name} {datamodule.modality} test (n={report['n']})",
     )
+    log_results(loggers, results, output_dir)  # wandb summary + figures (fer_lightning.loggers; issue 12)
     print_summary(results, path)
     metrics = {**fit_metrics, **test_metrics, "results": results}
     return metrics, {"datamodule": datamodule, "model": model, "trainer": trainer, "predictions": preds}
