@@ -219,22 +219,30 @@ class ManifestDataModule(L.LightningDataModule):
         self._expanded = False
         self._loaded_key = key
 
+    def offline_variants(self) -> list[PairTransform]:
+        """One transform per geometric augmentation: the study drew its offline copies from each in turn."""
+        return [
+            PairTransform(
+                self.modalities,
+                self.image_size,
+                geometric=g,
+                photometric=self.augment.get("photometric") or (),
+                paired_geometry=self.augment.get("paired_geometry", True),
+            )
+            for g in offline_variants(self.augment.get("geometric") or ())
+        ]
+
     def _expand_train(self) -> None:
         """The study's offline protocol, drawn only when training starts (evaluation never pays for it)."""
         if self.offline_copies and not self._expanded:
             eval_tf = self._datasets["val"].transform
-            variants = [
-                PairTransform(
-                    self.modalities,
-                    self.image_size,
-                    geometric=g,
-                    photometric=self.augment.get("photometric") or (),
-                    paired_geometry=self.augment.get("paired_geometry", True),
-                )
-                for g in offline_variants(self.augment.get("geometric") or ())
-            ]
             self._datasets["train"] = offline_expand(
-                self._datasets["train"], self.offline_copies, eval_tf, variants, self.seed, self.num_workers
+                self._datasets["train"],
+                self.offline_copies,
+                eval_tf,
+                self.offline_variants(),
+                self.seed,
+                self.num_workers,
             )
             self._expanded = True
 
