@@ -1,6 +1,7 @@
 """``python -m fer_lightning.bench``: training throughput of this framework vs the study's pipeline, same run.
 
-Both train the same architecture on the same generated images for a fixed number of steps:
+Both train the same architecture (``--backbone``: ResNet-18, any registered name or ``timm/<model>``) on the
+same generated images for a fixed number of steps:
 
 - framework: the real datamodule (images decoded once into the uint8 cache, augmentation in workers) and
   LightningModule under a Lightning Trainer (bf16-mixed + channels_last + cudnn benchmark on a GPU);
@@ -8,7 +9,10 @@ Both train the same architecture on the same generated images for a fixed number
   torchvision-style Dataset every epoch, float32 tensors from 2 workers, fp32, ``torch.cuda.empty_cache()``
   and ``loss.item()`` every step.
 
-The last line printed is one JSON object (see ``README``); images/s count pairs for ``--modality fusion``.
+The model and the augmentation come from the project's own config (``conf/train.yaml`` composed by Hydra, the
+model built as ``train`` builds it); trailing ``KEY=VALUE`` arguments are Hydra overrides on top, e.g.
+``model.backbone.kwargs={img_size:64}`` for a ViT at 64 px. The last line printed is one JSON object (see
+``README``); images/s count pairs for ``--modality fusion``.
 """
 
 from __future__ import annotations
@@ -28,8 +32,11 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, open_dict
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -37,10 +44,11 @@ from fer_lightning.data import synthetic
 from fer_lightning.data.datamodules import ManifestDataModule
 from fer_lightning.data.datasets import FERDataset, offline_expand
 from fer_lightning.data.manifest import SplitSpec, read_manifest, write_manifest
-from fer_lightning.data.transforms import PairTransform, offline_variants
+from fer_lightning.data.transforms import PairTransform
 from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_write_text
 from fer_lightning.resolvers import auto_precision
+from fer_lightning.runs import build_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # The study's protocol at VIRI size: 566 pairs -> train 393 / val 83 / test 90; 26 images per training image.
@@ -137,22 +145,39 @@ class _Timer(L.Callback):
         self.t1 = time.perf_counter()
 
 
-def model_config(modality: str, device: str, compile_: bool):
-    cfg = OmegaConf.load(CONF / "model" / "resnet18.yaml")
-    cfg = OmegaConf.merge(cfg, OmegaConf.load(CONF / "modality" / f"{modality}.yaml").model)
-    cfg.backbone.weights = None  # random init: no download; speed does not depend on the weights
-    cfg.channels_last = device == "cuda"
-    cfg.compile = compile_
-    cfg.scheduler = None
-    return cfg
+def compose_config(args: argparse.Namespace) -> DictConfig:
+    """``conf/train.yaml`` as ``python -m fer_lightning.train`` composes it, set up for the benchmark."""
+    overrides = [
+        f"modality={args.modality}",
+        f"augment={args.augment}",
+        "augment.offline_copies=0",  # online draws: the framework pays for augmentation inside the timed steps
+        f"model.backbone.name={args.backbone}",
+        "model.backbone.weights=null",  # random init: no download; speed does not depend on the weights
+        "model.scheduler=null",
+        f"model.channels_last={args.device == 'cuda'}",
+        f"model.compile={args.compile}",
+        *args.overrides,
+    ]
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose(config_name="train", overrides=overrides)
+    except HydraException as exc:
+        raise FERError(f"bench overrides {overrides}: {str(exc).splitlines()[0]}") from exc
 
 
-def build_model(cfg, classes: list[str]) -> L.LightningModule:
-    return instantiate(cfg, num_classes=len(classes), class_names=classes, _convert_="all")
+def study_model_config(cfg: DictConfig) -> DictConfig:
+    """The same model as the study ran it: no channels_last, no compile."""
+    model = cfg.model.copy()
+    with open_dict(model):
+        model.channels_last = False
+        model.compile = False
+    return model
 
 
-def run_framework(dm: ManifestDataModule, args, classes: list[str]) -> dict:
-    model = build_model(model_config(args.modality, args.device, args.compile), classes)
+def run_framework(dm: ManifestDataModule, args, cfg: DictConfig, classes: list[str]) -> dict:
+    model = build_model(cfg.model, classes)
     timer = _Timer(args.warmup, args.device)
     precision = auto_precision() if args.device == "cuda" else "32-true"
     trainer = L.Trainer(
@@ -218,12 +243,12 @@ def run_loader_only(dm: ManifestDataModule, args) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def run_study_style(root: Path, rows: list[dict], classes: list[str], args) -> float:
+def run_study_style(root: Path, rows: list[dict], classes: list[str], args, cfg: DictConfig) -> float:
     modalities = ("visible", "infrared") if args.modality == "fusion" else (args.modality,)
     train_rows = [r for r in rows if r["split"] == "train"]
     ds = StudyStyleDataset(root, train_rows, modalities, classes, args.image_size)
     loader = DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=STUDY_WORKERS)
-    model = build_model(model_config(args.modality, "cpu", False), classes).to(args.device)
+    model = build_model(study_model_config(cfg), classes).to(args.device)
     torch.backends.cudnn.benchmark = False  # PyTorch's default, which the study kept (the Trainer set it on)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -260,19 +285,8 @@ def offline_draw_seconds(dm: ManifestDataModule, args, n_samples: int = 16) -> f
     images = {m: a.subset(range(n)) for m, a in train.images.items()}
     base = FERDataset(images, train.labels[:n], train.indices[:n], train.transform)
     plain = PairTransform(dm.modalities, dm.image_size)
-    aug = dm.augment
-    variants = [
-        PairTransform(
-            dm.modalities,
-            dm.image_size,
-            geometric=g,
-            photometric=aug.get("photometric") or (),
-            paired_geometry=aug.get("paired_geometry", True),
-        )
-        for g in offline_variants(aug.get("geometric") or ())
-    ]
     t = time.perf_counter()
-    offline_expand(base, VIRI["copies"], plain, variants, 0, dm.num_workers)
+    offline_expand(base, VIRI["copies"], plain, dm.offline_variants(), 0, dm.num_workers)
     return (time.perf_counter() - t) / n
 
 
@@ -284,6 +298,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     default_device = "cuda" if torch.cuda.is_available() else "cpu"
     p.add_argument("--device", choices=("cpu", "cuda"), default=default_device)
     p.add_argument("--modality", choices=("visible", "infrared", "fusion"), default="visible")
+    p.add_argument("--backbone", default="resnet18", help="model.backbone.name: resnet18/34/50 or timm/<model>")
     p.add_argument("--image-size", type=int, default=None, help="default: 224 on cuda, 64 on cpu")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=30, help="timed training steps per pipeline")
@@ -297,6 +312,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=50, help="epochs of the paper protocol to extrapolate")
     p.add_argument("--data-dir", type=Path, default=None, help="keep the generated data here (default: temp)")
     p.add_argument("--skip-study", action="store_true", help="framework only (no study-style run)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides of conf/train.yaml")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise FERError("--device cuda: no CUDA device is visible; use --device cpu")
@@ -315,6 +331,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def bench(args: argparse.Namespace, work: Path) -> dict:
+    cfg = compose_config(args)
     manifest = work / "bench" / "manifest.csv"
     if manifest.is_file() and (work / "bench" / "split.json").is_file() and len(read_manifest(manifest)) == args.pairs:
         rows = read_manifest(manifest)  # a kept --data-dir: the same files again
@@ -322,8 +339,6 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
         shutil.rmtree(work / "bench", ignore_errors=True)
         rows = make_images(work / "bench", args.pairs, args.unique)
     classes = sorted({r["label"] for r in rows})
-    augment = OmegaConf.to_container(OmegaConf.load(CONF / "augment" / f"{args.augment}.yaml"), resolve=True)
-    augment["offline_copies"] = 0  # online draws: the framework pays for augmentation inside the timed steps
     dm = ManifestDataModule(
         modality=args.modality,
         data_dir=str(work),
@@ -332,7 +347,7 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
         image_size=args.image_size,
         batch_size=args.batch_size,
         num_workers=args.workers,
-        augment=instantiate(augment, _convert_="all"),
+        augment=instantiate(cfg.augment, _convert_="all"),
         normalization="imagenet",
         pin_memory=args.device == "cuda",
     )
@@ -341,10 +356,10 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
     dm.setup("fit")
     cache_s = time.perf_counter() - t
 
-    fw = run_framework(dm, args, classes)
+    fw = run_framework(dm, args, cfg, classes)
     loader_img_s = run_loader_only(dm, args)
     draw_s = offline_draw_seconds(dm, args)
-    seed_img_s = None if args.skip_study else run_study_style(work / "bench", rows, classes, args)
+    study_img_s = None if args.skip_study else run_study_style(work / "bench", rows, classes, args, cfg)
 
     per_epoch = VIRI["train"] * VIRI["copies"]
     setup_s = cache_s * VIRI["pairs"] / args.pairs + draw_s * VIRI["train"]
@@ -353,7 +368,8 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
         + args.epochs * (per_epoch / fw["img_s"] + VIRI["val"] / fw["eval_img_s"])
         + (VIRI["test"] / fw["eval_img_s"])
     )
-    study_protocol_s = args.epochs * per_epoch / seed_img_s if seed_img_s else None
+    study_protocol_s = args.epochs * per_epoch / study_img_s if study_img_s else None
+    backbone = next(iter(fw["model"].backbones.values()))
     gpu = torch.cuda.get_device_name() if args.device == "cuda" else None
     return {
         "device": args.device,
@@ -364,6 +380,9 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
         "image_size": args.image_size,
         "batch_size": args.batch_size,
         "modality": args.modality,
+        "backbone": args.backbone,
+        "backbone_params": sum(p.numel() for p in backbone.parameters()),
+        "overrides": args.overrides,
         "unit": "pairs/s" if args.modality == "fusion" else "img/s",
         "steps": args.steps,
         "augment": args.augment,
@@ -373,8 +392,8 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
         "framework_workers": dm.num_workers,
         "study_workers": STUDY_WORKERS,
         "framework_img_s": round(fw["img_s"], 1),
-        "seed_style_img_s": _round(seed_img_s, 1),
-        "ratio": _round(fw["img_s"] / seed_img_s if seed_img_s else None, 2),
+        "study_style_img_s": _round(study_img_s, 1),
+        "ratio": _round(fw["img_s"] / study_img_s if study_img_s else None, 2),
         "loader_img_s": round(loader_img_s, 1),
         "loader_over_model": round(loader_img_s / fw["img_s"], 2),
         "eval_img_s": round(fw["eval_img_s"], 1),
@@ -385,7 +404,7 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
         f"epochs + val {VIRI['val']}/epoch + test {VIRI['test']}",
         "protocol_s": round(protocol_s, 1),
         "protocol_how": "extrapolated",
-        "seed_style_protocol_s": _round(study_protocol_s, 1),
+        "study_style_protocol_s": _round(study_protocol_s, 1),
     }
 
 
@@ -404,20 +423,21 @@ def table(r: dict) -> str:
     r = {k: ("not run" if v is None else v) for k, v in r.items()}
     lines = [
         f"# {r['date']}  {r['device']} ({r['device_name']}, {r['cpu_cores']} cores)  torch {r['torch']}  "
-        f"{r['modality']}  {r['image_size']} px  batch {r['batch_size']}  {r['steps']} timed steps",
+        f"{r['modality']}  {r['backbone']} ({r['backbone_params'] / 1e6:.1f} M params)  {r['image_size']} px  "
+        f"batch {r['batch_size']}  {r['steps']} timed steps",
         f"| pipeline | {u} |",
         "|---|---|",
         f"| framework: uint8 cache + {r['augment']} augmentation online, {r['framework_workers']} workers, "
         f"{r['precision']}{', channels_last' if r['channels_last'] else ''}"
         f"{', compile' if r['compile'] else ''} | {r['framework_img_s']:,.1f} |",
         f"| study-style: 640x480 JPEG + PIL every epoch, fp32, {r['study_workers']} workers | "
-        f"{_num(r['seed_style_img_s'])} |",
+        f"{_num(r['study_style_img_s'])} |",
         f"| ratio | {_num(r['ratio'], 2)}x |",
         f"| loader alone (no model), framework | {r['loader_img_s']:,.1f} "
         f"({r['loader_over_model']:.1f}x what the model consumes) |",
         f"| evaluation (no grad), framework | {r['eval_img_s']:,.1f} |",
         f"| paper protocol, {r['protocol']} ({r['protocol_how']}) | {r['protocol_s']:,.1f} s "
-        f"(study-style {_num(r['seed_style_protocol_s'])} s) |",
+        f"(study-style {_num(r['study_style_protocol_s'])} s) |",
     ]
     return "\n".join(lines)
 
@@ -439,8 +459,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with tempfile.TemporaryDirectory(prefix="fer-bench-") as tmp:
                 result = bench(args, Path(tmp))
-    except FERError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+    except (FERError, InstantiationException) as exc:
+        # Hydra wraps errors raised in constructors; ours are still expected errors
+        error = exc if isinstance(exc, FERError) else exc.__cause__
+        if not isinstance(error, FERError):
+            raise
+        print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
     print(table(result))
     print(json.dumps(result), flush=True)

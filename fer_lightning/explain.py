@@ -25,6 +25,7 @@ from fer_lightning.app import hydra_entry, quiet_libraries, report_errors
 from fer_lightning.data.images import load_rgb
 from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_path
+from fer_lightning.models.backbones import cam_target
 from fer_lightning.runs import Predictor, load_run_checkpoint
 from fer_lightning.runs.predictor import MODALITIES
 
@@ -68,7 +69,8 @@ def explain(cfg: DictConfig) -> dict:
     written = {}
     for m in predictor.modalities:
         branch = _Branch(predictor.model, m, batch)
-        with GradCAM(model=branch, target_layers=[predictor.model.backbones[m].trunk.layer4]) as cam:
+        layer, reshape = cam_target(predictor.model.backbones[m])
+        with GradCAM(model=branch, target_layers=[layer], reshape_transform=reshape) as cam:
             heat = cam(input_tensor=batch[m], targets=[ClassifierOutputTarget(target_idx)])[0]
         original = load_rgb(paths[m])
         h, w = original.shape[:2]

@@ -66,7 +66,7 @@ for r in rows:
     f = lambda x: x if isinstance(x, str) else f"{x:,.0f}"
     print(f"| {r['date']} | {r['device_name']} | {r['modality']} | {r['image_size']} | {r['batch_size']} | "
           f"{r['framework_img_s']:,.0f} {u} ({r['precision']}{extra}, {r['framework_workers']} workers) | "
-          f"{f(r['seed_style_img_s'])} {u} | {r['ratio']}x | {r['loader_img_s']:,.0f} {u} | "
-          f"{r['protocol_s']:,.0f} s / {f(r['seed_style_protocol_s'])} s ({r['protocol_how']}) |")
+          f"{f(r['study_style_img_s'])} {u} | {r['ratio']}x | {r['loader_img_s']:,.0f} {u} | "
+          f"{r['protocol_s']:,.0f} s / {f(r['study_style_protocol_s'])} s ({r['protocol_how']}) |")
 PY
 cat "$OUT/gpu_bench.md"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from fer_lightning import bench
 
@@ -14,12 +15,12 @@ REQUIRED = (
     "batch_size",
     "modality",
     "framework_img_s",
-    "seed_style_img_s",
+    "study_style_img_s",
     "ratio",
     "loader_img_s",
     "protocol_s",
     "protocol_how",
-    "seed_style_protocol_s",
+    "study_style_protocol_s",
 )
 TINY = [
     "--device",
@@ -49,10 +50,10 @@ def test_bench_prints_table_then_json(tmp_path, capsys, modality):
     assert all(k in result for k in REQUIRED)
     assert result["device"] == "cpu" and result["modality"] == modality and result["image_size"] == 32
     assert result["unit"] == ("pairs/s" if modality == "fusion" else "img/s")
-    for key in ("framework_img_s", "seed_style_img_s", "loader_img_s", "protocol_s"):
+    for key in ("framework_img_s", "study_style_img_s", "loader_img_s", "protocol_s"):
         assert result[key] > 0
     # (rates are rounded to 0.1 before printing, and tiny runs are slow)
-    assert result["ratio"] == pytest.approx(result["framework_img_s"] / result["seed_style_img_s"], rel=0.15)
+    assert result["ratio"] == pytest.approx(result["framework_img_s"] / result["study_style_img_s"], rel=0.15)
     assert result["protocol_how"] == "extrapolated"
     assert any(line.startswith("| ratio |") for line in lines)
     # The study-style files really are 640x480 JPEGs beside the framework's cache.
@@ -63,6 +64,36 @@ def test_bench_prints_table_then_json(tmp_path, capsys, modality):
     assert any((tmp_path / "bench" / "cache").glob("*.npy"))
 
 
+@pytest.mark.parametrize(
+    ("backbone", "overrides", "kwargs"),
+    [
+        ("timm/mobilenetv3_small_050", [], {}),
+        pytest.param(
+            "timm/vit_tiny_patch16_224",
+            ["model.backbone.kwargs={img_size:32}"],
+            {"img_size": 32},
+            marks=pytest.mark.slow,
+        ),
+    ],
+)
+def test_bench_measures_a_timm_backbone_beside_the_study_style_run(tmp_path, capsys, backbone, overrides, kwargs):
+    import timm
+
+    assert bench.main([*TINY, "--backbone", backbone, "--data-dir", str(tmp_path), *overrides]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["backbone"] == backbone and result["overrides"] == overrides
+    # the backbone's own parameters: the timm trunk plus the attention gate Linear(d, d), not the head's
+    trunk = timm.create_model(backbone.removeprefix("timm/"), num_classes=0, **kwargs).eval()
+    d = trunk(torch.rand(1, 3, 32, 32)).shape[1]
+    assert result["backbone_params"] == sum(p.numel() for p in trunk.parameters()) + d * d + d
+    assert result["framework_img_s"] > 0 and result["study_style_img_s"] > 0
+    assert result["ratio"] == pytest.approx(result["framework_img_s"] / result["study_style_img_s"], rel=0.15)
+
+
 def test_bench_rejects_bad_arguments(capsys):
     assert bench.main(["--device", "cpu", "--steps", "0"]) == 2
     assert "--steps" in capsys.readouterr().err
+    assert bench.main([*TINY, "--pairs", "10", "model.no_such_key=1"]) == 2
+    assert "model.no_such_key" in capsys.readouterr().err
+    assert bench.main([*TINY, "--pairs", "10", "--backbone", "timm/resnet_nope"]) == 2
+    assert "timm.list_models('resnet*')" in capsys.readouterr().err

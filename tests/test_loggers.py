@@ -14,3 +14,138 @@ def test_csv_metrics_survive_a_second_logger_in_the_same_run_dir(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["val/accuracy"] for r in rows] == ["0.5", "0.7"]
     assert rows[1]["train/loss"] == "1.0"
+
+
+# ------------------------------------------------------------------------------------------- wandb
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from fer_lightning.loggers import log_evaluation, results_summary, wandb_logger  # noqa: E402
+from tests.conftest import REPO, TINY, compose_cfg  # noqa: E402
+from tests.wandb_runs import offline_runs, read_run  # noqa: E402
+
+
+@pytest.fixture
+def wandb_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+
+
+def _init(logger) -> dict:
+    return logger._wandb_init
+
+
+def test_group_and_tags_come_from_the_sweep_or_the_recipe(tmp_path):
+    single = {"mode": "RUN", "runtime": {"output_dir": str(tmp_path / "run"), "choices": {"experiment": None}}}
+    lg = wandb_logger(save_dir=str(tmp_path), dataset="viri", modality="fusion", job_type="fusion", run_hydra=single)
+    assert _init(lg)["group"] == "default-viri-fusion"
+    assert _init(lg)["tags"] == ["viri", "fusion"] and _init(lg)["job_type"] == "fusion"
+    recipe = {"mode": "RUN", "runtime": {"output_dir": str(tmp_path), "choices": {"experiment": "paper_viri_fusion"}}}
+    lg = wandb_logger(save_dir=str(tmp_path), tags=["mine"], dataset="viri", modality="fusion", run_hydra=recipe)
+    assert _init(lg)["group"] == "paper_viri_fusion-viri-fusion"
+    assert _init(lg)["tags"] == ["mine", "viri", "fusion", "paper_viri_fusion"]
+    sweep = {"mode": "MULTIRUN", "runtime": {"output_dir": str(tmp_path / "2026-01-01_seeds" / "3"), "choices": {}}}
+    lg = wandb_logger(save_dir=str(tmp_path), dataset="viri", modality="visible", run_hydra=OmegaConf.create(sweep))
+    assert _init(lg)["group"] == "2026-01-01_seeds"
+    lg = wandb_logger(save_dir=str(tmp_path), group="mine", dataset="viri", modality="visible", run_hydra=sweep)
+    assert _init(lg)["group"] == "mine"
+
+
+def test_config_composes_group_job_type_and_top_level_seed_and_fold(tmp_path):
+    cfg = compose_cfg([*TINY, "logger=wandb", "modality=infrared", "seed=3", "dataset.split.fold=2"], tmp_path)
+    node = OmegaConf.to_container(cfg.logger.wandb, resolve=True)
+    assert node["job_type"] == "infrared" and node["group"] is None
+    assert node["config"] == {"seed": 3, "fold": 2}
+    cfg = compose_cfg(["logger=wandb", "logger.wandb.group=ablation-1"], tmp_path)
+    assert cfg.logger.wandb.group == "ablation-1"
+
+
+def test_results_summary_uses_results_json_names():
+    results = {
+        "best_val_accuracy": 0.9,
+        "train_seconds": 12.5,
+        "epochs_trained": 3,
+        "test": {"n": 90, "accuracy": 0.8, "accuracy_ci95": [0.7, 0.88], "confusion_matrix": [[1]], "per_class": {}},
+    }
+    assert results_summary(results) == {
+        "best_val_accuracy": 0.9,
+        "train_seconds": 12.5,
+        "epochs_trained": 3,
+        "test/n": 90,
+        "test/accuracy": 0.8,
+        "test/accuracy_ci95_lo": 0.7,
+        "test/accuracy_ci95_hi": 0.88,
+    }
+
+
+def test_single_run_summary_holds_the_test_metrics_and_figures(tmp_path, data_dir, wandb_offline):
+    from fer_lightning.train import run as fer_run
+
+    run = tmp_path / "run"
+    fer_run(compose_cfg([*TINY, "modality=visible", "debug=fast", "logger=wandb"], run, data_dir))
+    (path,) = offline_runs(run)
+    logged = read_run(path)
+    results = json.loads((run / "results.json").read_text())
+    summary = logged["summary"]
+    assert summary["test/accuracy"] == pytest.approx(results["test"]["accuracy"])
+    assert summary["test/n"] == results["test"]["n"] == 15
+    lo, hi = results["test"]["accuracy_ci95"]
+    assert (summary["test/accuracy_ci95_lo"], summary["test/accuracy_ci95_hi"]) == pytest.approx((lo, hi))
+    assert summary["train_seconds"] == pytest.approx(results["train_seconds"])
+    assert {"figures/curves", "figures/confusion_matrix"} <= logged["history_keys"]
+    assert logged["group"] == "default-synthetic-visible" and logged["job_type"] == "visible"
+    assert {"synthetic", "visible"} <= set(logged["tags"])
+    config = logged["config"]
+    assert config["seed"] == 0 and config["fold"] == 0  # top level, for the dashboard's group-by
+    assert config["model"]["backbone"]["name"] == "resnet18"  # the resolved run config
+    assert config["paths"]["output_dir"] == str(run)
+
+
+def test_evaluation_sits_beside_its_run(tmp_path, wandb_offline):
+    run_cfg = compose_cfg([*TINY, "logger=wandb", "modality=fusion"], tmp_path / "eval")
+    evaluated = tmp_path / "2026-01-01_sweep" / "1"
+    (evaluated / ".hydra").mkdir(parents=True)
+    hydra = {"hydra": {"mode": "MULTIRUN", "runtime": {"choices": {"experiment": "ours_viri_fusion"}}}}
+    (evaluated / ".hydra" / "hydra.yaml").write_text(OmegaConf.to_yaml(hydra))
+    results = {"test": {"n": 4, "accuracy": 0.5, "accuracy_ci95": [0.0, 1.0]}, "best_val_accuracy": 0.75}
+    log_evaluation(run_cfg, results, tmp_path / "eval", evaluated)
+    (path,) = offline_runs(tmp_path / "eval")
+    logged = read_run(path)
+    assert logged["job_type"] == "evaluate" and logged["project"] == "fer-lightning"
+    assert logged["group"] == "2026-01-01_sweep"
+    assert {"synthetic", "fusion", "ours_viri_fusion"} <= set(logged["tags"])
+    assert logged["summary"]["test/accuracy"] == 0.5 and logged["summary"]["test/n"] == 4
+    assert logged["config"]["evaluated_run_dir"] == str(evaluated)
+    log_evaluation(compose_cfg(["logger=none"], tmp_path / "quiet"), results, tmp_path / "quiet", evaluated)
+    assert not offline_runs(tmp_path / "quiet")
+
+
+@pytest.mark.slow
+def test_two_seed_multirun_shares_group_and_tags(tmp_path, data_dir):
+    sweep = tmp_path / "seeds-sweep"
+    args = [*TINY, "modality=visible", "debug=fast", "logger=wandb", f"paths.data_dir={data_dir}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "NETRC": str(tmp_path / "no-netrc")}
+    env.pop("WANDB_API_KEY", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fer_lightning.train", "-m", "seed=0,1", *args, f"hydra.sweep.dir={sweep}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = [read_run(p) for p in offline_runs(sweep)]
+    assert len(runs) == 2
+    assert {r["group"] for r in runs} == {"seeds-sweep"}
+    assert all({"synthetic", "visible"} <= set(r["tags"]) and r["job_type"] == "visible" for r in runs)
+    assert sorted(r["config"]["seed"] for r in runs) == [0, 1]
+    assert all(r["summary"]["test/n"] == 15 for r in runs)

@@ -234,13 +234,21 @@ class ManifestDataModule(L.LightningDataModule):
             )
         return datasets
 
+    def offline_variants(self) -> list[PairTransform]:
+        """One transform per geometric augmentation: the study drew its offline copies from each in turn."""
+        return [self._train_transform(g) for g in offline_variants(self.augment.get("geometric") or ())]
+
     def _expand_train(self) -> None:
         """The study's offline protocol, drawn only when training starts (evaluation never pays for it)."""
         if self.offline_copies and not self._expanded:
             eval_tf = self._datasets["val"].transform
-            variants = [self._train_transform(g) for g in offline_variants(self.augment.get("geometric") or ())]
             self._datasets["train"] = offline_expand(
-                self._datasets["train"], self.offline_copies, eval_tf, variants, self.seed, self.num_workers
+                self._datasets["train"],
+                self.offline_copies,
+                eval_tf,
+                self.offline_variants(),
+                self.seed,
+                self.num_workers,
             )
             self._expanded = True
 

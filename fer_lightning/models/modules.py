@@ -176,7 +176,8 @@ class FusionModule(FERModule):
 
     Args:
         backbone: arguments of :func:`build_backbone` for both branches.
-        infrared_backbone: overrides for the infrared branch (e.g. ``attention: gate_sq``).
+        infrared_backbone: overrides for the infrared branch (e.g. ``attention: gate_sq``, or another ``name``:
+            where the branches' widths then differ, the narrower one is projected to the wider's).
         fusion: ``interleave`` (the study's), ``concat`` or ``sum``.
         infrared_init: a checkpoint of a trained infrared :class:`SingleModalityModule` whose backbone
             initialises the infrared branch, as the study did.
@@ -203,9 +204,14 @@ class FusionModule(FERModule):
             raise FERError(f"model.modality_dropout={modality_dropout}: must be in [0, 1]")
         self.modality_dropout = modality_dropout
         ir_args = {**backbone, **(infrared_backbone or {})}
+        if ir_args.get("name") != backbone.get("name") and "kwargs" not in (infrared_backbone or {}):
+            ir_args.pop("kwargs", None)  # the visible model's timm arguments need not fit another model
         self.backbones = nn.ModuleDict({"visible": build_backbone(**backbone), "infrared": build_backbone(**ir_args)})
         if infrared_init:
             self._init_infrared(Path(infrared_init))
+        widths = {m: b.out_features for m, b in self.backbones.items()}
+        if len(set(widths.values())) > 1:  # two backbone families: fusion pairs features one to one
+            self.backbones[min(widths, key=widths.get)].project_to(max(widths.values()))
         fuse(torch.zeros(1, 2), torch.zeros(1, 2), fusion)  # fail at build time on an unknown mode
         self.fusion = fusion
         in_features = fused_features(self.backbones["visible"].out_features, fusion)

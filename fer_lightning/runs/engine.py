@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fer_lightning.data.datamodules import ManifestDataModule
 from fer_lightning.errors import FERError
+from fer_lightning.loggers import log_evaluation, log_results
 from fer_lightning.runs.build import (
     build_datamodule,
     build_group,
@@ -243,6 +244,7 @@ def train_and_test(cfg: DictConfig) -> tuple[dict, Run]:
             "overrides": task_overrides(),
         },
     )
+    log_results(run.loggers, results, run.output_dir)
     return results, run
 
 
@@ -254,7 +256,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_cfg: DictConfig, run: RunCheckpoint
     split = str(cfg.get("split", "test"))
     outcome = ev.test(split, corruption=corruption)
     previous = _previous_results(run.run_dir)
-    return ev.report(
+    results = ev.report(
         outcome,
         {
             "best_val_accuracy": previous.get("best_val_accuracy"),
@@ -272,3 +274,5 @@ def evaluate_checkpoint(cfg: DictConfig, run_cfg: DictConfig, run: RunCheckpoint
         },
         split=split,
     )
+    log_evaluation(run_cfg, results, ev.output_dir, run.run_dir)
+    return results

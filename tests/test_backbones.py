@@ -1,0 +1,212 @@
+"""The backbone registry: ResNets and timm models behind one interface, their weights, and their use in models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+from fer_lightning.errors import FERError
+from fer_lightning.models.backbones import BACKBONES, FeatureGate, build_backbone, cam_target
+from fer_lightning.models.modules import FusionModule
+from tests.conftest import TINY, compose_cfg
+
+# One timm model per family, with what it needs to take the tests' 32 px images.
+TIMM = {
+    "timm/convnext_atto": {},
+    "timm/mobilenetv3_small_050": {},
+    "timm/vit_tiny_patch16_224": {"img_size": 32},
+}
+ALL = {**{name: {} for name in BACKBONES}, **TIMM}
+
+
+def _x(n: int = 2) -> torch.Tensor:
+    return torch.rand(n, 3, 32, 32)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_backbone_has_the_map_pool_interface(name):
+    backbone = build_backbone(name, attention="gate", kwargs=ALL[name]).eval()
+    x = _x()
+    with torch.no_grad():
+        fmap = backbone.feature_map(x)
+        pooled = backbone.pool(fmap)
+        assert fmap.ndim == 4 and fmap.shape[:2] == (2, backbone.map_channels) and min(fmap.shape[2:]) >= 1
+        assert pooled.shape == (2, backbone.out_features)
+        assert torch.allclose(backbone(x), pooled, atol=1e-6)
+    assert isinstance(backbone.attention, FeatureGate) and backbone.attention.fc.in_features == backbone.out_features
+    layer, _ = cam_target(backbone)
+    assert any(layer is m for m in backbone.modules())
+
+
+def test_timm_feature_sizes_come_from_the_model():
+    for name, kwargs in TIMM.items():
+        model = timm.create_model(name.removeprefix("timm/"), num_classes=0, **kwargs)
+        backbone = build_backbone(name, attention="none", kwargs=kwargs)
+        assert backbone.out_features == model(_x()).shape[1]
+        assert backbone.map_channels == model.num_features
+    # MobileNetV3's head convolution widens the pooled vector beyond the map's channels
+    mobilenet = build_backbone("timm/mobilenetv3_small_050", attention="none")
+    assert (mobilenet.map_channels, mobilenet.out_features) == (288, 1024)
+
+
+def test_vit_map_is_the_patch_grid_without_the_class_token():
+    backbone = build_backbone("timm/vit_tiny_patch16_224", attention="none", kwargs={"img_size": 64}).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        tokens = backbone.trunk.forward_features(x)
+        fmap = backbone.feature_map(x)
+    assert tokens.shape == (1, 1 + 16, 192) and fmap.shape == (1, 192, 4, 4)
+    # patch (row 1, column 2) is token 1 + 1*4 + 2
+    assert torch.equal(fmap[0, :, 1, 2], tokens[0, 1 + 1 * 4 + 2])
+
+
+def test_cam_targets_are_the_last_stage():
+    resnet = build_backbone("resnet18")
+    assert cam_target(resnet) == (resnet.trunk.layer4, None)
+    convnext = build_backbone("timm/convnext_atto")
+    assert cam_target(convnext)[0] is convnext.trunk.stages[-1]
+    mobilenet = build_backbone("timm/mobilenetv3_small_050")
+    assert cam_target(mobilenet)[0] is mobilenet.trunk.blocks[-1]
+    vit = build_backbone("timm/vit_tiny_patch16_224", kwargs={"img_size": 32})
+    layer, reshape = cam_target(vit)
+    assert layer is vit.trunk.blocks[-1].norm1
+    assert reshape(torch.rand(2, 1 + 4, 192)).shape == (2, 192, 2, 2)
+
+
+def test_grad_cam_runs_on_a_vit_with_its_token_reshape():
+    backbone = build_backbone("timm/vit_tiny_patch16_224", attention="gate", kwargs={"img_size": 32}).eval()
+    model = nn.Sequential(backbone, nn.Linear(backbone.out_features, 3))
+    layer, reshape = cam_target(backbone)
+    with GradCAM(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+        heat = cam(input_tensor=_x(1), targets=[ClassifierOutputTarget(1)])
+    assert heat.shape == (1, 32, 32) and heat.min() >= 0
+
+
+@pytest.mark.parametrize("name", TIMM)
+def test_timm_weights_load_from_a_saved_state_dict(name, tmp_path):
+    kwargs = TIMM[name]
+    # a bare timm model with its ImageNet classifier, as timm saves them
+    reference = timm.create_model(name.removeprefix("timm/"), num_classes=1000, **kwargs)
+    path = tmp_path / "trunk.pt"
+    torch.save(reference.state_dict(), path)
+    loaded = build_backbone(name, weights=str(path), kwargs=kwargs)
+    key, value = next((k, v) for k, v in reference.state_dict().items() if v.dtype.is_floating_point and v.ndim > 1)
+    assert torch.equal(loaded.trunk.state_dict()[key], value)
+    assert not torch.equal(build_backbone(name, kwargs=kwargs).trunk.state_dict()[key], value)
+    # a whole Backbone (trunk + attention gate), and the same as .safetensors
+    torch.save(loaded.state_dict(), tmp_path / "backbone.pt")
+    again = build_backbone(name, weights=str(tmp_path / "backbone.pt"), kwargs=kwargs)
+    assert torch.equal(again.attention.fc.weight, loaded.attention.fc.weight)
+    from safetensors.torch import save_file
+
+    save_file(reference.state_dict(), tmp_path / "trunk.safetensors")
+    from_safetensors = build_backbone(name, weights=str(tmp_path / "trunk.safetensors"), kwargs=kwargs)
+    assert torch.equal(from_safetensors.trunk.state_dict()[key], value)
+
+
+def test_timm_weights_of_another_model_do_not_fit(tmp_path):
+    path = tmp_path / "convnext.pt"
+    torch.save(timm.create_model("convnext_atto").state_dict(), path)
+    with pytest.raises(FERError, match="do not fit"):
+        build_backbone("timm/mobilenetv3_small_050", weights=str(path))
+
+
+def test_timm_imagenet_offline_says_where_timm_looks(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    with pytest.raises(FERError) as err:
+        build_backbone("timm/convnext_atto", weights="imagenet")
+    msg = str(err.value)
+    assert "\n" not in msg and "timm/convnext_atto" in msg and "model.backbone.weights=null" in msg
+    assert str(tmp_path / "hf-cache") in msg and "convnext_atto.d2_in1k" in msg
+
+
+def test_unknown_names_and_bad_kwargs_are_one_line_errors():
+    with pytest.raises(FERError) as err:
+        build_backbone("timm/convnext_atoo")
+    msg = str(err.value)
+    assert "\n" not in msg and "convnext_atto" in msg and "timm.list_models('convnext*')" in msg
+    with pytest.raises(FERError, match="unknown backbone"):
+        build_backbone("convnext_atto")  # timm models need the timm/ prefix
+    with pytest.raises(FERError, match="only timm/ backbones take kwargs"):
+        build_backbone("resnet18", kwargs={"img_size": 32})
+    with pytest.raises(FERError, match=r"model.backbone.kwargs=\{'img_size': 32\}"):
+        build_backbone("timm/convnext_atto", kwargs={"img_size": 32})
+
+
+def test_a_vit_fed_another_size_says_how_to_fix_it():
+    vit = build_backbone("timm/vit_tiny_patch16_224")
+    with pytest.raises(FERError, match=r"takes 224x224 images, not 32x32.*kwargs=\{img_size:32\}"):
+        vit(_x())
+
+
+@pytest.mark.parametrize("fusion", ["interleave", "concat", "sum"])
+def test_fusion_branches_may_use_different_backbones(fusion):
+    model = FusionModule(
+        {"name": "timm/vit_tiny_patch16_224", "attention": "gate", "kwargs": {"img_size": 32}},
+        {"hidden": 8},
+        fusion=fusion,
+        # another model: the visible branch's timm kwargs are not passed on to it
+        infrared_backbone={"name": "timm/mobilenetv3_small_050"},
+        num_classes=3,
+    ).eval()
+    visible, infrared = model.backbones["visible"], model.backbones["infrared"]
+    # 192 (ViT) vs 1024 (MobileNetV3): the narrower branch is projected to the wider one's width
+    assert isinstance(visible.projection, nn.Linear) and isinstance(infrared.projection, nn.Identity)
+    assert visible.out_features == infrared.out_features == 1024
+    assert model.head[1].in_features == (1024 if fusion == "sum" else 2048)
+    with torch.no_grad():
+        assert model({"visible": _x(), "infrared": _x()}).shape == (2, 3)
+
+
+def test_equal_widths_get_no_projection():
+    model = FusionModule({"name": "resnet18"}, {"hidden": 8}, infrared_backbone={"name": "resnet34"}, num_classes=3)
+    assert all(isinstance(b.projection, nn.Identity) for b in model.backbones.values())
+
+
+def _timm_overrides(name: str) -> list[str]:
+    kwargs = ",".join(f"{k}:{v}" for k, v in TIMM[name].items())
+    return [f"model.backbone.name={name}", f"model.backbone.kwargs={{{kwargs}}}"]
+
+
+@pytest.mark.parametrize("modality", ["visible", "fusion"])
+@pytest.mark.parametrize("name", TIMM)
+def test_timm_backbones_train_debug_fast(name, modality, tmp_path, data_dir):
+    from fer_lightning.train import train
+
+    run = tmp_path / "run"
+    cfg = compose_cfg([*TINY, f"modality={modality}", "debug=fast", *_timm_overrides(name)], run, data_dir)
+    _, objects = train(cfg)
+    results = json.loads((run / "results.json").read_text())
+    assert results["modality"] == modality and results["test"]["n"] == 15
+    assert all(b.name == name for b in objects["model"].backbones.values())
+
+
+def test_explain_draws_heat_maps_for_a_timm_cnn(tmp_path, data_dir):
+    from fer_lightning.explain import explain
+    from fer_lightning.train import train
+    from tests.eval_runs import compose_app, save_run_config
+
+    run = tmp_path / "run"
+    overrides = [*TINY, "logger=none", "modality=fusion", "trainer.max_epochs=1", "+trainer.limit_train_batches=1"]
+    cfg = compose_cfg([*overrides, *_timm_overrides("timm/mobilenetv3_small_050")], run, data_dir)
+    train(cfg)
+    save_run_config(cfg, run)
+    vis = next((data_dir / "synthetic" / "visible").rglob("*.png"))
+    ir = data_dir / "synthetic" / "infrared" / vis.relative_to(data_dir / "synthetic" / "visible")
+    args = [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"visible={vis}", f"infrared={ir}"]
+    result = explain(compose_app("explain", args, tmp_path / "out"))
+    for m in ("visible", "infrared"):
+        overlay = np.asarray(Image.open(result["heatmaps"][m]).convert("RGB"), dtype=np.int16)
+        original = np.asarray(Image.open(vis if m == "visible" else ir).convert("RGB"), dtype=np.int16)
+        assert overlay.shape == original.shape and np.abs(overlay - original).mean() > 1
