@@ -1,0 +1,64 @@
+"""Robustness evaluation: one modality corrupted or missing at test time, recorded, and the grid command."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from fer_lightning.errors import FERError
+from fer_lightning.evaluate import evaluate
+from fer_lightning.runs.robustness import robustness_grid
+from tests.eval_runs import compose_app, tiny_run
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, data_dir):
+    return tiny_run(tmp_path_factory, data_dir) / "checkpoints" / "last.ckpt"
+
+
+def test_evaluate_with_a_corruption_records_it_and_changes_the_predictions(ckpt, tmp_path):
+    clean = evaluate(compose_app("eval", [f"ckpt_path={ckpt}"], tmp_path / "clean"))
+    args = [f"ckpt_path={ckpt}", "corrupt.infrared=dead", "corrupt.severity=5", "corrupt.seed=1"]
+    dead = evaluate(compose_app("eval", args, tmp_path / "dead"))
+    assert clean["corruption"] is None
+    assert dead["corruption"] == {"visible": None, "infrared": "dead", "severity": 5, "seed": 1, "missing": None}
+    assert dead["test"]["n"] == clean["test"]["n"]
+    probs = [(tmp_path / d / "predictions.csv").read_text() for d in ("clean", "dead")]
+    assert probs[0] != probs[1]  # a constant thermal image changes what the fused model outputs
+    again = evaluate(compose_app("eval", args, tmp_path / "again"))
+    assert (tmp_path / "again" / "predictions.csv").read_text() == probs[1]  # deterministic
+    assert again["test"]["confusion_matrix"] == dead["test"]["confusion_matrix"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["corrupt.infrared=fog"], "corrupt.infrared=fog: unknown corruption; use one of noise, blur"),
+        (["corrupt.infrared=noise", "corrupt.severity=9"], "corrupt.severity=9: use an integer from 0"),
+        (["missing=infrared"], "missing=infrared: this fusion model cannot predict without it"),
+    ],
+)
+def test_bad_corruption_settings_are_one_line(ckpt, tmp_path, args, message):
+    with pytest.raises(FERError, match=message) as exc:
+        evaluate(compose_app("eval", [f"ckpt_path={ckpt}", *args], tmp_path))
+    assert "\n" not in str(exc.value)
+
+
+def test_the_grid_writes_its_table_and_plot(ckpt, tmp_path):
+    cfg = compose_app(
+        "robustness", [f"ckpt_path={ckpt}", "kinds=[noise,dead]", "severities=[1,5]", "modalities=[infrared]"], tmp_path
+    )
+    rows = robustness_grid(cfg)
+    with open(tmp_path / "robustness.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) == 1 + 2 * 2  # clean + kinds x severities
+    assert table[0]["kind"] == "none" and all(r["modality"] == "infrared" for r in table[1:])
+    assert {(r["kind"], r["severity"]) for r in table[1:]} == {
+        ("noise", "1"),
+        ("noise", "5"),
+        ("dead", "1"),
+        ("dead", "5"),
+    }
+    assert all(0 <= float(r["accuracy_lo"]) <= float(r["accuracy"]) <= float(r["accuracy_hi"]) <= 1 for r in table)
+    assert (tmp_path / "robustness.png").stat().st_size > 0
