@@ -182,25 +182,25 @@ def _timm_overrides(name: str) -> list[str]:
 @pytest.mark.parametrize("modality", ["visible", "fusion"])
 @pytest.mark.parametrize("name", TIMM)
 def test_timm_backbones_train_debug_fast(name, modality, tmp_path, data_dir):
-    from fer_lightning.train import train
+    from fer_lightning.runs import train_and_test
 
     run = tmp_path / "run"
     cfg = compose_cfg([*TINY, f"modality={modality}", "debug=fast", *_timm_overrides(name)], run, data_dir)
-    _, objects = train(cfg)
+    _, fitted = train_and_test(cfg)
     results = json.loads((run / "results.json").read_text())
     assert results["modality"] == modality and results["test"]["n"] == 15
-    assert all(b.name == name for b in objects["model"].backbones.values())
+    assert all(b.name == name for b in fitted.model.backbones.values())
 
 
 def test_explain_draws_heat_maps_for_a_timm_cnn(tmp_path, data_dir):
     from fer_lightning.explain import explain
-    from fer_lightning.train import train
+    from fer_lightning.runs import train_and_test
     from tests.eval_runs import compose_app, save_run_config
 
     run = tmp_path / "run"
     overrides = [*TINY, "logger=none", "modality=fusion", "trainer.max_epochs=1", "+trainer.limit_train_batches=1"]
     cfg = compose_cfg([*overrides, *_timm_overrides("timm/mobilenetv3_small_050")], run, data_dir)
-    train(cfg)
+    train_and_test(cfg)
     save_run_config(cfg, run)
     vis = next((data_dir / "synthetic" / "visible").rglob("*.png"))
     ir = data_dir / "synthetic" / "infrared" / vis.relative_to(data_dir / "synthetic" / "visible")
