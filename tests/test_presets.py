@@ -17,7 +17,7 @@ DATASETS = {"viri": ["Angry", "Happy", "Neutral", "Sad", "Surprise"], "nvie": ["
 MODALITIES = ("visible", "infrared", "fusion")
 PRESETS = [(family, ds, mod) for family in ("paper", "ours") for ds in DATASETS for mod in MODALITIES]
 
-# The study's heads (SEED_NOTES), as layer sequences of the built model.
+# The study's heads (docs/study.md), as layer sequences of the built model.
 STUDY_HEADS = {
     "visible": [("Dropout", 0.4), ("Linear", 512, 256), ("Dropout", 0.4), ("Linear", 256, "C")],
     "infrared": [
