@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,47 @@ def test_optuna_search_and_slurm_launcher_compose(tmp_path):
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.timeout_min) == (1, 1, 240)
     assert launcher.max_num_timeout == 0
+
+
+SNAPSHOT = Path(__file__).parent / "data" / "preset_snapshot.json"
+# Values that depend on the machine or the run dir are compared as written, not as resolved.
+_UNRESOLVED_MARKS = ("${paths.", "${oc.env", "${hydra:", "${fer_", "${now:")
+
+
+def resolved_preset(name: str, tmp_path: Path) -> dict:
+    """The composed config of ``experiment=<name>`` as flat ``key -> value``, without hydra and paths."""
+    cfg = compose_cfg([f"experiment={name}"], tmp_path)
+    with open_dict(cfg):
+        del cfg["hydra"]
+        del cfg["paths"]
+    raw = dict(_flatten(OmegaConf.to_container(cfg, resolve=False)))
+    with open_dict(cfg):
+        for key, value in raw.items():
+            if isinstance(value, str) and any(mark in value for mark in _UNRESOLVED_MARKS):
+                OmegaConf.update(cfg, key, value.replace("${", "$[").replace("}", "]"), force_add=True)
+    return dict(_flatten(OmegaConf.to_container(cfg, resolve=True)))
+
+
+def preset_names() -> list[str]:
+    return [f"{f}_{d}_{m}" for f, d, m in PRESETS]
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_preset_composes_to_its_snapshot(name, tmp_path):
+    """The preset resolves to the values recorded before the recipes were factored out of conf/experiment/."""
+    expected = json.loads(SNAPSHOT.read_text())[name]
+    assert resolved_preset(name, tmp_path) == expected
+
+
+def write_snapshot(tmp_path: Path) -> None:
+    """``python -m tests.test_presets``: records every preset's resolved config (run only on purpose)."""
+    snapshot = {name: resolved_preset(name, tmp_path / name) for name in preset_names()}
+    SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
+    SNAPSHOT.write_text(json.dumps(snapshot, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_snapshot(Path(tmp))
