@@ -28,9 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def build_datamodule(dataset_cfg: DictConfig) -> ManifestDataModule:
-    spec = OmegaConf.to_container(dataset_cfg, resolve=True)
-    spec.pop("pretrained", None)  # read by model.backbone.weights, not by the datamodule
-    return instantiate(spec, _convert_="all")
+    return instantiate(OmegaConf.to_container(dataset_cfg, resolve=True), _convert_="all")
 
 
 def build_model(model_cfg: DictConfig, classes: list[str]) -> L.LightningModule:

@@ -217,6 +217,12 @@ def preset_names() -> list[str]:
 def test_preset_composes_to_its_snapshot(name, tmp_path):
     """The preset resolves to the values recorded before the recipes were factored out of conf/experiment/."""
     expected = json.loads(SNAPSHOT.read_text())[name]
+    # changed on purpose, each for its reason; every other key resolves exactly as recorded
+    del expected["dataset.pretrained"]  # model.backbone.weights comes from the recipe, not the dataset group
+    if name.startswith("ours_"):
+        assert expected["dataset.eval_batch_size"] == expected["dataset.batch_size"]
+        expected["dataset.eval_batch_size"] = None  # null: the training batch size, as before
+        expected["model.channels_last"] = "$[fer_on_cuda:]"  # a speed setting, on wherever a GPU is used
     assert resolved_preset(name, tmp_path) == expected
 
 
@@ -232,3 +238,39 @@ if __name__ == "__main__":
 
     with tempfile.TemporaryDirectory() as tmp:
         write_snapshot(Path(tmp))
+
+
+@pytest.mark.parametrize("recipe", ["paper", "ours"])
+@pytest.mark.parametrize("dataset", ["synthetic", "viri", "nvie", "folder"])
+@pytest.mark.parametrize("mod", MODALITIES)
+def test_recipes_compose_with_every_dataset(recipe, dataset, mod, tmp_path):
+    cfg = compose_cfg([f"recipe={recipe}", f"dataset={dataset}", f"modality={mod}"], tmp_path)
+    assert (cfg.dataset.name, cfg.modality) == (dataset, mod)
+    assert cfg.model.backbone.weights == "imagenet"
+    assert cfg.augment.offline_copies == (26 if recipe == "paper" else 0)
+    paper = {"visible": 50, "infrared": 50, "fusion": 150}[mod]
+    assert cfg.trainer.max_epochs == (paper if recipe == "paper" else 26 * paper)
+    if mod == "fusion":
+        assert cfg.model.infrared_backbone.attention == ("gate_sq" if recipe == "paper" else "gate")
+    else:
+        assert "infrared_backbone" not in cfg.model
+
+
+@pytest.mark.parametrize("dataset", ["viri", "nvie"])
+def test_real_data_trains_the_recommended_recipe_by_default(dataset, tmp_path):
+    def task(overrides):
+        cfg = compose_cfg(overrides, tmp_path)
+        with open_dict(cfg):
+            del cfg["hydra"]
+            cfg.tags = []
+        return OmegaConf.to_container(cfg, resolve=True)
+
+    assert task([f"dataset={dataset}"]) == task([f"experiment=ours_{dataset}_fusion"])
+    short = compose_cfg(["dataset=synthetic"], tmp_path)
+    assert short.trainer.max_epochs == 12 and short.model.backbone.weights is None
+    assert short.augment.geometric[0]._target_ == "albumentations.HorizontalFlip"
+
+
+def test_an_augment_choice_replaces_the_recipes(tmp_path):
+    cfg = compose_cfg(["recipe=paper", "augment=none"], tmp_path)
+    assert list(cfg.augment.geometric) == [] and cfg.augment.offline_copies == 0
