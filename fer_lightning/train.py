@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fer_lightning import resolvers  # noqa: F401  (registers the config resolvers)
+from fer_lightning.budget import apply_budget
 from fer_lightning.cli import quiet_libraries, report_errors
 from fer_lightning.data.datamodules import ManifestDataModule
 from fer_lightning.errors import FERError
@@ -77,9 +78,10 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     datamodule = build_datamodule(cfg.dataset)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    budget = apply_budget(cfg, datamodule)  # epochs, validation checks and LR horizon from the train-set size
     model = build_model(cfg.model, datamodule.classes)
     loggers = _instantiate_group(cfg.get("logger"))
-    callbacks = _instantiate_group(cfg.get("callbacks"))
+    callbacks = [*_instantiate_group(cfg.get("callbacks")), *budget.callbacks()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if loggers:
         hparams = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
@@ -108,6 +110,7 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
         "best_val_accuracy": float(best_score) if best_score is not None else None,
         "best_checkpoint": best,
         "epochs_trained": int(trainer.current_epoch),
+        "budget": budget.record(),
         "train_seconds": round(train_seconds, 2),
         "test": report,
         "experiment": _experiment_name(),

@@ -223,6 +223,10 @@ def test_preset_composes_to_its_snapshot(name, tmp_path):
         assert expected["dataset.eval_batch_size"] == expected["dataset.batch_size"]
         expected["dataset.eval_batch_size"] = None  # null: the training batch size, as before
         expected["model.channels_last"] = "$[fer_on_cuda:]"  # a speed setting, on wherever a GPU is used
+    # added later, each resolving to the recorded behaviour: the budget in epochs, and last.ckpt at each validation
+    # check (the paper's: every epoch, as before)
+    expected |= {"budget.steps": None, "budget.val_checks": None}
+    expected.setdefault("callbacks.model_checkpoint.last_every_n_epochs", expected["trainer.check_val_every_n_epoch"])
     assert resolved_preset(name, tmp_path) == expected
 
 
@@ -249,7 +253,10 @@ def test_recipes_compose_with_every_dataset(recipe, dataset, mod, tmp_path):
     assert cfg.model.backbone.weights == "imagenet"
     assert cfg.augment.offline_copies == (26 if recipe == "paper" else 0)
     paper = {"visible": 50, "infrared": 50, "fusion": 150}[mod]
-    assert cfg.trainer.max_epochs == (paper if recipe == "paper" else 26 * paper)
+    if recipe == "paper":
+        assert cfg.trainer.max_epochs == paper and cfg.budget.steps is None
+    else:  # the study's optimiser steps on VIRI (160 per epoch) and its validation checks, for any dataset size
+        assert (cfg.budget.steps, cfg.budget.val_checks) == (160 * paper, paper)
     if mod == "fusion":
         assert cfg.model.infrared_backbone.attention == ("gate_sq" if recipe == "paper" else "gate")
     else:
@@ -265,7 +272,7 @@ def test_real_data_trains_the_recommended_recipe_by_default(dataset, tmp_path):
             cfg.tags = []
         return OmegaConf.to_container(cfg, resolve=True)
 
-    assert task([f"dataset={dataset}"]) == task([f"experiment=ours_{dataset}_fusion"])
+    assert task([f"dataset={dataset}"]) == task([f"dataset={dataset}", "recipe=ours"])
     short = compose_cfg(["dataset=synthetic"], tmp_path)
     assert short.trainer.max_epochs == 12 and short.model.backbone.weights is None
     assert short.augment.geometric[0]._target_ == "albumentations.HorizontalFlip"
