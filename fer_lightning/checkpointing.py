@@ -1,22 +1,20 @@
-"""Checkpoints that survive being killed mid-write, resumes that replay the same random draws, and a record of
-the config each start of a run used.
+"""Checkpoints that survive being killed mid-write, an explicit rule for tied validation scores, resumes that
+replay the same random draws, and a record of the config each start of a run used.
 
 Lightning's own save writes the final file in place (through a temp file in the system temp dir, moved across
-file systems by copying), so a SIGKILL while saving can leave a truncated ``last.ckpt``. Here every file is
-written beside its target, fsynced and ``os.replace()``d over it: a checkpoint path holds either the previous
-complete file or the new complete file, never part of one.
+file systems by copying), so a SIGKILL while saving can leave a truncated ``last.ckpt``. Here every checkpoint
+file is written beside its target, fsynced and renamed over it (:class:`AtomicCheckpointIO`, the trainer's
+checkpoint IO): a checkpoint path holds either the previous complete file or the new complete file.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import shutil
 import time
 from pathlib import Path
 from typing import Any
-from weakref import proxy
 
 import lightning as L
 import numpy as np
@@ -24,26 +22,28 @@ import torch
 import yaml
 from hydra.experimental.callback import Callback as HydraCallback
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
+
+from fer_lightning.errors import FERError
+from fer_lightning.io import atomic_path, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
-TMP_SUFFIX = ".partial"
+# tie_break value -> the logged metric that decides between checkpoints with the same monitored score
+TIE_METRICS = {"val_loss": "val/loss"}
+TIE_RULES = ("earlier", "later", *TIE_METRICS)
 
 
-def fsync_path(path: str | os.PathLike) -> None:
-    """Flushes a file's (or a directory's entries') data to disk."""
-    flags = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if os.path.isdir(path) else os.O_RDONLY
-    try:
-        fd = os.open(path, flags)
-    except OSError:  # some platforms cannot open directories; the rename is still atomic there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO, with each local file written to a temporary sibling, fsynced and renamed."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote stores: fsspec's transaction
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
 
 
 class StepSeed(L.Callback):
@@ -67,41 +67,77 @@ class StepSeed(L.Callback):
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
-    """:class:`ModelCheckpoint` whose files are complete or absent, and whose resumes are exact.
+    """:class:`ModelCheckpoint` whose files are complete or absent, whose ties are settled by a stated rule, and
+    whose resumes are exact.
 
-    - Each checkpoint is saved to ``<name>.partial`` in the same folder, fsynced, then renamed over
-      ``<name>``.
+    - The trainer's checkpoint IO becomes :class:`AtomicCheckpointIO` where it is Lightning's default one.
+    - ``tie_break``: which of two checkpoints with the same monitored score is kept (with 15-30 validation
+      images, equal accuracies are common). ``earlier`` keeps the first (Lightning's rule), ``later`` the newer
+      one (the study's loop), ``val_loss`` the one with the lower validation loss (the earlier on equal loss).
     - ``last.ckpt`` is rewritten after every ``last_every_n_epochs`` training epochs, not only when a top-k
       file is saved (Lightning's rule), so a killed run loses at most that many epochs.
     - Checkpoints superseded by a better one are deleted only after ``last.ckpt`` is written, so the best path
       recorded in ``last.ckpt`` still exists whenever the run is killed.
     """
 
-    def __init__(self, *args: Any, last_every_n_epochs: int = 1, **kwargs: Any):
+    def __init__(self, *args: Any, last_every_n_epochs: int = 1, tie_break: str = "earlier", **kwargs: Any):
         super().__init__(*args, **kwargs)
+        if tie_break not in TIE_RULES:
+            raise FERError(f"callbacks.model_checkpoint.tie_break={tie_break!r}: use one of {', '.join(TIE_RULES)}")
+        self.tie_break = tie_break
         self.last_every_n_epochs = max(1, int(last_every_n_epochs))
         self._pending_removals: list[str] = []
+        # checkpoint path -> its tie metric (val_loss rule), kept for the checkpoints in best_k_models
+        self.tie_values: dict[str, float] = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        elif not isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
+            log.warning("%s writes checkpoints; they are not written atomically", trainer.strategy.checkpoint_io)
         # leftovers of a save that was killed before its rename
-        if trainer.is_global_zero and self.dirpath and os.path.isdir(self.dirpath):
-            for leftover in Path(self.dirpath).glob(f"*{TMP_SUFFIX}"):
-                leftover.unlink(missing_ok=True)
+        if trainer.is_global_zero and self.dirpath:
+            remove_stale_temporaries(self.dirpath)
 
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        tmp = filepath + TMP_SUFFIX
-        trainer.save_checkpoint(tmp, self.save_weights_only)  # every rank takes part; rank 0 writes
-        if trainer.is_global_zero:
-            fsync_path(tmp)
-            os.replace(tmp, filepath)
-            fsync_path(os.path.dirname(os.path.abspath(filepath)))
-        trainer.strategy.barrier("AtomicModelCheckpoint._save_checkpoint")
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.after_save_checkpoint(proxy(self))
+    def check_monitor_top_k(self, trainer: L.Trainer, current: torch.Tensor | None = None) -> bool:
+        if super().check_monitor_top_k(trainer, current):
+            return True
+        if current is None or self.tie_break == "earlier" or self.save_top_k < 1:
+            return False
+        kth = self.best_k_models.get(self.kth_best_model_path)
+        if kth is None or float(current) != float(kth):
+            return False
+        if self.tie_break == "later":
+            wins = True
+        else:
+            new, old = self._tie_value(trainer), self.tie_values.get(self.kth_best_model_path)
+            wins = new is not None and old is not None and new < old
+        return trainer.strategy.reduce_boolean_decision(wins, all=True)
+
+    def _tie_value(self, trainer: L.Trainer) -> float | None:
+        value = trainer.callback_metrics.get(TIE_METRICS.get(self.tie_break, ""))
+        return None if value is None else float(value)
+
+    def _record_tie_values(self, trainer: L.Trainer) -> None:
+        if self.tie_break not in TIE_METRICS:
+            return
+        value = self._tie_value(trainer)
+        for path in self.best_k_models:
+            if path not in self.tie_values and value is not None:
+                self.tie_values[path] = value
+        self.tie_values = {p: v for p, v in self.tie_values.items() if p in self.best_k_models}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._record_tie_values(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "tie_values": dict(self.tie_values)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.tie_values = dict(state_dict.get("tie_values", {}))
 
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         self._pending_removals.append(filepath)
@@ -116,6 +152,7 @@ class AtomicModelCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
+        self._record_tie_values(trainer)
         # Lightning rewrites last.ckpt only when a top-k file was saved (or with save_last="link"): after an
         # epoch without a better val score a kill would lose it. Skipped when this epoch's is already written.
         due = (trainer.current_epoch + 1) % self.last_every_n_epochs == 0 or trainer.should_stop

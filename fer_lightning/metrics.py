@@ -1,71 +1,71 @@
 """Test-set metrics computed from individual predictions, with bootstrap confidence intervals.
 
 torchmetrics logs running metrics during training; this module computes the numbers that go into
-``results.json`` from the stored predictions, so that every number carries its n and a 95 % interval.
+``results.json`` from the stored predictions (scikit-learn), so that every number carries its n and a 95 %
+percentile bootstrap interval (scipy).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+import torch
+from scipy import stats
+from sklearn import metrics as skm
+from torchmetrics.functional.classification import multiclass_f1_score
+
+from fer_lightning.errors import FERError
 
 N_BOOTSTRAP = 1000
 
 
-def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
-    """Counts with rows = true class, columns = predicted class."""
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(cm, (labels, preds), 1)
-    return cm
+def bootstrap_interval(
+    samples: tuple[np.ndarray, ...], statistic: Callable[..., np.ndarray], n_resamples: int, seed: int
+) -> np.ndarray:
+    """95 % percentile intervals, ``[[lo, hi], ...]`` per value of ``statistic``, over paired resamples.
 
-
-def _per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Precision, recall, F1 and support per class from one or a stack of confusion matrices.
-
-    A class never predicted (or never present) scores 0, as scikit-learn's ``zero_division=0`` does.
+    ``statistic(*samples, axis=-1)`` takes arrays of shape ``(resamples, n)`` and returns ``(k, resamples)``.
+    The draws are ``default_rng(seed).integers(0, n, (n_resamples, n))``, the same samples for every array.
+    With one observation every resample is that observation, so the interval is the point (scipy would refuse).
     """
-    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(float)
-    predicted = cm.sum(axis=-2).astype(float)
-    support = cm.sum(axis=-1).astype(float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, tp / predicted, 0.0)
-        recall = np.where(support > 0, tp / support, 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    return precision, recall, f1, support
-
-
-def _macro(values: np.ndarray, cm: np.ndarray) -> np.ndarray:
-    """Mean over the classes that occur in the labels or the predictions, as scikit-learn averages.
-
-    A class absent from both (possible in a small fold or resample) says nothing about the model.
-    """
-    present = (cm.sum(axis=-1) + cm.sum(axis=-2)) > 0
-    return (values * present).sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
-
-
-def _macro_f1(cm: np.ndarray) -> np.ndarray:
-    return _macro(_per_class(cm)[2], cm)
+    if len(samples[0]) == 1:
+        value = statistic(*(s[None, :] for s in samples), axis=-1)[:, 0]
+        return np.stack([value, value], axis=-1)
+    result = stats.bootstrap(
+        samples,
+        statistic,
+        paired=True,
+        vectorized=True,
+        n_resamples=n_resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return np.stack([result.confidence_interval.low, result.confidence_interval.high], axis=-1)
 
 
 def bootstrap_ci(
     labels: np.ndarray, preds: np.ndarray, num_classes: int, n_resamples: int = N_BOOTSTRAP, seed: int = 0
 ) -> dict[str, list[float]]:
     """95 % percentile bootstrap intervals for accuracy and macro-F1 (test samples resampled with replacement)."""
-    n = len(labels)
-    if n == 0:
+
+    def accuracy_and_macro_f1(y: np.ndarray, p: np.ndarray, axis: int = -1) -> np.ndarray:
+        # macro over the classes present in a resample's labels or predictions, as scikit-learn averages
+        f1 = multiclass_f1_score(
+            torch.from_numpy(p),
+            torch.from_numpy(y),
+            num_classes,
+            average="macro",
+            multidim_average="samplewise",
+            validate_args=False,
+        )
+        return np.stack([(y == p).mean(axis=axis), f1.double().numpy()])
+
+    labels, preds = np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)
+    if len(labels) == 0:
         return {"accuracy": [float("nan")] * 2, "f1_macro": [float("nan")] * 2}
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_resamples, n))
-    correct = (labels == preds)[idx]
-    cms = np.zeros((n_resamples, num_classes, num_classes), dtype=np.int64)
-    rows = np.repeat(np.arange(n_resamples), n)
-    np.add.at(cms, (rows, labels[idx].ravel(), preds[idx].ravel()), 1)
-    return {"accuracy": percentile_interval(correct.mean(axis=1)), "f1_macro": percentile_interval(_macro_f1(cms))}
-
-
-def percentile_interval(values: np.ndarray) -> list[float]:
-    """The 95 % percentile interval of bootstrap replicates."""
-    lo, hi = np.percentile(values, [2.5, 97.5])
-    return [float(lo), float(hi)]
+    accuracy, f1_macro = bootstrap_interval((labels, preds), accuracy_and_macro_f1, n_resamples, seed).tolist()
+    return {"accuracy": accuracy, "f1_macro": f1_macro}
 
 
 def classification_report(
@@ -76,27 +76,36 @@ def classification_report(
     n_resamples: int = N_BOOTSTRAP,
     seed: int = 0,
 ) -> dict:
-    """The ``test`` object of ``results.json`` (see CONTRACTS.md)."""
+    """The ``test`` object of ``results.json`` (see the results.json schema in the README).
+
+    A class never predicted (or never present) scores 0 (``zero_division=0``); macro means average over the
+    classes present in the labels or the predictions, since a class absent from both says nothing about the model.
+    """
     labels = np.asarray(labels, dtype=np.int64)
     preds = np.asarray(preds, dtype=np.int64)
-    c = len(class_names)
-    cm = confusion_matrix(labels, preds, c)
-    precision, recall, f1, support = _per_class(cm)
-    n = len(labels)
-    weights = support / support.sum() if n else np.zeros(c)
+    n, c = len(labels), len(class_names)
+    if n == 0:
+        raise FERError("classification_report: no samples to score; the tested split is empty")
+    prf = {
+        avg: skm.precision_recall_fscore_support(labels, preds, average=avg, zero_division=0)[:3]
+        for avg in ("macro", "weighted")
+    }
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        labels, preds, labels=range(c), zero_division=0
+    )
     ci = bootstrap_ci(labels, preds, c, n_resamples=n_resamples, seed=seed)
     return {
         "n": n,
-        "accuracy": float((labels == preds).mean()) if n else float("nan"),
+        "accuracy": float(skm.accuracy_score(labels, preds)),
         "accuracy_ci95": ci["accuracy"],
-        "precision_macro": float(_macro(precision, cm)),
-        "recall_macro": float(_macro(recall, cm)),
-        "f1_macro": float(_macro(f1, cm)),
+        "precision_macro": float(prf["macro"][0]),
+        "recall_macro": float(prf["macro"][1]),
+        "f1_macro": float(prf["macro"][2]),
         "f1_macro_ci95": ci["f1_macro"],
-        "precision_weighted": float((precision * weights).sum()),
-        "recall_weighted": float((recall * weights).sum()),
-        "f1_weighted": float((f1 * weights).sum()),
-        "confusion_matrix": cm.tolist(),
+        "precision_weighted": float(prf["weighted"][0]),
+        "recall_weighted": float(prf["weighted"][1]),
+        "f1_weighted": float(prf["weighted"][2]),
+        "confusion_matrix": skm.confusion_matrix(labels, preds, labels=range(c)).tolist(),
         "per_class": {
             name: {
                 "precision": float(precision[i]),

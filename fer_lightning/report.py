@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import math
+import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -22,8 +23,8 @@ from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_write_text
 from fer_lightning.runs import RESULTS
 
-# Test accuracy (%) published by Naseem et al. 2025 (see SEED_NOTES.md).
-PUBLISHED = {
+# The source study's test accuracy (%), Naseem et al. 2025 (docs/study.md); not the archive table of data.archives.
+STUDY_TEST_ACCURACY = {
     ("viri", "visible"): 82.22,
     ("viri", "infrared"): 41.11,
     ("viri", "fusion"): 84.44,
@@ -52,13 +53,10 @@ def find_results(root: Path, include_evaluations: bool = False) -> tuple[list[di
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation of the values present; nan where there are too few."""
     values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return math.nan, math.nan
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, math.nan
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    mean = statistics.fmean(values) if values else math.nan
+    return mean, statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 def summarise(runs: list[dict]) -> list[dict]:
@@ -81,7 +79,7 @@ def summarise(runs: list[dict]) -> list[dict]:
         for _, key in METRICS:
             mean, std = _mean_std([m["test"].get(key) for m in members])
             row[f"{key}_mean"], row[f"{key}_std"] = 100 * mean, 100 * std
-        row["published_accuracy"] = PUBLISHED.get((str(dataset).lower(), str(modality)))
+        row["published_accuracy"] = STUDY_TEST_ACCURACY.get((str(dataset).lower(), str(modality)))
         rows.append(row)
     return rows
 

@@ -72,3 +72,17 @@ def test_cli_prints_a_table(tmp_path, capsys):
     main([str(a), str(b)])
     out = capsys.readouterr().out
     assert "| all | 10 | 0.800 | 0.500 | +0.300" in out
+
+
+def test_paired_interval_is_the_previous_numpy_bootstrap_and_degenerate_inputs_are_points():
+    import numpy as np
+
+    from fer_lightning.compare import paired
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random(60) < 0.8, rng.random(60) < 0.6
+    diff = a.astype(float) - b.astype(float)
+    boots = diff[np.random.default_rng(4).integers(0, 60, size=(10_000, 60))].mean(axis=1)
+    assert paired(a, b, seed=4)["difference_ci95"] == pytest.approx(np.percentile(boots, [2.5, 97.5]).tolist())
+    assert paired(np.array([True]), np.array([False]))["difference_ci95"] == [1.0, 1.0]
+    assert paired(np.ones(5, bool), np.ones(5, bool))["difference_ci95"] == [0.0, 0.0]

@@ -62,3 +62,42 @@ def test_bootstrap_is_seeded_and_uses_1000_resamples():
 
 def test_format_with_ci():
     assert format_with_ci(0.8222, [0.7333, 0.9], 90) == "0.822 [0.73, 0.90] (n=90)"
+
+
+def _reference_bootstrap(labels, preds, num_classes, n_resamples=1000, seed=0):
+    """The numpy bootstrap metrics.py carried before it used scipy, kept to show the intervals did not move."""
+    n = len(labels)
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+    cms = np.zeros((n_resamples, num_classes, num_classes), dtype=np.int64)
+    np.add.at(cms, (np.repeat(np.arange(n_resamples), n), labels[idx].ravel(), preds[idx].ravel()), 1)
+    tp = np.diagonal(cms, axis1=-2, axis2=-1).astype(float)
+    predicted, support = cms.sum(axis=-2).astype(float), cms.sum(axis=-1).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(predicted > 0, tp / predicted, 0.0)
+        r = np.where(support > 0, tp / support, 0.0)
+        f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+    present = (support + predicted) > 0
+    macro_f1 = (f1 * present).sum(-1) / np.maximum(present.sum(-1), 1)
+    accuracy = (labels == preds)[idx].mean(axis=1)
+    return {k: np.percentile(v, [2.5, 97.5]).tolist() for k, v in (("accuracy", accuracy), ("f1_macro", macro_f1))}
+
+
+@pytest.mark.parametrize(("n", "seed"), [(8, 3), (90, 0), (225, 1)])
+def test_scipy_bootstrap_gives_the_intervals_of_the_previous_implementation(n, seed):
+    rng = np.random.default_rng(n)
+    labels = rng.integers(0, 5, n)
+    preds = np.where(rng.random(n) < 0.7, labels, rng.integers(0, 4, n))  # class 4 is under-predicted
+    new, old = bootstrap_ci(labels, preds, 5, seed=seed), _reference_bootstrap(labels, preds, 5, seed=seed)
+    for key in ("accuracy", "f1_macro"):
+        assert new[key] == pytest.approx(old[key], abs=1e-6), key
+
+
+def test_degenerate_test_sets_give_point_intervals_not_errors():
+    one = classification_report(np.array([2]), np.array([2]), ["a", "b", "c"])
+    assert one["accuracy"] == 1.0 and one["accuracy_ci95"] == [1.0, 1.0] and one["f1_macro_ci95"] == [1.0, 1.0]
+    wrong = bootstrap_ci(np.array([0]), np.array([1]), 3)
+    assert wrong == {"accuracy": [0.0, 0.0], "f1_macro": [0.0, 0.0]}
+    labels = np.array([0, 1, 2, 0, 1])
+    perfect = classification_report(labels, labels, ["a", "b", "c"])
+    assert perfect["accuracy_ci95"] == [1.0, 1.0] and perfect["f1_macro_ci95"] == [1.0, 1.0]
+    assert np.isnan(bootstrap_ci(np.array([], int), np.array([], int), 3)["accuracy"]).all()

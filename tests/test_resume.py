@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 import yaml
 
-from fer_lightning.checkpointing import TMP_SUFFIX, AtomicModelCheckpoint, RunConfigHistory, StepSeed
+from fer_lightning.checkpointing import AtomicCheckpointIO, AtomicModelCheckpoint, RunConfigHistory, StepSeed
 from fer_lightning.runs import build_datamodule
 from tests.conftest import REPO, TINY, compose_cfg
 
@@ -65,27 +66,42 @@ def fake_trainer(save) -> SimpleNamespace:
     )
 
 
-def test_a_save_killed_midway_leaves_the_previous_checkpoint_whole(tmp_path):
+def test_a_save_killed_midway_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
     target = tmp_path / "last.ckpt"
     torch.save({"epoch": 1}, target)
     cb = AtomicModelCheckpoint(dirpath=tmp_path)
+    io = AtomicCheckpointIO()
+    written = []
 
-    def dies_while_writing(path, weights_only=False):
+    def dies_while_writing(obj, path):
+        written.append(Path(path))
         Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
         raise KeyboardInterrupt  # stands in for SIGKILL: the process never reaches the rename
 
+    monkeypatch.setattr(torch, "save", dies_while_writing)
     with pytest.raises(KeyboardInterrupt):
-        cb._save_checkpoint(fake_trainer(dies_while_writing), str(target))
+        cb._save_checkpoint(fake_trainer(lambda path, weights_only=False: io.save_checkpoint({}, path)), str(target))
+    monkeypatch.undo()
     assert torch.load(target, weights_only=True) == {"epoch": 1}
-    assert (tmp_path / f"last.ckpt{TMP_SUFFIX}").exists()
+    assert written[0].parent == tmp_path and written[0] != target, "the half file is a sibling, not the target"
 
     def writes(path, weights_only=False):
-        torch.save({"epoch": 2}, path)
+        io.save_checkpoint({"epoch": 2}, path)
 
     cb._save_checkpoint(fake_trainer(writes), str(target))
     assert torch.load(target, weights_only=True) == {"epoch": 2}
-    assert not list(tmp_path.glob(f"*{TMP_SUFFIX}")), "the temp file is renamed, not copied"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"], "the temp file is renamed, not copied"
     assert cb._last_checkpoint_saved == str(target) and cb._last_global_step_saved == 7
+
+
+def test_a_killed_saves_leftover_is_removed_when_the_run_restarts(tmp_path):
+    leftover = tmp_path / ".last.ckpt.999999999.tmp"  # io.temp_sibling's name, from a writer long gone
+    leftover.write_bytes(b"half")
+    trainer = L.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False, max_epochs=1)
+    cb = AtomicModelCheckpoint(dirpath=tmp_path)
+    cb.setup(trainer, None, "fit")
+    assert not leftover.exists()
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
 def test_superseded_best_is_removed_only_after_last_is_written(tmp_path):
@@ -103,7 +119,7 @@ def test_superseded_best_is_removed_only_after_last_is_written(tmp_path):
     cb._remove_checkpoint(trainer, str(old))
     assert old.exists(), "removal must wait for last.ckpt"
     cb._save_last_checkpoint(trainer, {"epoch": torch.tensor(1), "step": torch.tensor(7)})
-    assert order == [f"last.ckpt{TMP_SUFFIX}", "rm best-old.ckpt"] and not old.exists()
+    assert order == ["last.ckpt", "rm best-old.ckpt"] and not old.exists()
 
 
 def test_step_seed_depends_only_on_seed_epoch_and_batch():

@@ -31,9 +31,7 @@ def _instantiate(node: Any, **kwargs: Any) -> Any:
 
 
 def build_datamodule(dataset_cfg: DictConfig) -> ManifestDataModule:
-    spec = OmegaConf.to_container(dataset_cfg, resolve=True)
-    spec.pop("pretrained", None)  # read by model.backbone.weights, not by the datamodule
-    return _instantiate(spec)
+    return _instantiate(OmegaConf.to_container(dataset_cfg, resolve=True))
 
 
 def build_model(model_cfg: DictConfig, classes: list[str]) -> L.LightningModule:

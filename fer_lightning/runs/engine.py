@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fer_lightning.budget import Budget, apply_budget
 from fer_lightning.data.datamodules import ManifestDataModule
 from fer_lightning.errors import FERError
 from fer_lightning.loggers import log_evaluation, log_results
@@ -80,6 +81,7 @@ class Run:
         self.output_dir = Path(cfg.paths.output_dir)
         self.trainer: L.Trainer | None = None
         self.loggers: list = []
+        self.budget: Budget | None = None
 
     @classmethod
     def for_training(cls, cfg: DictConfig) -> Run:
@@ -92,7 +94,12 @@ class Run:
         datamodule = build_datamodule(cfg.dataset)
         datamodule.prepare_data()
         datamodule.setup("fit")
-        return cls(cfg, datamodule, build_model(cfg.model, datamodule.classes))
+        # epochs, validation checks and the LR horizon from the train-set size, written into cfg before the
+        # model and trainer are built
+        budget = apply_budget(cfg, datamodule)
+        run = cls(cfg, datamodule, build_model(cfg.model, datamodule.classes))
+        run.budget = budget
+        return run
 
     @classmethod
     def from_checkpoint(cls, run: RunCheckpoint, run_cfg: DictConfig, allow_manifest_change: bool = False) -> Run:
@@ -149,7 +156,8 @@ class Run:
         start = time.time()
         ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), self.output_dir, self.datamodule.modality)
         self.loggers = build_group(cfg.get("logger"))
-        self.trainer = build_trainer(cfg.trainer, build_group(cfg.get("callbacks")), self.loggers)
+        callbacks = [*build_group(cfg.get("callbacks")), *(self.budget.callbacks() if self.budget else [])]
+        self.trainer = build_trainer(cfg.trainer, callbacks, self.loggers)
         if self.loggers:
             hparams = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
             hparams = OmegaConf.to_container(OmegaConf.merge(hparams, {"paths": cfg.paths}), resolve=True)
@@ -242,6 +250,7 @@ def train_and_test(cfg: DictConfig) -> tuple[dict, Run]:
             "train_seconds": fit.train_seconds,
             "source": "train",
             "overrides": task_overrides(),
+            "budget": run.budget.record() if run.budget else None,
         },
     )
     log_results(run.loggers, results, run.output_dir)
@@ -266,6 +275,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_cfg: DictConfig, run: RunCheckpoint
             "split": split,
             "source": "evaluate",
             "experiment": previous.get("experiment"),
+            "budget": previous.get("budget"),
             "evaluated_run_dir": str(run.run_dir.resolve()),
             "overrides": applied,
             "manifest_changed": ev.manifest_changed,

@@ -43,6 +43,7 @@ REPORT_FIELDS = {
     "manifest_changed": False,
     "allow_manifest_change": False,
     "corruption": None,
+    "budget": None,
 }
 
 

@@ -1,0 +1,139 @@
+"""The training budget: epochs, validation checks and the LR horizon that follow from the train-set size.
+
+A recipe gives its budget in optimiser steps (``budget.steps``), so it does not collapse on a small dataset
+(12 epochs of 100 images at batch 64 are 24 steps) nor explode on a large one; the epochs are derived from the
+number of training images. ``budget.val_checks`` spreads a fixed number of validation checks over the run, and
+in step mode the LR schedule anneals over the same steps, stepped once per optimiser step. With
+``budget.steps=null`` the run takes ``trainer.max_epochs`` epochs as configured (the synthetic default, and the
+presets that pin the study's budget in epochs).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig, open_dict
+
+from fer_lightning.errors import FERError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Budget:
+    mode: str  # "steps": derived from budget.steps; "epochs": trainer.max_epochs as configured
+    train_images: int  # per epoch: the training images times the offline copies
+    steps_per_epoch: int
+    epochs: int
+    steps: int
+    check_val_every_n_epoch: int
+    val_checks: int
+    # the optimiser steps the LR schedule anneals over (step mode); None: model.scheduler as configured
+    lr_horizon_steps: int | None
+
+    def record(self) -> dict[str, Any]:
+        """The ``budget`` object of results.json."""
+        return asdict(self)
+
+    def describe(self) -> str:
+        lr = f", LR annealed over {self.lr_horizon_steps} steps" if self.lr_horizon_steps else ""
+        return (
+            f"budget ({self.mode}): {self.steps} optimiser steps = {self.epochs} epochs x {self.steps_per_epoch} "
+            f"steps ({self.train_images} training images per epoch), {self.val_checks} validation checks "
+            f"(every {self.check_val_every_n_epoch} epochs){lr}"
+        )
+
+    def callbacks(self) -> list[L.Callback]:
+        return [StepwiseLR()] if self.lr_horizon_steps else []
+
+
+def _positive(budget: Mapping, key: str) -> int | None:
+    value = budget.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise FERError(f"budget.{key}={value!r}: use a positive integer, or null")
+    return value
+
+
+def plan(
+    budget: Mapping | None,
+    n_train: int,
+    batch_size: int,
+    offline_copies: int = 0,
+    *,
+    max_epochs: int,
+    check_val_every_n_epoch: int = 1,
+    limit_train_batches: int | float = 1.0,
+) -> Budget:
+    """The run's budget for ``n_train`` training images (before the study's ``offline_copies`` expansion).
+
+    Step mode rounds up to whole epochs, and up to a whole number of validation intervals, so the run takes at
+    least ``budget.steps`` steps and its last epoch is validated. ``limit_train_batches`` is the Trainer's.
+    """
+    budget = budget or {}
+    steps, val_checks = _positive(budget, "steps"), _positive(budget, "val_checks")
+    if n_train < 1 or batch_size < 1:
+        raise FERError(f"budget: {n_train} training images at batch {batch_size}; add training data")
+    images = n_train * max(1, offline_copies)
+    per_epoch = math.ceil(images / batch_size)
+    if isinstance(limit_train_batches, int):
+        per_epoch = min(per_epoch, limit_train_batches)
+    else:  # a fraction, as Lightning counts it
+        per_epoch = max(1, int(per_epoch * limit_train_batches))
+    epochs = math.ceil(steps / per_epoch) if steps else int(max_epochs)
+    every = max(1, epochs // val_checks) if val_checks else int(check_val_every_n_epoch or 1)
+    if steps:
+        epochs = math.ceil(epochs / every) * every
+    return Budget(
+        mode="steps" if steps else "epochs",
+        train_images=images,
+        steps_per_epoch=per_epoch,
+        epochs=epochs,
+        steps=epochs * per_epoch,
+        check_val_every_n_epoch=every,
+        val_checks=epochs // every,
+        lr_horizon_steps=epochs * per_epoch if steps else None,
+    )
+
+
+def apply_budget(cfg: DictConfig, datamodule: L.LightningDataModule) -> Budget:
+    """Plans the budget for the set-up ``datamodule`` and writes it into ``cfg`` before the trainer and model are
+    built (step mode: the trainer's epochs and the scheduler's ``T_max``; the validation interval where
+    ``budget.val_checks`` sets it); prints it."""
+    loader = datamodule.train_dataloader()  # after the offline copies, if any: len(dataset) = originals x copies
+    copies = max(1, int(getattr(datamodule, "offline_copies", 0) or 0))
+    trainer = cfg.trainer
+    result = plan(
+        cfg.get("budget"),
+        n_train=len(loader.dataset) // copies,
+        batch_size=int(loader.batch_size),
+        offline_copies=copies,
+        max_epochs=int(trainer.get("max_epochs") or 1000),  # Lightning's default when neither is set
+        check_val_every_n_epoch=int(trainer.get("check_val_every_n_epoch") or 1),
+        limit_train_batches=trainer.get("limit_train_batches", 1.0),
+    )
+    with open_dict(cfg):
+        if result.mode == "steps":
+            trainer.max_epochs = result.epochs
+            scheduler = cfg.model.get("scheduler")
+            if scheduler is not None and "T_max" in scheduler:
+                scheduler.T_max = result.lr_horizon_steps
+        if result.mode == "steps" or (cfg.get("budget") or {}).get("val_checks"):
+            trainer.check_val_every_n_epoch = result.check_val_every_n_epoch
+    print(result.describe())
+    return result
+
+
+class StepwiseLR(L.Callback):
+    """Steps the LR schedulers once per optimiser step (``FERModule.configure_optimizers`` asks for once per
+    epoch), so a step budget's cosine decays smoothly even when an epoch is a handful of steps."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for config in trainer.lr_scheduler_configs:
+            config.interval = "step"

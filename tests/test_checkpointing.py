@@ -1,0 +1,81 @@
+"""AtomicModelCheckpoint's tie rule, on scripted validation scores."""
+
+from __future__ import annotations
+
+import re
+
+import lightning as L
+import pytest
+import torch
+
+from fer_lightning.checkpointing import AtomicModelCheckpoint
+from fer_lightning.errors import FERError
+
+# val/accuracy ties at epochs 1, 3 and 4; val/loss is lowest among them at epoch 3
+ACCURACY = [0.5, 0.7, 0.6, 0.7, 0.7]
+LOSS = [1.0, 0.8, 0.9, 0.75, 0.78]
+
+
+class Scripted(L.LightningModule):
+    """Logs the scripted validation scores of each epoch; trains one parameter on a constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        return (self.w - 1).pow(2).sum()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/accuracy", ACCURACY[self.current_epoch])
+        self.log("val/loss", LOSS[self.current_epoch])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.zeros(2, 1), batch_size=2)
+
+    val_dataloader = train_dataloader
+
+
+def kept_epoch(tmp_path, tie_break: str) -> int:
+    cb = AtomicModelCheckpoint(
+        dirpath=tmp_path / tie_break,
+        filename="best-epoch{epoch:03d}",
+        monitor="val/accuracy",
+        mode="max",
+        save_last=True,
+        auto_insert_metric_name=False,
+        tie_break=tie_break,
+    )
+    trainer = L.Trainer(
+        max_epochs=len(ACCURACY),
+        callbacks=[cb],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(Scripted())
+    # the superseded tie is deleted: one best file, the one recorded
+    assert [p.name for p in (tmp_path / tie_break).glob("best-*.ckpt")] == [cb.best_model_path.rsplit("/", 1)[1]]
+    assert float(cb.best_model_score) == pytest.approx(0.7)
+    return int(re.search(r"best-epoch(\d+)", cb.best_model_path)[1])
+
+
+@pytest.mark.parametrize(("tie_break", "epoch"), [("earlier", 1), ("later", 4), ("val_loss", 3)])
+def test_tied_validation_accuracy_keeps_the_checkpoint_the_rule_names(tie_break, epoch, tmp_path):
+    assert kept_epoch(tmp_path, tie_break) == epoch
+
+
+def test_tie_values_survive_a_resume_and_a_bad_rule_is_named():
+    cb = AtomicModelCheckpoint(monitor="val/accuracy", mode="max", tie_break="val_loss")
+    cb.tie_values = {"/run/checkpoints/best-epoch003.ckpt": 0.75}
+    restored = AtomicModelCheckpoint(monitor="val/accuracy", mode="max", tie_break="val_loss")
+    restored.load_state_dict(cb.state_dict())
+    assert restored.tie_values == cb.tie_values
+    with pytest.raises(FERError, match=r"tie_break='newest'.*earlier, later, val_loss"):
+        AtomicModelCheckpoint(tie_break="newest")
