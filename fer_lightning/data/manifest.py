@@ -1,7 +1,7 @@
 """The prepared-dataset manifest: one row per sample, persisted splits, leakage check.
 
-``<data_dir>/<dataset>/manifest.csv`` has the columns of CONTRACTS.md (``sample_id, label, visible, infrared,
-subject, split``) plus ``fold`` (k-fold index over train+val, empty when unused) and the SHA-1 of each image file
+``<data_dir>/<dataset>/manifest.csv`` has the columns of the README's schema section (``sample_id, label,
+visible, infrared, subject, split``) plus ``fold`` (k-fold index over train+val, empty when unused) and the SHA-1 of each image file
 (used by the leakage check and as cache keys). Image paths are relative to the manifest.
 The split settings that produced the ``split`` column are stored in ``split.json`` beside it, so a run never
 silently gets another test set: new settings re-split, and checkpoints record the manifest hash.
@@ -36,7 +36,7 @@ COLUMNS = (
 )
 REQUIRED = COLUMNS[:6]
 SPLITS = ("train", "val", "test")
-# The files of a prepared dataset (CONTRACTS), beside split.json.
+# The files of a prepared dataset (README, "What a prepared dataset holds"), beside split.json.
 MANIFEST = "manifest.csv"
 REJECTED = "rejected.csv"
 CONTACT_SHEET = "contact_sheet.png"
@@ -212,7 +212,7 @@ def assign_splits(rows: list[dict], spec: SplitSpec) -> list[dict]:
             out[i]["split"] = assignment[g]
     if spec.folds:
         _assign_folds(out, groups, assignment, labels, spec.folds, rng)
-    if group_re is not None:  # the group is the subject (CONTRACTS: empty only where unknown)
+    if group_re is not None:  # the group is the subject (empty only where unknown)
         for r in out:
             r["subject"] = _match_group(r, group_re) or r.get("subject") or ""
     return out

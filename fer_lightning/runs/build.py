@@ -31,7 +31,10 @@ def _instantiate(node: Any, **kwargs: Any) -> Any:
 
 
 def build_datamodule(dataset_cfg: DictConfig) -> ManifestDataModule:
-    return _instantiate(OmegaConf.to_container(dataset_cfg, resolve=True))
+    spec = OmegaConf.to_container(dataset_cfg, resolve=True)
+    # run dirs saved before the recipes held model.backbone.weights carry it here as dataset.pretrained
+    spec.pop("pretrained", None)
+    return _instantiate(spec)
 
 
 def build_model(model_cfg: DictConfig, classes: list[str]) -> L.LightningModule:

@@ -27,7 +27,7 @@ OWN_KEYS = (
 )
 # Config groups that would replace the run's settings wholesale (dataset= would reset its split, size and
 # classes): they would change what the checkpoint is, so they cannot be overridden at evaluation.
-GLOBAL_GROUPS = ("dataset", "modality", "experiment", "debug", "hparams_search")
+GLOBAL_GROUPS = ("dataset", "modality", "experiment", "recipe", "debug", "hparams_search")
 
 
 def _hydra():
