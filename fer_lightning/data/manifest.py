@@ -1,8 +1,8 @@
 """The prepared-dataset manifest: one row per sample, persisted splits, leakage check.
 
 ``<data_dir>/<dataset>/manifest.csv`` has the columns of the README's schema section (``sample_id, label,
-visible, infrared, subject, split``) plus ``fold`` (k-fold index over train+val, empty when unused) and the SHA-1 of each image file
-(used by the leakage check and as cache keys). Image paths are relative to the manifest.
+visible, infrared, subject, split``) plus ``fold`` (k-fold index over train+val, empty when unused) and the SHA-1
+of each image file (used by the leakage check and as cache keys). Image paths are relative to the manifest.
 The split settings that produced the ``split`` column are stored in ``split.json`` beside it, so a run never
 silently gets another test set: new settings re-split, and checkpoints record the manifest hash.
 """
