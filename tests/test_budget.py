@@ -10,7 +10,7 @@ import torch
 
 from fer_lightning.budget import StepwiseLR, plan
 from fer_lightning.errors import FERError
-from fer_lightning.train import train
+from fer_lightning.runs import train_and_test
 from tests.conftest import TINY, compose_cfg
 
 
@@ -86,11 +86,11 @@ def test_a_training_run_prints_and_records_its_budget(tmp_path, data_dir, capsys
     cfg = compose_cfg(
         [*TINY, "modality=visible", "logger=none", "budget.steps=5", "budget.val_checks=2"], tmp_path, data_dir
     )
-    metrics, objects = train(cfg)
+    results, run = train_and_test(cfg)
     budget = json.loads((tmp_path / "results.json").read_text())["budget"]
     assert budget["mode"] == "steps" and budget["steps"] >= 5 and budget["val_checks"] == 2
-    assert metrics["results"]["epochs_trained"] == budget["epochs"]
-    assert objects["trainer"].global_step == budget["steps"]
+    assert results["epochs_trained"] == budget["epochs"]
+    assert run.trainer.global_step == budget["steps"]
     assert f"budget (steps): {budget['steps']} optimiser steps" in capsys.readouterr().out
-    assert objects["trainer"].lr_scheduler_configs[0].interval == "step"
-    assert objects["trainer"].lr_scheduler_configs[0].scheduler.T_max == budget["steps"]
+    assert run.trainer.lr_scheduler_configs[0].interval == "step"
+    assert run.trainer.lr_scheduler_configs[0].scheduler.T_max == budget["steps"]

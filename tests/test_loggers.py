@@ -101,7 +101,8 @@ def test_single_run_summary_holds_the_test_metrics_and_figures(tmp_path, data_di
     assert (summary["test/accuracy_ci95_lo"], summary["test/accuracy_ci95_hi"]) == pytest.approx((lo, hi))
     assert summary["train_seconds"] == pytest.approx(results["train_seconds"])
     assert {"figures/curves", "figures/confusion_matrix"} <= logged["history_keys"]
-    assert logged["group"] == "default-synthetic-visible" and logged["job_type"] == "visible"
+    # no experiment given: the recipe names the group (the synthetic default is recipe=short)
+    assert logged["group"] == "short-synthetic-visible" and logged["job_type"] == "visible"
     assert {"synthetic", "visible"} <= set(logged["tags"])
     config = logged["config"]
     assert config["seed"] == 0 and config["fold"] == 0  # top level, for the dashboard's group-by

@@ -227,6 +227,18 @@ def test_preset_composes_to_its_snapshot(name, tmp_path):
     # recorded behaviour; of tied validation accuracies the later checkpoint, as the study's loop kept
     expected |= {"budget.steps": None, "budget.val_checks": None, "callbacks.model_checkpoint.tie_break": "later"}
     expected.setdefault("callbacks.model_checkpoint.last_every_n_epochs", expected["trainer.check_val_every_n_epoch"])
+    # added later by the timm / wandb issue: no extra timm arguments, and the wandb run's group, job type, tags
+    # and top-level seed / fold
+    dataset, modality = expected["dataset.name"], expected["modality"]
+    expected |= {
+        "model.backbone.kwargs": None,
+        "logger.wandb.group": None,
+        "logger.wandb.job_type": modality,
+        "logger.wandb.dataset": dataset,
+        "logger.wandb.modality": modality,
+        "logger.wandb.config.seed": expected["seed"],
+        "logger.wandb.config.fold": expected["dataset.split.fold"],
+    }
     assert resolved_preset(name, tmp_path) == expected
 
 
