@@ -54,7 +54,9 @@ BACKBONES = tuple(_RESNETS)
 class Backbone(nn.Module):
     """A ResNet trunk without its classifier, followed by an attention block.
 
-    ``forward`` returns the pooled, attention-weighted feature vector of size ``out_features``.
+    ``forward(x) == pool(feature_map(x))``: the pooled, attention-weighted feature vector of size ``out_features``.
+    ``feature_map`` is the last stage's (N, map_channels, h, w) output (``trunk.layer4``, Grad-CAM's target), for
+    fusion modes that work on spatial maps.
     """
 
     def __init__(self, trunk: nn.Module, out_features: int, attention: str):
@@ -63,9 +65,18 @@ class Backbone(nn.Module):
         self.trunk = trunk
         self.attention = make_attention(attention, out_features)
         self.out_features = out_features
+        self.map_channels = out_features  # a ResNet's average pool keeps the last stage's width
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.trunk
+        x = t.maxpool(t.relu(t.bn1(t.conv1(x))))
+        return t.layer4(t.layer3(t.layer2(t.layer1(x))))
+
+    def pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        return self.attention(torch.flatten(self.trunk.avgpool(fmap), 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attention(self.trunk(x))
+        return self.pool(self.feature_map(x))
 
 
 def build_backbone(name: str = "resnet18", attention: str = "gate", weights: str | None = None) -> Backbone:
