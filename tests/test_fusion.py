@@ -10,7 +10,7 @@ from torch import nn
 
 from fer_lightning.errors import FERError
 from fer_lightning.models.backbones import FeatureGate, build_backbone
-from fer_lightning.models.fusion import FUSIONS, modality_weight_summary
+from fer_lightning.models.fusion import FUSIONS, MODALITIES, gate_target, modality_weight_summary
 from fer_lightning.models.heads import build_head
 from fer_lightning.models.modules import FusionModule
 from fer_lightning.train import train
@@ -56,8 +56,14 @@ def test_every_fusion_mode_trains_with_debug_fast(mode, tmp_path, data_dir):
         torch.manual_seed(1)
         out = model.outputs(batch)
         total = model.loss(out["logits"], labels) + model.auxiliary_loss(out, labels)
-        branch = sum(F.cross_entropy(out["branch_logits"][m], labels) for m in ("visible", "infrared"))
+        branch = sum(F.cross_entropy(out["branch_logits"][m], labels) for m in MODALITIES)
         expected = F.cross_entropy(out["logits"], labels) + 0.5 * branch
+        if mode == "gated":  # the gate learns to trust the branch that gives the true class more probability
+            p_true = torch.stack(
+                [out["branch_logits"][m].softmax(1)[range(len(labels)), labels] for m in MODALITIES], 1
+            )
+            target = p_true / p_true.sum(1, keepdim=True)
+            expected = expected - (target * out["weights"].log()).sum(1).mean()
     assert torch.isfinite(total) and torch.allclose(total, expected)
 
 
@@ -70,6 +76,19 @@ def test_gate_weights_sum_to_one_and_follow_the_input():
     assert out["weights"].shape == (4, 2) and (out["weights"] > 0).all()
     assert torch.allclose(out["weights"].sum(1), torch.ones(4))
     assert not torch.allclose(out["weights"], other["weights"])  # per sample, not a constant
+
+
+def test_gate_target_trusts_the_right_branch_and_the_kept_one():
+    labels = torch.tensor([0, 1, 2])
+    logits = {"visible": torch.tensor([[5.0, 0, 0], [0, 5, 0], [0, 5, 0]]), "infrared": torch.zeros(3, 3)}
+    target = gate_target(labels, logits)
+    assert torch.allclose(target.sum(1), torch.ones(3))
+    assert target[0, 0] > 0.7 and target[1, 0] > 0.7 and target[2, 0] < 0.2  # visible right on 0 and 1, wrong on 2
+    keep = {"visible": torch.tensor([True, False, True]), "infrared": torch.tensor([True, True, True])}
+    assert gate_target(labels, logits, keep)[1].tolist() == [0.0, 1.0]  # lost its photo: all on infrared
+    alone = gate_target(labels, None, keep)
+    assert alone.tolist() == [[0, 0], [0, 1], [0, 0]]  # without branch classifiers only dropped rows are known
+    assert gate_target(labels) is None
 
 
 def test_learned_late_weights_are_one_shared_pair():
@@ -93,7 +112,7 @@ def test_late_and_gated_predict_from_the_present_modality(present):
         with torch.no_grad():
             out = model.outputs(batch)
             feature = model.backbones[present](batch[present])
-            alone = model.head[present](feature) if mode == "late" else model.head(feature)
+            alone = model.head[present](feature) if mode == "late" else model.head(F.layer_norm(feature, (512,)))
         assert torch.allclose(out["logits"], alone, atol=1e-6), mode
         if mode == "gated":
             assert out["weights"][:, ("visible", "infrared").index(present)].eq(1).all()

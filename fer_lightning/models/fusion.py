@@ -141,6 +141,31 @@ def junk_images(images: torch.Tensor) -> torch.Tensor:
     return torch.where(use_noise, noise, dead)
 
 
+def gate_target(
+    labels: torch.Tensor,
+    branch_logits: dict[str, torch.Tensor] | None = None,
+    keep: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor | None:
+    """What the gate should have said, (N, 2), with all-zero rows where nothing is known; None: nothing at all.
+
+    From per-branch classifiers: each branch's probability of the true class, normalised over the two, so the gate
+    learns to trust whichever camera is right on this kind of sample (the thermal one on a dark photo, the photo
+    when the thermal image has an artifact). On modality-dropped samples (``keep``): all on the kept branch.
+    """
+    if branch_logits is None and keep is None:
+        return None
+    if branch_logits is not None:
+        p_true = [branch_logits[m].detach().softmax(1).gather(1, labels[:, None])[:, 0] for m in MODALITIES]
+        target = torch.stack(p_true, 1)
+        target = target / target.sum(1, keepdim=True).clamp_min(1e-6)
+    else:
+        target = torch.zeros(len(labels), len(MODALITIES), device=labels.device)
+    if keep is not None:
+        kept = torch.stack([keep[m] for m in MODALITIES], 1).to(target.dtype)
+        target = torch.where((kept.sum(1) < len(MODALITIES))[:, None], kept, target)
+    return target
+
+
 def modality_weight_summary(
     weights: torch.Tensor, labels: torch.Tensor | Sequence, classes: Sequence[str] | None = None
 ) -> dict[str, dict[str, float]]:

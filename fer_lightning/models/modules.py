@@ -30,6 +30,7 @@ from fer_lightning.models.fusion import (
     check_fusion,
     fuse,
     fused_features,
+    gate_target,
     junk_images,
 )
 from fer_lightning.models.heads import build_head
@@ -211,7 +212,8 @@ class FusionModule(FERModule):
         aux_loss_weight: weight of per-branch classification losses (a linear classifier on each branch's
             pooled feature; ``late``: its branch heads), so each branch stays a classifier on its own. 0: off.
         gate: ``gated`` only: ``hidden`` width, ``quality`` (add :func:`image_quality` statistics to the gate's
-            input) and ``drop_loss_weight`` (the gate's loss on modality-dropped samples).
+            input) and ``loss_weight``: the weight of the gate's own loss towards :func:`gate_target` (the kept
+            branch on modality-dropped samples; with ``aux_loss_weight`` > 0, also the branch that is right).
         cross_attention: ``attention`` only: ``dim``, ``heads``, ``layers`` of :class:`CrossModalAttention`.
     """
 
@@ -241,8 +243,8 @@ class FusionModule(FERModule):
         self.fusion = fusion
         self.modality_dropout = modality_dropout
         self.aux_loss_weight = aux_loss_weight
-        gate = {"hidden": 64, "quality": True, "drop_loss_weight": 1.0, **(gate or {})}
-        self.gate_loss_weight = float(gate.pop("drop_loss_weight"))
+        gate = {"hidden": 64, "quality": True, "loss_weight": 1.0, **(gate or {})}
+        self.gate_loss_weight = float(gate.pop("loss_weight"))
         ir_args = {**backbone, **(infrared_backbone or {})}
         self.backbones = nn.ModuleDict({"visible": build_backbone(**backbone), "infrared": build_backbone(**ir_args)})
         if infrared_init:
@@ -329,7 +331,9 @@ class FusionModule(FERModule):
         weights = self._weights(feats, images, mask)
         w = {m: weights[:, k, None] for k, m in enumerate(MODALITIES) if m in feats}
         if self.fusion == "gated":
-            return {"logits": self.head(sum(w[m] * feats[m] for m in w)), "weights": weights}
+            # Unit-RMS features, so that a weight is its branch's share of the fused feature.
+            fused = sum(w[m] * F.layer_norm(feats[m], feats[m].shape[1:]) for m in w)
+            return {"logits": self.head(fused), "weights": weights}
         branch = {m: self.head[m](f) for m, f in feats.items()}
         logits = sum(w[m] * branch[m] for m in w)
         return {"logits": logits, "branch_logits": branch, "weights": weights if self.fuser.learned else None}
@@ -358,12 +362,11 @@ class FusionModule(FERModule):
                 kept = keep[m] if keep is not None else torch.ones_like(labels, dtype=torch.bool)
                 terms.append(F.cross_entropy(logits, labels, reduction="none") * kept)
             loss = loss + self.aux_loss_weight * torch.stack(terms).sum() / max(len(labels), 1)
-        if self.fusion == "gated" and keep is not None and self.gate_loss_weight:
-            # On samples that lost a branch, the gate must put its weight on the other one.
-            dropped = ~(keep["visible"] & keep["infrared"])
-            if dropped.any():
-                kept = keep["infrared"][dropped].long()  # index of the kept modality: 0 visible, 1 infrared
-                w = outputs["weights"][dropped]
-                nll = F.nll_loss(torch.log(w.clamp_min(1e-6)), kept)
-                loss = loss + self.gate_loss_weight * nll
+        if self.fusion == "gated" and self.gate_loss_weight:
+            branch = outputs.get("branch_logits") if self.aux_loss_weight else None
+            target = gate_target(labels, branch, outputs.get("keep"))
+            rows = target.sum(1) > 0 if target is not None else None
+            if rows is not None and rows.any():
+                log_w = torch.log(outputs["weights"][rows].clamp_min(1e-6))
+                loss = loss + self.gate_loss_weight * -(target[rows] * log_w).sum(1).mean()
         return loss
