@@ -9,7 +9,8 @@ from torch import nn
 from fer_lightning.errors import FERError
 from fer_lightning.models import backbones
 from fer_lightning.models.backbones import FeatureGate, build_backbone
-from fer_lightning.models.heads import build_head, fuse
+from fer_lightning.models.fusion import fuse
+from fer_lightning.models.heads import build_head
 from fer_lightning.models.modules import FusionModule, SingleModalityModule
 from tests.conftest import compose_cfg
 
@@ -177,13 +178,24 @@ def test_fusion_infrared_init_copies_the_trained_infrared_backbone(tmp_path):
         FusionModule(bb, {"hidden": 8}, num_classes=3, infrared_init=str(path))
 
 
+def head_input(model: nn.Module, batch: dict) -> torch.Tensor:
+    """The fused feature the model's head sees on ``batch``."""
+    seen = []
+    hook = model.head.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    try:
+        model(batch)
+    finally:
+        hook.remove()
+    return seen[0]
+
+
 def test_modality_dropout_zeroes_one_branch_per_dropped_sample_in_training_only():
     bb = {"name": "resnet18", "attention": "none"}
     torch.manual_seed(0)
     model = FusionModule(bb, {"hidden": 8}, num_classes=3, fusion="concat", modality_dropout=1.0)
     batch = {"visible": torch.rand(64, 3, 32, 32), "infrared": torch.rand(64, 3, 32, 32)}
     model.train()
-    feats = model.features(batch)
+    feats = head_input(model, batch)
     d = feats.shape[1] // 2
     visible_gone = (feats[:, :d] == 0).all(1)
     infrared_gone = (feats[:, d:] == 0).all(1)
@@ -191,7 +203,7 @@ def test_modality_dropout_zeroes_one_branch_per_dropped_sample_in_training_only(
     assert 10 < visible_gone.sum() < 54  # the branch is a coin flip
     model.eval()
     with torch.no_grad():
-        feats = model.features(batch)
+        feats = head_input(model, batch)
     assert not (feats[:, :d] == 0).all(1).any() and not (feats[:, d:] == 0).all(1).any()
     with pytest.raises(FERError, match="modality_dropout"):
         FusionModule(bb, {"hidden": 8}, num_classes=3, modality_dropout=1.5)

@@ -1,4 +1,4 @@
-"""Classifier heads and feature fusion.
+"""Classifier heads (the fusion networks are in :mod:`fer_lightning.models.fusion`).
 
 One head builder covers the study's three heads (its values live in ``conf/model/``):
 
@@ -9,12 +9,9 @@ One head builder covers the study's three heads (its values live in ``conf/model
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from fer_lightning.errors import FERError
-
-FUSIONS = ("interleave", "concat", "sum")
 
 
 def build_head(
@@ -42,22 +39,3 @@ def build_head(
     if dropout_out:
         layers.append(nn.Dropout(dropout_out))
     return nn.Sequential(*layers)
-
-
-def fuse(visible: torch.Tensor, infrared: torch.Tensor, mode: str) -> torch.Tensor:
-    """Combines two (N, D) feature batches.
-
-    ``interleave`` is the study's order (v0, i0, v1, i1, ...); ``concat`` is (v..., i...); both give 2D
-    features and differ only in layout. ``sum`` gives D.
-    """
-    if mode == "interleave":
-        return torch.stack((visible, infrared), dim=2).flatten(1)
-    if mode == "concat":
-        return torch.cat((visible, infrared), dim=1)
-    if mode == "sum":
-        return visible + infrared
-    raise FERError(f"unknown fusion mode {mode!r}: use one of {', '.join(FUSIONS)} (model.fusion)")
-
-
-def fused_features(features: int, mode: str) -> int:
-    return features if mode == "sum" else 2 * features

@@ -22,9 +22,19 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, M
 from fer_lightning.errors import FERError
 from fer_lightning.io import read_checkpoint
 from fer_lightning.models.backbones import build_backbone
-from fer_lightning.models.heads import build_head, fuse, fused_features
-
-MODALITIES = ("visible", "infrared", "fusion")
+from fer_lightning.models.fusion import (
+    MISSING_OK,
+    MODALITIES,
+    CrossModalAttention,
+    LateCombine,
+    ModalityGate,
+    check_fusion,
+    fuse,
+    fused_features,
+    gate_target,
+    junk_images,
+)
+from fer_lightning.models.heads import build_head
 
 
 def stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -44,7 +54,8 @@ def stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
 
 
 class FERModule(L.LightningModule):
-    """Shared training logic. Subclasses fill ``self.backbones`` and ``self.head`` and define ``features``.
+    """Shared training logic. Subclasses fill ``self.backbones`` and ``self.head`` and define ``features`` (or
+    ``outputs``, for models with more than logits to report).
 
     Args:
         num_classes: number of expression classes.
@@ -58,6 +69,8 @@ class FERModule(L.LightningModule):
     """
 
     modalities: tuple[str, ...] = ()
+    # Whether forward() accepts a batch with only some of ``modalities``.
+    supports_missing: bool = False
 
     def __init__(
         self,
@@ -83,21 +96,29 @@ class FERModule(L.LightningModule):
             {f"{stage}_metrics": stage_metrics(num_classes, f"{stage}/") for stage in ("train", "val", "test")}
         )
         self.test_outputs: dict[str, torch.Tensor] = {}
-        self._test_chunks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._test_chunks: list[dict[str, torch.Tensor]] = []
 
     def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    def outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """``{"logits": (N, num_classes)}``, plus whatever :meth:`auxiliary_loss` and the test records need
+        (``"weights"``: (N, 2) per-sample modality weights, recorded for test)."""
+        return {"logits": self.head(self.features(batch))}
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Returns logits (N, num_classes)."""
-        return self.head(self.features(batch))
+        return self.outputs(batch)["logits"]
+
+    def auxiliary_loss(self, outputs: dict[str, Any], labels: torch.Tensor) -> torch.Tensor | float:
+        return 0.0
 
     def _inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         missing = [m for m in self.modalities if m not in batch]
-        if missing:
+        if missing and not (self.supports_missing and len(missing) < len(self.modalities)):
             raise FERError(f"a {'+'.join(self.modalities)} model needs {' and '.join(missing)} images too")
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        return {m: batch[m].contiguous(memory_format=fmt) for m in self.modalities}
+        return {m: batch[m].contiguous(memory_format=fmt) for m in self.modalities if m in batch}
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.softmax_before_loss:
@@ -105,16 +126,19 @@ class FERModule(L.LightningModule):
         return F.cross_entropy(logits, labels)
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        logits = self(self._inputs(batch))
-        labels = batch["label"]
-        loss = self.loss(logits, labels)
+        out = self.outputs(self._inputs(batch))
+        logits, labels = out["logits"], batch["label"]
+        loss = self.loss(logits, labels) + self.auxiliary_loss(out, labels)
         metrics = self.metrics[f"{stage}_metrics"]
         metrics.update(logits.detach(), labels)
         bs = labels.shape[0]
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=bs)
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=bs)
         if stage == "test":
-            self._test_chunks.append((logits.detach().float().softmax(1).cpu(), labels.cpu(), batch["index"].cpu()))
+            chunk = {"probs": logits.detach().float().softmax(1), "labels": labels, "index": batch["index"]}
+            if out.get("weights") is not None:
+                chunk["weights"] = out["weights"].detach().float()
+            self._test_chunks.append({k: v.cpu() for k, v in chunk.items()})
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -131,8 +155,8 @@ class FERModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         # Kept for results.json: bootstrap CIs and per-class tables need the individual predictions.
-        probs, labels, index = (torch.cat(parts) for parts in zip(*self._test_chunks, strict=True))
-        self.test_outputs = {"probs": probs, "labels": labels, "index": index}
+        # "weights" (N, 2: visible, infrared) too, for models that weigh the modalities per sample.
+        self.test_outputs = {k: torch.cat([c[k] for c in self._test_chunks]) for k in self._test_chunks[0]}
 
     def predict_step(self, batch, batch_idx):
         return self(self._inputs(batch)).float().softmax(dim=1)
@@ -172,21 +196,30 @@ class SingleModalityModule(FERModule):
 
 
 class FusionModule(FERModule):
-    """Two backbones (visible, infrared), fused feature by feature, one head.
+    """Two backbones (visible, infrared) and a fusion mode (:mod:`fer_lightning.models.fusion`).
 
     Args:
         backbone: arguments of :func:`build_backbone` for both branches.
         infrared_backbone: overrides for the infrared branch (e.g. ``attention: gate_sq``, or another ``name``:
             where the branches' widths then differ, the narrower one is projected to the wider's).
-        fusion: ``interleave`` (the study's), ``concat`` or ``sum``.
+        fusion: ``interleave`` (the study's), ``concat``, ``sum``, ``late``, ``gated`` or ``attention``.
         infrared_init: a checkpoint of a trained infrared :class:`SingleModalityModule` whose backbone
             initialises the infrared branch, as the study did.
-        modality_dropout: in training, the fraction of samples that lose one branch's features (zeroed;
-            which branch is a coin flip), so the head learns to classify from either modality alone instead of
-            trusting one that is corrupted on this sample. 0 (the study) turns it off.
+        modality_dropout: in training, the fraction of samples that lose one branch (which branch is a coin flip),
+            so the model learns to classify from either modality alone instead of trusting one that is corrupted
+            on this sample. 0 (the study) turns it off. The lost branch's features are zeroed; ``late`` averages
+            only the other branch's logits; ``gated`` replaces the lost branch's *image* by noise or a constant
+            (so the gate learns to spot a failed camera, not zeros) and trains the gate to weigh the other branch.
+        late_combine: ``late`` only: ``mean`` of the branch logits, or ``learned`` weights.
+        aux_loss_weight: weight of per-branch classification losses (a linear classifier on each branch's
+            pooled feature; ``late``: its branch heads), so each branch stays a classifier on its own. 0: off.
+        gate: ``gated`` only: ``hidden`` width, ``quality`` (add :func:`image_quality` statistics to the gate's
+            input) and ``loss_weight``: the weight of the gate's own loss towards :func:`gate_target` (the kept
+            branch on modality-dropped samples; with ``aux_loss_weight`` > 0, also the branch that is right).
+        cross_attention: ``attention`` only: ``dim``, ``heads``, ``layers`` of :class:`CrossModalAttention`.
     """
 
-    modalities = ("visible", "infrared")
+    modalities = MODALITIES
 
     def __init__(
         self,
@@ -196,13 +229,24 @@ class FusionModule(FERModule):
         infrared_backbone: dict | None = None,
         infrared_init: str | None = None,
         modality_dropout: float = 0.0,
+        late_combine: str = "mean",
+        aux_loss_weight: float = 0.0,
+        gate: dict | None = None,
+        cross_attention: dict | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         if not 0.0 <= modality_dropout <= 1.0:
             raise FERError(f"model.modality_dropout={modality_dropout}: must be in [0, 1]")
+        if aux_loss_weight < 0:
+            raise FERError(f"model.aux_loss_weight={aux_loss_weight}: must be >= 0 (0 turns it off)")
+        check_fusion(fusion, late_combine)
+        self.fusion = fusion
         self.modality_dropout = modality_dropout
+        self.aux_loss_weight = aux_loss_weight
+        gate = {"hidden": 64, "quality": True, "loss_weight": 1.0, **(gate or {})}
+        self.gate_loss_weight = float(gate.pop("loss_weight"))
         ir_args = {**backbone, **(infrared_backbone or {})}
         if ir_args.get("name") != backbone.get("name") and "kwargs" not in (infrared_backbone or {}):
             ir_args.pop("kwargs", None)  # the visible model's timm arguments need not fit another model
@@ -212,10 +256,26 @@ class FusionModule(FERModule):
         widths = {m: b.out_features for m, b in self.backbones.items()}
         if len(set(widths.values())) > 1:  # two backbone families: fusion pairs features one to one
             self.backbones[min(widths, key=widths.get)].project_to(max(widths.values()))
-        fuse(torch.zeros(1, 2), torch.zeros(1, 2), fusion)  # fail at build time on an unknown mode
-        self.fusion = fusion
-        in_features = fused_features(self.backbones["visible"].out_features, fusion)
-        self.head = build_head(in_features, self.num_classes, **head)
+
+        # Feature sizes: every mode below sees each branch's pooled feature of width ``features``.
+        features = self.backbones["visible"].out_features
+        map_channels = {m: self.backbones[m].map_channels for m in MODALITIES}
+        num_classes = self.num_classes
+        if fusion == "late":
+            self.fuser = LateCombine(late_combine)
+            self.head = nn.ModuleDict({m: build_head(features, num_classes, **head) for m in MODALITIES})
+        else:
+            if fusion == "gated":
+                self.fuser = ModalityGate(features, **gate)
+            elif fusion == "attention":
+                self.fuser = CrossModalAttention(map_channels, **(cross_attention or {}))
+            self.head = build_head(fused_features(features, fusion), num_classes, **head)
+        if aux_loss_weight > 0 and fusion != "late":
+            self.aux_heads = nn.ModuleDict({m: nn.Linear(features, num_classes) for m in MODALITIES})
+
+    @property
+    def supports_missing(self) -> bool:
+        return self.fusion in MISSING_OK
 
     def _init_infrared(self, path: Path) -> None:
         if not path.is_file():
@@ -227,11 +287,93 @@ class FusionModule(FERModule):
             raise FERError(f"{path}: not an infrared checkpoint (no {prefix}* weights)")
         self.backbones["infrared"].load_state_dict(branch)
 
-    def features(self, batch):
-        visible, infrared = self.backbones["visible"](batch["visible"]), self.backbones["infrared"](batch["infrared"])
-        if self.training and self.modality_dropout > 0:
-            drop = torch.rand(len(visible), device=visible.device) < self.modality_dropout
-            drop_visible = drop & (torch.rand(len(visible), device=visible.device) < 0.5)
-            visible = visible * ~drop_visible[:, None]
-            infrared = infrared * ~(drop & ~drop_visible)[:, None]
-        return fuse(visible, infrared, self.fusion)
+    def _keep_masks(self, n: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """Per modality, (N,) True where the branch is kept; each dropped sample loses exactly one branch."""
+        drop = torch.rand(n, device=device) < self.modality_dropout
+        drop_visible = drop & (torch.rand(n, device=device) < 0.5)
+        return {"visible": ~drop_visible, "infrared": ~(drop & ~drop_visible)}
+
+    def _present(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        images = {m: batch[m] for m in MODALITIES if m in batch}
+        if len(images) < len(MODALITIES) and (not images or not self.supports_missing):
+            lacking = " and ".join(m for m in MODALITIES if m not in images)
+            raise FERError(
+                f"model.fusion={self.fusion} needs both images but {lacking} is missing; "
+                f"only {' and '.join(MISSING_OK)} fusion predict from one modality"
+            )
+        return images
+
+    def outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """``logits``, plus ``weights`` (N, 2) where the mode weighs modalities per sample, ``branch_logits`` for
+        the auxiliary losses, and ``keep`` (the modality-dropout masks) in training."""
+        images = self._present(batch)
+        first = next(iter(images.values()))
+        keep = None
+        if self.training and self.modality_dropout > 0 and len(images) == len(MODALITIES):
+            keep = self._keep_masks(len(first), first.device)
+        if keep is not None and self.fusion == "gated":
+            images = {m: torch.where(keep[m][:, None, None, None], x, junk_images(x)) for m, x in images.items()}
+        mask = keep if keep is not None and self.fusion != "gated" else None
+
+        if self.fusion == "attention":
+            maps = {m: self.backbones[m].feature_map(x) for m, x in images.items()}
+            feats = {m: self.backbones[m].pool(f) for m, f in maps.items()} if self.aux_loss_weight else {}
+            if mask is not None:
+                maps = {m: f * mask[m][:, None, None, None] for m, f in maps.items()}
+            refined = {m: self.backbones[m].pool(f) for m, f in self.fuser(maps).items()}
+            out = {"logits": self.head(fuse(refined["visible"], refined["infrared"], "concat"))}
+        else:
+            feats = {m: self.backbones[m](x) for m, x in images.items()}
+            out = self._combine(feats, images, mask)
+        if self.aux_loss_weight and "branch_logits" not in out:
+            out["branch_logits"] = {m: self.aux_heads[m](f) for m, f in feats.items()}
+        out["keep"] = keep
+        return out
+
+    def _combine(self, feats: dict, images: dict, mask: dict | None) -> dict[str, Any]:
+        if self.fusion not in MISSING_OK:
+            if mask is not None:
+                feats = {m: f * mask[m][:, None] for m, f in feats.items()}
+            return {"logits": self.head(fuse(feats["visible"], feats["infrared"], self.fusion))}
+        weights = self._weights(feats, images, mask)
+        w = {m: weights[:, k, None] for k, m in enumerate(MODALITIES) if m in feats}
+        if self.fusion == "gated":
+            # Unit-RMS features, so that a weight is its branch's share of the fused feature.
+            fused = sum(w[m] * F.layer_norm(feats[m], feats[m].shape[1:]) for m in w)
+            return {"logits": self.head(fused), "weights": weights}
+        branch = {m: self.head[m](f) for m, f in feats.items()}
+        logits = sum(w[m] * branch[m] for m in w)
+        return {"logits": logits, "branch_logits": branch, "weights": weights if self.fuser.learned else None}
+
+    def _weights(self, feats: dict, images: dict, mask: dict | None) -> torch.Tensor:
+        """(N, 2) modality weights of ``late`` / ``gated``: all on the present branch when only one is."""
+        first = next(iter(feats.values()))
+        if len(feats) == 1:
+            index = torch.full((len(first),), MODALITIES.index(next(iter(feats))), device=first.device)
+            return F.one_hot(index, len(MODALITIES)).to(first.dtype)
+        if self.fusion == "gated":
+            return self.fuser(feats, images)
+        weights = self.fuser(len(first), first.device)
+        if mask is not None:  # a dropped branch's logits do not count
+            weights = weights * torch.stack([mask[m] for m in MODALITIES], 1)
+            weights = weights / weights.sum(1, keepdim=True)
+        return weights
+
+    def auxiliary_loss(self, outputs: dict[str, Any], labels: torch.Tensor) -> torch.Tensor | float:
+        loss = 0.0
+        keep = outputs.get("keep")
+        if self.aux_loss_weight and outputs.get("branch_logits"):
+            # A branch is not asked to classify a sample whose image (or feature) it lost.
+            terms = []
+            for m, logits in outputs["branch_logits"].items():
+                kept = keep[m] if keep is not None else torch.ones_like(labels, dtype=torch.bool)
+                terms.append(F.cross_entropy(logits, labels, reduction="none") * kept)
+            loss = loss + self.aux_loss_weight * torch.stack(terms).sum() / max(len(labels), 1)
+        if self.fusion == "gated" and self.gate_loss_weight:
+            branch = outputs.get("branch_logits") if self.aux_loss_weight else None
+            target = gate_target(labels, branch, outputs.get("keep"))
+            rows = target.sum(1) > 0 if target is not None else None
+            if rows is not None and rows.any():
+                log_w = torch.log(outputs["weights"][rows].clamp_min(1e-6))
+                loss = loss + self.gate_loss_weight * -(target[rows] * log_w).sum(1).mean()
+        return loss
