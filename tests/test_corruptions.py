@@ -8,14 +8,16 @@ import numpy as np
 import pytest
 
 from fer_lightning.data.corruptions import KINDS, check_missing, corrupt, sample_seed
-from fer_lightning.data.synthetic import DIFFICULTIES, Subject, render_pair
+from fer_lightning.data.synthetic import DIFFICULTIES, Subject, render_sample
 from fer_lightning.errors import FERError
 
 
 @pytest.fixture(scope="module")
 def pair() -> dict[str, np.ndarray]:
     subject = Subject.sample(np.random.default_rng(0))
-    visible, infrared = render_pair(np.random.default_rng(1), subject, "Happy", 64, "iron", DIFFICULTIES["default"])
+    visible, infrared, _ = render_sample(
+        np.random.default_rng(1), subject, "Happy", 64, "iron", DIFFICULTIES["default"]
+    )
     return {"visible": visible, "infrared": infrared}
 
 

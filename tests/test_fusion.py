@@ -13,7 +13,7 @@ from fer_lightning.models.backbones import FeatureGate, build_backbone
 from fer_lightning.models.fusion import FUSIONS, MODALITIES, gate_target, modality_weight_summary
 from fer_lightning.models.heads import build_head
 from fer_lightning.models.modules import FusionModule
-from fer_lightning.train import train
+from fer_lightning.runs import train_and_test
 from tests.conftest import TINY, compose_cfg
 
 BB = {"name": "resnet18", "attention": "gate"}
@@ -35,10 +35,10 @@ def pair_batch(n: int = 4, size: int = 32) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("mode", MODES)
 def test_every_fusion_mode_trains_with_debug_fast(mode, tmp_path, data_dir):
     overrides = [*TINY, "modality=fusion", *fusion_args(mode), "model.aux_loss_weight=0.5", "debug=fast"]
-    metrics, objects = train(compose_cfg(overrides, tmp_path / "run", data_dir))
-    model, dm = objects["model"], objects["datamodule"]
-    n_test = dm.split_size("test")
-    assert metrics["results"]["test"]["n"] == n_test
+    results, run = train_and_test(compose_cfg(overrides, tmp_path / "run", data_dir))
+    model, dm = run.model, run.datamodule
+    n_test = len(dm.test_dataloader().dataset)
+    assert results["test"]["n"] == n_test
     weighted = mode in ("gated", "late_learned")
     assert ("weights" in model.test_outputs) == weighted
     if weighted:
@@ -217,8 +217,8 @@ def test_trained_gate_trusts_the_clean_branch_when_the_other_is_noise(tmp_path):
         "trainer.max_epochs=8",
         "logger=none",
     ]
-    _, objects = train(compose_cfg(overrides, tmp_path / "run", tmp_path / "data"))
-    model, dm = objects["model"].eval(), objects["datamodule"]
+    _, run = train_and_test(compose_cfg(overrides, tmp_path / "run", tmp_path / "data"))
+    model, dm = run.model.eval(), run.datamodule
     batch = dm.normalize(next(iter(dm.test_dataloader())))
     torch.manual_seed(0)
     with torch.no_grad():
