@@ -7,6 +7,7 @@ loaded with ``weights_only=True``.
 
 from __future__ import annotations
 
+import csv
 import logging
 import sys
 import time
@@ -223,9 +224,20 @@ class Run:
         """Writes results.json, predictions.csv and confusion_matrix.png; prints the summary."""
         dm = self.datamodule
         title = f"{dm.name} {dm.modality} {split}"
-        results, path = write_report(self.output_dir, outcome, {**self.header(), **fields}, title=title)
+        results, path = write_report(
+            self.output_dir, outcome, {**self.header(), **fields}, title=title, conditions=_conditions(dm.root)
+        )
         print_summary(results, path)
         return results
+
+
+def _conditions(root: Path) -> dict[str, dict] | None:
+    """``sample_id -> row`` of the dataset's conditions.csv (what the synthetic generator drew), if it has one."""
+    path = root / "conditions.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        return {r["sample_id"]: r for r in csv.DictReader(f)}
 
 
 def _previous_results(run_dir: Path) -> dict:

@@ -22,11 +22,14 @@ from rich.table import Table
 
 from fer_lightning.io import atomic_write_text
 from fer_lightning.metrics import classification_report, format_with_ci
+from fer_lightning.models.fusion import modality_weight_summary
 from fer_lightning.plots import confusion_matrix_figure
 
 RESULTS = "results.json"
 PREDICTIONS = "predictions.csv"
 PROB_PREFIX = "p_"
+# per-sample columns of conditions.csv (synthetic data) that modality weights are summarised by
+CONDITION_COLUMNS = ("visible_condition", "infrared_condition")
 HEADER_KEYS = {"dataset", "modality", "seed", "classes", "manifest_sha1"}
 # results.json keys besides the run's header and ``test``, with their value where a path does not set them:
 # train and evaluate write the same keys.
@@ -128,7 +131,9 @@ def _cell(value) -> str:
     return f"{value:.6f}" if isinstance(value, float | np.floating) else str(value)
 
 
-def write_report(run_dir: Path, outcome: TestOutcome, header: dict, *, title: str) -> tuple[dict, Path]:
+def write_report(
+    run_dir: Path, outcome: TestOutcome, header: dict, *, title: str, conditions: dict[str, dict] | None = None
+) -> tuple[dict, Path]:
     """Writes results.json (``header`` + the ``test`` object), predictions.csv and confusion_matrix.png."""
     run_dir = Path(run_dir)
     unknown = set(header) - set(REPORT_FIELDS) - HEADER_KEYS
@@ -136,7 +141,7 @@ def write_report(run_dir: Path, outcome: TestOutcome, header: dict, *, title: st
         raise ValueError(f"results.json keys {sorted(unknown)} are not in REPORT_FIELDS")
     header = {**REPORT_FIELDS, **header}
     report = classification_report(outcome.labels, outcome.preds, outcome.classes)
-    weights = _weight_summary(outcome)
+    weights = _weight_summary(outcome, conditions)
     if weights:
         report["modality_weights"] = weights
     results = {**header, "test": report, "test_samples": list(outcome.sample_ids), "run_dir": str(run_dir.resolve())}
@@ -155,17 +160,18 @@ def write_report(run_dir: Path, outcome: TestOutcome, header: dict, *, title: st
     return results, path
 
 
-def _weight_summary(outcome: TestOutcome) -> dict:
-    """Mean per-sample modality weights, overall and per true class: which camera the model trusted."""
-    cols = {k: v for k, v in outcome.extras.items() if k.startswith("w_")}  # fusion modality weights
-    if not cols:
+def _weight_summary(outcome: TestOutcome, conditions: dict[str, dict] | None) -> dict:
+    """Mean per-sample modality weights per true class and, where the data records them (the synthetic set's
+    conditions.csv), per condition: which camera the model trusted."""
+    if "w_visible" not in outcome.extras:
         return {}
-    out = {"all": {k: float(np.mean(v)) for k, v in cols.items()}}
-    for i, name in enumerate(outcome.classes):
-        mask = outcome.labels == i
-        if mask.any():
-            out[name] = {k: float(np.mean(v[mask])) for k, v in cols.items()}
-    return out
+    weights = np.stack([outcome.extras["w_visible"], outcome.extras["w_infrared"]], axis=1)
+    summary = {"per_class": modality_weight_summary(weights, outcome.labels, outcome.classes)}
+    for column in CONDITION_COLUMNS:
+        if conditions and any(column in c for c in conditions.values()):
+            values = [conditions.get(sid, {}).get(column) or "none" for sid in outcome.sample_ids]
+            summary[column] = modality_weight_summary(weights, values)
+    return summary
 
 
 def print_summary(results: dict, path: Path | None = None, console: Console | None = None) -> None:
