@@ -86,8 +86,12 @@ def predict(cfg: DictConfig) -> dict | Path:
             raise FERError("pass either input_dir=<dir> or visible=/infrared= images, not both")
         output = Path(cfg.output or Path(cfg.paths.output_dir) / "predictions.csv")
         return predict_folder(predictor, Path(cfg.input_dir).expanduser(), output)
-    paths = predictor.check_inputs(given)
+    paths = predictor.check_inputs(given, allow_missing=bool(cfg.get("allow_missing")))
     out = {**predictor.as_dict(predictor.predict(paths)), **{m: str(p) for m, p in paths.items()}}
+    missing = [m for m in predictor.modalities if m not in paths]
+    if missing:
+        out["missing"] = missing
+        out["predicted_from"] = list(paths)
     print(json.dumps(out, indent=2))
     return out
 

@@ -40,19 +40,30 @@ class Predictor:
         self.model = model_from_checkpoint(run, self.classes).to(self.device)
         dataset = run.config.dataset
         self.stored = stored_size(int(dataset.image_size), float(dataset.get("cache_scale", 1.0)))
-        self.transform = PairTransform(self.modalities, int(dataset.image_size))
+        self.size = int(dataset.image_size)
+        self.transform = PairTransform(self.modalities, self.size)
 
-    def check_inputs(self, given: dict[str, str | None]) -> dict[str, Path]:
-        """The images the model needs, as paths; a missing or surplus modality is one FERError line."""
+    def check_inputs(self, given: dict[str, str | None], allow_missing: bool = False) -> dict[str, Path]:
+        """The images the model needs, as paths; a missing or surplus modality is one FERError line.
+
+        With ``allow_missing``, a fusion model that can do without one modality (late, gated) takes the other.
+        """
         need = [m for m in self.modalities if not given.get(m)]
         extra = [m for m in MODALITIES if given.get(m) and m not in self.modalities]
+        if need and allow_missing and len(need) < len(self.modalities):
+            if not getattr(self.model, "supports_missing", False):
+                raise FERError(
+                    f"allow_missing=true: this {self.run.modality} model ({self.run.config.model.get('fusion')}) "
+                    f"cannot predict without {need[0]}; only late and gated fusion can, pass both images"
+                )
+            need = []
         if need or extra:
             want = " and ".join(f"{m}=<img>" for m in self.modalities)
             problem = f"missing {' and '.join(need)}" if need else f"it takes no {' or '.join(extra)} image"
             raise FERError(
                 f"this checkpoint is a {self.run.modality} model ({problem}); pass {want}, or input_dir=<dir>"
             )
-        paths = {m: Path(str(given[m])).expanduser() for m in self.modalities}
+        paths = {m: Path(str(given[m])).expanduser() for m in self.modalities if given.get(m)}
         for m, p in paths.items():
             if p.is_dir():
                 raise FERError(f"{m}={p}: is a directory; pass one image file, or input_dir={p} for a folder")
@@ -62,12 +73,14 @@ class Predictor:
 
     def batch(self, samples: list[dict[str, Path]]) -> dict[str, torch.Tensor]:
         """The normalised network input for samples of image paths per modality."""
+        present = [m for m in self.modalities if m in samples[0]]
+        transform = self.transform if len(present) == len(self.modalities) else PairTransform(present, self.size)
         tensors = []
         for paths in samples:
-            images = {m: decode_resized(paths[m], self.stored) for m in self.modalities}
-            tensors.append(self.transform(images, seed=0))  # the evaluation transform draws nothing
-        batch = {m: torch.stack([t[m] for t in tensors]).to(self.device) for m in self.modalities}
-        return self._normalizer(batch, self.stats)
+            images = {m: decode_resized(paths[m], self.stored) for m in present}
+            tensors.append(transform(images, seed=0))  # the evaluation transform draws nothing
+        batch = {m: torch.stack([t[m] for t in tensors]).to(self.device) for m in present}
+        return self._normalizer(batch, {m: self.stats[m] for m in present})
 
     @torch.no_grad()
     def predict_batch(self, samples: list[dict[str, Path]]) -> torch.Tensor:
