@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fer_lightning.data import synthetic
-from fer_lightning.data.cache import cache_images, stored_size
+from fer_lightning.data.cache import auto_size, cache_images, source_side, stored_size
 from fer_lightning.data.datasets import FERDataset, SeededSampler, offline_expand
 from fer_lightning.data.manifest import (
     SplitSpec,
@@ -70,7 +70,9 @@ class ManifestDataModule(L.LightningDataModule):
         augment: ``{"geometric": [...], "photometric": [...], "paired_geometry": bool, "offline_copies": int}``
             of albumentations transforms for training. ``offline_copies`` N > 0 is the study's protocol: each
             training image plus N-1 augmented copies drawn once before training (26 -> 26x the training set).
-        cache_scale: images are decoded once and cached at ``ceil(image_size * cache_scale)``.
+        cache_scale: images are decoded once and cached at ``ceil(image_size * cache_scale)``; ``auto``: at the
+            source's size capped at max(256, 2 * image_size) when the training transforms warp (they then run at
+            that size before the final resize), else at ``image_size``.
         normalization: ``imagenet``, ``dataset`` (each modality's train-split mean/std) or ``none`` (inputs in
             [0, 1], as the study fed them).
         split: ``dataset.split`` settings (see :class:`SplitSpec`) plus ``fold``.
@@ -94,7 +96,7 @@ class ManifestDataModule(L.LightningDataModule):
         seed: int = 0,
         pin_memory: bool | None = None,
         name: str | None = None,
-        cache_scale: float = 1.125,
+        cache_scale: float | str = "auto",
     ):
         super().__init__()
         if modality not in ("visible", "infrared", "fusion"):
@@ -115,9 +117,13 @@ class ManifestDataModule(L.LightningDataModule):
         self.offline_copies = int(self.augment.get("offline_copies") or 0)
         if self.offline_copies < 0:
             raise FERError(f"augment.offline_copies={self.offline_copies}: use 0 (online) or N >= 1")
-        self.cache_scale = float(cache_scale)
-        if self.cache_scale < 1:
-            raise FERError(f"dataset.cache_scale={cache_scale}: use a value >= 1")
+        try:
+            self.cache_scale = cache_scale if cache_scale == "auto" else float(cache_scale)
+        except (TypeError, ValueError):
+            self.cache_scale = 0.0
+        if self.cache_scale != "auto" and self.cache_scale < 1:
+            raise FERError(f"dataset.cache_scale={cache_scale}: use auto or a number >= 1")
+        self.cache_side: int | None = None
         self.normalization = normalization
         split = dict(split or {})
         self.fold = split.get("fold")
@@ -200,7 +206,7 @@ class ManifestDataModule(L.LightningDataModule):
             photometric=self.augment.get("photometric") or (),
             paired_geometry=self.augment.get("paired_geometry", True),
         )
-        size = stored_size(self.image_size, self.cache_scale)
+        size = self.cache_side = self._cache_side(rows)
         cached = {}
         for m in self.modalities:
             have = [i for i, r in enumerate(rows) if r[m]]
@@ -218,6 +224,15 @@ class ManifestDataModule(L.LightningDataModule):
         self.stats = {m: self._stats(m) for m in self.modalities}
         self._expanded = False
         self._loaded_key = key
+
+    def _cache_side(self, rows: list[dict]) -> int:
+        if self.cache_scale != "auto":
+            return stored_size(self.image_size, self.cache_scale)
+        if not self.augment.get("geometric"):
+            return self.image_size  # nothing is warped: decode straight to the input size
+        # one side for both modalities: a pair's images share one geometric draw, which needs equal shapes
+        paths = [r[m] for r in rows for m in ("visible", "infrared") if r.get(m)]
+        return auto_size(self.image_size, source_side(self.root, paths))
 
     def _expand_train(self) -> None:
         """The study's offline protocol, drawn only when training starts (evaluation never pays for it)."""
@@ -312,7 +327,12 @@ class ManifestDataModule(L.LightningDataModule):
         return self.normalize(batch)
 
     def state_dict(self) -> dict:
-        return {"manifest_sha1": self.manifest_sha1, "classes": self.classes, "stats": self.stats}
+        return {
+            "manifest_sha1": self.manifest_sha1,
+            "classes": self.classes,
+            "stats": self.stats,
+            "cache_side": self.cache_side,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         saved = state.get("manifest_sha1")
@@ -326,6 +346,10 @@ class ManifestDataModule(L.LightningDataModule):
             )
         if state.get("stats"):
             self.stats = {m: tuple(v) for m, v in state["stats"].items()}
+        if state.get("cache_side"):
+            # the side the checkpoint's run decoded to, as a scale: stored_size() then needs no source files
+            self.cache_side = int(state["cache_side"])
+            self.cache_scale = self.cache_side / self.image_size
 
 
 class SyntheticDataModule(ManifestDataModule):
