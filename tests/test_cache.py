@@ -110,20 +110,25 @@ def test_auto_size_is_the_source_capped():
     assert auto_size(64, 3000) == cache.AUTO_MAX_SIDE == 256 and auto_size(224, 3000) == 448
 
 
-def test_datamodule_serves_from_cache(tmp_path):
-    dm = SyntheticDataModule(
-        data_dir=str(tmp_path),
-        modality="fusion",
-        image_size=32,
-        batch_size=8,
-        num_workers=0,
-        generator={"n_subjects": 6, "samples_per_class": 2, "image_size": 40},
-        split={"group_regex": r"^(s\d+)_"},
-        normalization="dataset",
-        cache_scale=1.125,
-    )
+def _small_dm(tmp_path, **kwargs) -> SyntheticDataModule:
+    """A prepared and set-up fusion datamodule of 6 tiny synthetic subjects, fed at 32 px."""
+    kwargs = {
+        "modality": "fusion",
+        "image_size": 32,
+        "batch_size": 8,
+        "num_workers": 0,
+        "generator": {"n_subjects": 6, "samples_per_class": 2, "image_size": 40},
+        "split": {"group_regex": r"^(s\d+)_"},
+        **kwargs,
+    }
+    dm = SyntheticDataModule(data_dir=str(tmp_path), **kwargs)
     dm.prepare_data()
     dm.setup("fit")
+    return dm
+
+
+def test_datamodule_serves_from_cache(tmp_path):
+    dm = _small_dm(tmp_path, normalization="dataset", cache_scale=1.125)
     assert {p.name.split("-")[0] for p in _npys(dm.root)} == {"visible", "infrared"}
     train = dm._datasets["train"]
     assert train.images["visible"].shape[1:] == (36, 36, 3)
@@ -171,19 +176,12 @@ def _paper_dm(tmp_path, **kwargs) -> SyntheticDataModule:
     from tests.test_augment import preset
 
     kwargs.setdefault("augment", {**preset("paper"), "offline_copies": 26})
-    dm = SyntheticDataModule(
-        data_dir=str(tmp_path),
-        modality="fusion",
-        image_size=32,
-        batch_size=8,
-        num_workers=0,
+    return _small_dm(
+        tmp_path,
         generator={"n_subjects": 6, "samples_per_class": 1, "image_size": 48},
         split={"group_regex": r"^(s\d+)_", "ratios": [0.34, 0.33, 0.33]},
         **kwargs,
     )
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
 
 
 @pytest.mark.parametrize(("scale", "side"), [("auto", 48), (1.125, 36)])
