@@ -122,3 +122,20 @@ def test_offline_copies_must_not_be_negative(tmp_path):
 
     with pytest.raises(FERError, match="offline_copies"):
         SyntheticDataModule(data_dir=str(tmp_path), augment={"offline_copies": -1})
+
+
+def test_paper_perspective_is_torchvisions():
+    """The preset's perspective leaves as much of the frame empty as torchvision's RandomPerspective(0.5), the
+    study's (albumentations.Perspective, the old preset's, never leaves any)."""
+    import torch
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    white = np.full((64, 64, 3), 255, np.uint8)
+    (perspective,) = offline_variants(preset("paper")["geometric"])[2]
+    ours = PairTransform(("visible",), 64, [perspective])
+    covered = [float((ours({"visible": white}, s)["visible"] > 0).float().mean()) for s in range(200)]
+    torch.manual_seed(0)
+    study = v2.RandomPerspective(distortion_scale=0.5, p=1.0)
+    reference = [(np.asarray(study(Image.fromarray(white))) > 0).mean() for _ in range(200)]
+    assert abs(np.mean(covered) - np.mean(reference)) < 0.03 and np.mean(covered) < 0.7

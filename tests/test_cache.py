@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import pickle
 
+import albumentations as A
 import numpy as np
 import pytest
 from PIL import Image
 
 from fer_lightning.data import cache
-from fer_lightning.data.cache import cache_images, decode_resized, stored_size
+from fer_lightning.data.cache import auto_size, cache_images, decode_resized, stored_size
 from fer_lightning.data.datamodules import SyntheticDataModule
 from fer_lightning.data.datasets import resolve_workers
+from fer_lightning.data.transforms import TorchvisionPerspective
 from fer_lightning.errors import FERError
 
 
@@ -110,21 +112,34 @@ def test_sidecar_records_shape_and_checksums(tmp_path):
 
 def test_stored_size_is_a_little_larger():
     assert stored_size(64) == 72 and stored_size(224) == 252 and stored_size(64, 1.0) == 64
+    # a side recorded as a scale (a checkpoint's cache_side / image_size) comes back exactly
+    assert all(stored_size(s, side / s) == side for s in (32, 64, 112, 224) for side in range(s, 4 * s, 7))
+
+
+def test_auto_size_is_the_source_capped():
+    assert auto_size(64, 96) == 96 and auto_size(64, 48) == 64  # never below the input
+    assert auto_size(64, 3000) == cache.AUTO_MAX_SIDE == 256 and auto_size(224, 3000) == 448
+
+
+def _small_dm(tmp_path, **kwargs) -> SyntheticDataModule:
+    """A prepared and set-up fusion datamodule of 6 tiny synthetic subjects, fed at 32 px."""
+    kwargs = {
+        "modality": "fusion",
+        "image_size": 32,
+        "batch_size": 8,
+        "num_workers": 0,
+        "generator": {"n_subjects": 6, "samples_per_class": 2, "image_size": 40},
+        "split": {"group_regex": r"^(s\d+)_"},
+        **kwargs,
+    }
+    dm = SyntheticDataModule(data_dir=str(tmp_path), **kwargs)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
 
 
 def test_datamodule_serves_from_cache(tmp_path):
-    dm = SyntheticDataModule(
-        data_dir=str(tmp_path),
-        modality="fusion",
-        image_size=32,
-        batch_size=8,
-        num_workers=0,
-        generator={"n_subjects": 6, "samples_per_class": 2, "image_size": 40},
-        split={"group_regex": r"^(s\d+)_"},
-        normalization="dataset",
-    )
-    dm.prepare_data()
-    dm.setup("fit")
+    dm = _small_dm(tmp_path, normalization="dataset", cache_scale=1.125)
     assert {p.name.split("-")[0] for p in _npys(dm.root)} == {"visible", "infrared"}
     train = dm._datasets["train"]
     assert train.images["visible"].shape[1:] == (36, 36, 3)
@@ -150,3 +165,64 @@ def test_num_workers_auto(monkeypatch):
     assert resolve_workers(3) == 3
     with pytest.raises(FERError, match=r"dataset\.num_workers"):
         resolve_workers("many")
+
+
+WARPS = (A.Rotate, A.Affine, TorchvisionPerspective, A.HorizontalFlip)
+
+
+def _warp_sides(monkeypatch) -> list[int]:
+    """Records the side of every image the paper preset's geometric transforms are applied to."""
+    sides = []
+    for cls in WARPS:
+
+        def apply(self, img, *args, _orig=cls.apply, **kwargs):
+            sides.append(img.shape[0])
+            return _orig(self, img, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "apply", apply)
+    return sides
+
+
+def _paper_dm(tmp_path, **kwargs) -> SyntheticDataModule:
+    from tests.test_augment import preset
+
+    kwargs.setdefault("augment", {**preset("paper"), "offline_copies": 26})
+    return _small_dm(
+        tmp_path,
+        generator={"n_subjects": 6, "samples_per_class": 1, "image_size": 48},
+        split={"group_regex": r"^(s\d+)_", "ratios": [0.34, 0.33, 0.33]},
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(("scale", "side"), [("auto", 48), (1.125, 36)])
+def test_augmentation_warps_at_the_cached_resolution_then_resizes(tmp_path, monkeypatch, scale, side):
+    sides = _warp_sides(monkeypatch)
+    dm = _paper_dm(tmp_path, cache_scale=scale)
+    assert dm.cache_side == side and dm._datasets["val"].images["visible"].shape[1] == side
+    batch = next(iter(dm.train_dataloader()))  # the 25 offline copies of each image are drawn here
+    assert len(sides) >= 25 * dm.split_size("train") // 26 and set(sides) == {side}
+    assert dm._datasets["train"].images["visible"].shape[1:] == (32, 32, 3)
+    assert batch["visible"].shape[2:] == (32, 32) and next(iter(dm.val_dataloader()))["visible"].shape[2:] == (32, 32)
+    # online augmentation warps at the same cached side
+    sides.clear()
+    online = _paper_dm(tmp_path, cache_scale=scale, augment={**dm.augment, "offline_copies": 0})
+    assert next(iter(online.train_dataloader()))["infrared"].shape[2:] == (32, 32)
+    assert sides and set(sides) == {side}
+
+
+def test_auto_cache_without_warps_is_the_input_size_and_is_remembered(tmp_path):
+    dm = _paper_dm(tmp_path, augment={"geometric": [], "offline_copies": 0})
+    assert dm.cache_side == 32
+    warped = _paper_dm(tmp_path)
+    assert warped.cache_side == 48
+    # a checkpoint's datamodule state gives a fresh module (predict, evaluate) the side its run used
+    fresh = SyntheticDataModule(data_dir=str(tmp_path), image_size=32)
+    fresh.load_state_dict(warped.state_dict())
+    assert stored_size(fresh.image_size, fresh.cache_scale) == 48
+
+
+def test_cache_scale_must_be_auto_or_at_least_one(tmp_path):
+    for bad in (0.5, "big"):
+        with pytest.raises(FERError, match=r"dataset\.cache_scale"):
+            SyntheticDataModule(data_dir=str(tmp_path), cache_scale=bad)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from fer_lightning.data import synthetic
 from fer_lightning.data.build import ImageOptions, build
-from fer_lightning.data.cache import cache_images, stored_size
+from fer_lightning.data.cache import auto_size, cache_images, source_side, stored_size
 from fer_lightning.data.datasets import FERDataset, SeededSampler, offline_expand, resolve_workers
 from fer_lightning.data.manifest import MANIFEST, SPLITS, SplitSpec, apply_fold, ensure_splits
 from fer_lightning.data.normalize import NORMALIZATIONS, Normalizer, Stats, modality_stats
@@ -60,7 +60,9 @@ class ManifestDataModule(L.LightningDataModule):
         augment: ``{"geometric": [...], "photometric": [...], "paired_geometry": bool, "offline_copies": int}``
             of albumentations transforms for training. ``offline_copies`` N > 0 is the study's protocol: each
             training image plus N-1 augmented copies drawn once before training (26 -> 26x the training set).
-        cache_scale: images are decoded once and cached at ``ceil(image_size * cache_scale)``.
+        cache_scale: images are decoded once and cached at ``ceil(image_size * cache_scale)``; ``auto``: at the
+            source's size capped at max(256, 2 * image_size) when the training transforms warp (they then run at
+            that size before the final resize), else at ``image_size``.
         normalization: ``imagenet``, ``dataset`` (each modality's train-split mean/std) or ``none`` (inputs in
             [0, 1], as the study fed them).
         split: ``dataset.split`` settings (see :class:`SplitSpec`) plus ``fold``.
@@ -84,7 +86,7 @@ class ManifestDataModule(L.LightningDataModule):
         seed: int = 0,
         pin_memory: bool | None = None,
         name: str | None = None,
-        cache_scale: float = 1.125,
+        cache_scale: float | str = "auto",
     ):
         super().__init__()
         if modality not in ("visible", "infrared", "fusion"):
@@ -108,7 +110,13 @@ class ManifestDataModule(L.LightningDataModule):
         self.augment = dict(augment or {})
         copies = self.augment.get("offline_copies") or 0
         self.offline_copies = _number("augment.offline_copies", copies, 0, fix=" (0: online augmentation)")
-        self.cache_scale = _number("dataset.cache_scale", cache_scale, 1, float, fix=" (1 caches at the input size)")
+        # auto: the source resolution, capped, where the augmentation warps (data/cache.auto_size)
+        self.cache_scale = (
+            "auto"
+            if cache_scale == "auto"
+            else _number("dataset.cache_scale", cache_scale, 1, float, fix=" (auto, or 1 caches at the input size)")
+        )
+        self.cache_side: int | None = None
         self.normalization = normalization
         split = dict(split or {})
         self.fold = split.get("fold")
@@ -215,7 +223,7 @@ class ManifestDataModule(L.LightningDataModule):
         """One dataset per split over the decoded-once cache of each modality (rows keep their manifest index)."""
         eval_tf = PairTransform(self.modalities, self.image_size)
         train_tf = self._train_transform(self.augment.get("geometric") or ())
-        size = stored_size(self.image_size, self.cache_scale)
+        size = self.cache_side = self._cache_side(rows)
         index = {r["sample_id"]: i for i, r in enumerate(rows)}
         label_of = {c: i for i, c in enumerate(self.classes)}
         cached = {}
@@ -237,6 +245,15 @@ class ManifestDataModule(L.LightningDataModule):
     def offline_variants(self) -> list[PairTransform]:
         """One transform per geometric augmentation: the study drew its offline copies from each in turn."""
         return [self._train_transform(g) for g in offline_variants(self.augment.get("geometric") or ())]
+
+    def _cache_side(self, rows: list[dict]) -> int:
+        if self.cache_scale != "auto":
+            return stored_size(self.image_size, self.cache_scale)
+        if not self.augment.get("geometric"):
+            return self.image_size  # nothing is warped: decode straight to the input size
+        # one side for both modalities: a pair's images share one geometric draw, which needs equal shapes
+        paths = [r[m] for r in rows for m in ("visible", "infrared") if r.get(m)]
+        return auto_size(self.image_size, source_side(self.root, paths))
 
     def _expand_train(self) -> None:
         """The study's offline protocol, drawn only when training starts (evaluation never pays for it)."""
@@ -296,7 +313,12 @@ class ManifestDataModule(L.LightningDataModule):
         return self.normalize(batch)
 
     def state_dict(self) -> dict:
-        return {"manifest_sha1": self.manifest_sha1, "classes": self.classes, "stats": self.stats}
+        return {
+            "manifest_sha1": self.manifest_sha1,
+            "classes": self.classes,
+            "stats": self.stats,
+            "cache_side": self.cache_side,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         saved = state.get("manifest_sha1")
@@ -310,6 +332,10 @@ class ManifestDataModule(L.LightningDataModule):
             )
         if state.get("stats"):
             self.stats = {m: tuple(v) for m, v in state["stats"].items()}
+        if state.get("cache_side"):
+            # the side the checkpoint's run decoded to, as a scale: stored_size() then needs no source files
+            self.cache_side = int(state["cache_side"])
+            self.cache_scale = self.cache_side / self.image_size
 
 
 class SyntheticDataModule(ManifestDataModule):

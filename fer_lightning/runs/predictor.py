@@ -39,7 +39,9 @@ class Predictor:
         self._normalizer = Normalizer()
         self.model = model_from_checkpoint(run, self.classes).to(self.device)
         dataset = run.config.dataset
-        self.stored = stored_size(int(dataset.image_size), float(dataset.get("cache_scale", 1.0)))
+        # the side the run's cache decoded to (cache_scale=auto depends on the source files, so it is stored)
+        scale = dataset.get("cache_scale", 1.0)
+        self.stored = int(state.get("cache_side") or stored_size(int(dataset.image_size), float(scale)))
         self.size = int(dataset.image_size)
         self.transform = PairTransform(self.modalities, self.size)
 
