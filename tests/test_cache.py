@@ -201,7 +201,7 @@ def test_augmentation_warps_at_the_cached_resolution_then_resizes(tmp_path, monk
     dm = _paper_dm(tmp_path, cache_scale=scale)
     assert dm.cache_side == side and dm._datasets["val"].images["visible"].shape[1] == side
     batch = next(iter(dm.train_dataloader()))  # the 25 offline copies of each image are drawn here
-    assert len(sides) >= 25 * dm.split_size("train") // 26 and set(sides) == {side}
+    assert len(sides) >= 25 * len(dm._datasets["train"]) // 26 and set(sides) == {side}
     assert dm._datasets["train"].images["visible"].shape[1:] == (32, 32, 3)
     assert batch["visible"].shape[2:] == (32, 32) and next(iter(dm.val_dataloader()))["visible"].shape[2:] == (32, 32)
     # online augmentation warps at the same cached side

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from fer_lightning.train import build_datamodule
+from fer_lightning.runs import build_datamodule
 from tests.conftest import compose_cfg
 
 
@@ -23,7 +23,7 @@ def test_small_regime_counts_and_subject_held_out_split(tmp_path):
     dm.setup("fit")
     assert dm.root == tmp_path / "data" / "synthetic_small"
     assert not (tmp_path / "data" / "synthetic").exists()
-    assert {s: dm.split_size(s) for s in ("train", "val", "test")} == {"train": 120, "val": 30, "test": 90}
+    assert {s: len(dm._datasets[s]) for s in ("train", "val", "test")} == {"train": 120, "val": 30, "test": 90}
     subjects = {s: {r["subject"] for r in dm.rows if r["split"] == s} for s in ("train", "val", "test")}
     assert [len(subjects[s]) for s in ("train", "val", "test")] == [8, 2, 6]
     assert not (subjects["train"] & subjects["test"]) and not (subjects["val"] & subjects["test"])
