@@ -27,14 +27,16 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
 
 
-def tiny_run(tmp_path_factory, data_dir: Path, modality: str = "fusion") -> Path:
-    """The run dir of a one-epoch tiny synthetic run (results.json, checkpoints/, .hydra/config.yaml)."""
+def tiny_run(tmp_path_factory, data_dir: Path, modality: str = "fusion", *extra: str) -> Path:
+    """The run dir of a one-epoch tiny synthetic run (results.json, checkpoints/, .hydra/config.yaml); ``extra``
+    overrides on top (e.g. ``model.fusion=interleave``)."""
     from fer_lightning.runs import train_and_test
 
-    key = (str(tmp_path_factory.getbasetemp()), modality)
+    key = (str(tmp_path_factory.getbasetemp()), modality, *extra)
     if key not in _RUNS:
         run_dir = tmp_path_factory.mktemp(f"tiny_{modality}_run")
-        cfg = compose_cfg([*TINY, "logger=none", "trainer.max_epochs=1", f"modality={modality}"], run_dir, data_dir)
+        overrides = [*TINY, "logger=none", "trainer.max_epochs=1", f"modality={modality}", *extra]
+        cfg = compose_cfg(overrides, run_dir, data_dir)
         train_and_test(cfg)
         save_run_config(cfg, run_dir)
         _RUNS[key] = run_dir

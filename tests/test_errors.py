@@ -54,7 +54,7 @@ def test_the_command_line_exits_2_with_one_line(tmp_path):
     [
         ("seed=abc", "seed='abc': the seed must be a non-negative integer"),
         ("modality=foo", "modality=foo: no such modality; choose one of fusion, infrared, visible"),
-        ("dataset=bar", "dataset=bar: no such dataset; choose one of folder, nvie, synthetic, viri"),
+        ("dataset=bar", "dataset=bar: no such dataset; choose one of folder, nvie, synthetic, synthetic_small, viri"),
         (
             "dataset.split.group_regex=^([A-Z]{2})",
             """quote the value: 'dataset.split.group_regex="^([A-Z]{2})"'""",

@@ -45,6 +45,6 @@ def test_allow_missing_predicts_a_gated_model_from_one_image(tmp_path, data_dir,
     assert out["missing"] == ["infrared"] and out["predicted_from"] == ["visible"]
     assert sum(out["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     # the study's interleave cannot do without a modality: one line, even when allowed
-    interleave = tiny_run(tmp_path_factory, data_dir, "fusion") / "checkpoints" / "last.ckpt"
+    interleave = tiny_run(tmp_path_factory, data_dir, "fusion", "model.fusion=interleave") / "checkpoints" / "last.ckpt"
     with pytest.raises(FERError, match="cannot predict without infrared; only late and gated fusion can"):
         predict(compose_app("predict", [f"ckpt_path={interleave}", f"visible={image}", "allow_missing=true"], tmp_path))

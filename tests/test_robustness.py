@@ -36,12 +36,21 @@ def test_evaluate_with_a_corruption_records_it_and_changes_the_predictions(ckpt,
     [
         (["corrupt.infrared=fog"], "corrupt.infrared=fog: unknown corruption; use one of noise, blur"),
         (["corrupt.infrared=noise", "corrupt.severity=9"], "corrupt.severity=9: use an integer from 0"),
-        (["missing=infrared"], "missing=infrared: this fusion model cannot predict without it"),
     ],
 )
 def test_bad_corruption_settings_are_one_line(ckpt, tmp_path, args, message):
     with pytest.raises(FERError, match=message) as exc:
         evaluate(compose_app("eval", [f"ckpt_path={ckpt}", *args], tmp_path))
+    assert "\n" not in str(exc.value)
+
+
+def test_missing_modality_is_evaluated_by_gated_and_refused_by_interleave(ckpt, tmp_path_factory, data_dir, tmp_path):
+    # the default fusion (gated) predicts from the photo alone, and says so in results.json
+    results = evaluate(compose_app("eval", [f"ckpt_path={ckpt}", "missing=infrared"], tmp_path / "gated"))
+    assert results["corruption"]["missing"] == "infrared" and results["test"]["n"] > 0
+    interleave = tiny_run(tmp_path_factory, data_dir, "fusion", "model.fusion=interleave") / "checkpoints" / "last.ckpt"
+    with pytest.raises(FERError, match="missing=infrared: this fusion model cannot predict without it") as exc:
+        evaluate(compose_app("eval", [f"ckpt_path={interleave}", "missing=infrared"], tmp_path / "interleave"))
     assert "\n" not in str(exc.value)
 
 
@@ -52,13 +61,11 @@ def test_the_grid_writes_its_table_and_plot(ckpt, tmp_path):
     rows = robustness_grid(cfg)
     with open(tmp_path / "robustness.csv") as f:
         table = list(csv.DictReader(f))
-    assert len(table) == len(rows) == 1 + 2 * 2  # clean + kinds x severities
+    # clean + kinds x severities + the infrared image missing (the default gated fusion can do without it)
+    assert len(table) == len(rows) == 1 + 2 * 2 + 1
     assert table[0]["kind"] == "none" and all(r["modality"] == "infrared" for r in table[1:])
-    assert {(r["kind"], r["severity"]) for r in table[1:]} == {
-        ("noise", "1"),
-        ("noise", "5"),
-        ("dead", "1"),
-        ("dead", "5"),
-    }
+    assert table[-1]["kind"] == "missing"
+    grid = {(r["kind"], r["severity"]) for r in table[1:-1]}
+    assert grid == {("noise", "1"), ("noise", "5"), ("dead", "1"), ("dead", "5")}
     assert all(0 <= float(r["accuracy_lo"]) <= float(r["accuracy"]) <= float(r["accuracy_hi"]) <= 1 for r in table)
     assert (tmp_path / "robustness.png").stat().st_size > 0

@@ -126,9 +126,12 @@ class FERModule(L.LightningModule):
         return F.cross_entropy(logits, labels)
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        out = self.outputs(self._inputs(batch))
+        inputs = self._inputs(batch)
+        out = self.outputs(inputs)
         logits, labels = out["logits"], batch["label"]
-        loss = self.loss(logits, labels) + self.auxiliary_loss(out, labels)
+        loss = self.loss(logits, labels)
+        if len(inputs) == len(self.modalities):  # with a modality missing (missing=) there is no branch to supervise
+            loss = loss + self.auxiliary_loss(out, labels)
         metrics = self.metrics[f"{stage}_metrics"]
         metrics.update(logits.detach(), labels)
         bs = labels.shape[0]
