@@ -25,7 +25,10 @@ git show 1705b03:conf/augment/paper.yaml > "$OLD_CONF/augment/paper_albu_old.yam
 COMMON=(dataset=synthetic_small modality=visible model.backbone.weights=null dataset.image_size=64
         logger=csv "paths.data_dir=$DATA" "hydra.searchpath=[file://$OLD_CONF]")
 PAPER=(experiment=paper_viri_visible "${COMMON[@]}" trainer.max_epochs=$EPOCHS)
-OURS=(experiment=ours_viri_visible "${COMMON[@]}" trainer.max_epochs=$ONLINE)
+# the reference loop's optimiser steps (ceil(120 x 26 / 64) = 49 per epoch) and validation checks, so the
+# online recipe spends the same compute as the offline ones
+STEPS=$((EPOCHS * 49))
+OURS=(experiment=ours_viri_visible "${COMMON[@]}" budget.steps=$STEPS budget.val_checks=$EPOCHS)
 REF=("$PY" tests/reference/study_loop.py --manifest "$DATA/synthetic_small/manifest.csv" --image-size 64
      --epochs $EPOCHS)
 
@@ -39,7 +42,9 @@ declare -A JOBS=(
     [paper_logits]="model.softmax_before_loss=false"
     [paper_cache1125]="model.softmax_before_loss=true dataset.cache_scale=1.125"
     [paper_albu_old]="model.softmax_before_loss=true augment=paper_albu_old"
-    [ours]=""
+    [ours]=""                                      # online, logits, one cosine per step, ImageNet mean/std
+    [ours_softmax]="model.softmax_before_loss=true"
+    [ours_offline]="augment.offline_copies=26 model.softmax_before_loss=true"
     [ours_cache1125]="dataset.cache_scale=1.125"
     [default]=""                                   # 12 epochs x 120 images = 24 optimiser steps
     [default_budget]="trainer.max_epochs=$ONLINE trainer.check_val_every_n_epoch=26"

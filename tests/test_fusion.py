@@ -119,6 +119,21 @@ def test_late_and_gated_predict_from_the_present_modality(present):
         assert model.predict_step(batch, 0).shape == (4, 3)
 
 
+@pytest.mark.parametrize("present", ["visible", "infrared"])
+def test_gated_with_branch_classifiers_predicts_one_camera_with_its_own_classifier(present):
+    # The fused head only ever saw features mixed with the partner's share; the branch's own classifier was
+    # trained on that branch alone, so it is the one that answers when the other image is missing.
+    batch = {present: pair_batch()[present]}
+    model = FusionModule(BB, HEAD, num_classes=3, fusion="gated", aux_loss_weight=1.0).eval()
+    with torch.no_grad():
+        out = model.outputs(batch)
+        own = model.aux_heads[present](model.backbones[present](batch[present]))
+        fused_head = model.head(F.layer_norm(model.backbones[present](batch[present]), (512,)))
+    assert torch.allclose(out["logits"], own, atol=1e-6)
+    assert not torch.allclose(out["logits"], fused_head, atol=1e-3)
+    assert out["weights"][:, ("visible", "infrared").index(present)].eq(1).all()
+
+
 @pytest.mark.parametrize("mode", ["interleave", "concat", "sum", "attention"])
 def test_other_modes_refuse_a_missing_modality(mode):
     model = FusionModule(BB, HEAD, num_classes=3, fusion=mode).eval()

@@ -140,6 +140,25 @@ def test_every_expression_looks_different(modality):
                 assert np.abs(imgs[a][mouth] - imgs[b][mouth]).mean() > 1.0, (a, b, "mouth")
 
 
+def test_ir_expression_zero_makes_the_thermal_image_carry_no_expression():
+    # Same seed, so the same person, pose and sensor noise under each expression: with ir_expression=0 the
+    # thermal pixels are identical whatever the label, while the photo still shows the expression.
+    knobs = clean_knobs(pose_jitter=0.0, ir_expression=0.0)
+    subject = Subject.sample(np.random.default_rng(7))
+    pairs = {c: render_pair(np.random.default_rng(3), subject, c, 40, "iron", knobs) for c in CLASSES}
+    neutral_v, neutral_ir = pairs["Neutral"]
+    for c in CLASSES:
+        assert np.array_equal(pairs[c][1], neutral_ir), c
+        if c != "Neutral":
+            assert np.abs(pairs[c][0].astype(float) - neutral_v).mean() > 0.6, c
+    half = render_pair(
+        np.random.default_rng(3), subject, "Happy", 40, "iron", clean_knobs(pose_jitter=0.0, ir_expression=0.5)
+    )
+    assert not np.array_equal(half[1], neutral_ir)
+    with pytest.raises(ValueError, match="ir_expression"):
+        Knobs.from_difficulty({"ir_expression": 1.5})
+
+
 def test_difficulty_knobs_and_presets():
     assert Knobs.from_difficulty("default") == Knobs()
     easy = Knobs.from_difficulty("easy")

@@ -50,7 +50,10 @@ def render_sample(
     scene = sample_scene(scene_rng, subject, knobs)
     geom = build_geometry(subject, expression, scene.intensity)
     visible = render_visible(vis_rng, subject, geom, scene, image_size, knobs)
-    infrared = render_thermal(ir_rng, subject, geom, scene, image_size, knobs, palette)
+    ir_geom = (
+        geom if knobs.ir_expression == 1 else build_geometry(subject, expression, scene.intensity * knobs.ir_expression)
+    )
+    infrared = render_thermal(ir_rng, subject, ir_geom, scene, image_size, knobs, palette)
     return visible, infrared, scene
 
 

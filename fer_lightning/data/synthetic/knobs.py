@@ -28,6 +28,9 @@ class Knobs:
     ir_noise: float = 0.35  # sensor noise std in degrees C (face contrast is about 5 C)
     ir_cue_strength: float = 0.6  # multiplier on expression-linked thermal patterns
     ir_misalign: float = 1.0  # multiplier on the visible/infrared camera offset
+    # the share of the expression the thermal camera sees (face shape and heat cues); 0: every thermal image
+    # shows a neutral face, so the infrared modality carries no label (for the uninformative-modality test)
+    ir_expression: float = 1.0
     disjoint_failures: bool = True
 
     @classmethod
@@ -63,7 +66,7 @@ class Knobs:
 
         lo, hi = self.intensity
         need(0.0 < lo <= hi <= 1.5, "intensity", "need [lo, hi] with 0 < lo <= hi <= 1.5")
-        for key in ("vis_bad_light_frac", "occlusion_frac", "ir_artifact_frac"):
+        for key in ("vis_bad_light_frac", "occlusion_frac", "ir_artifact_frac", "ir_expression"):
             need(0.0 <= getattr(self, key) <= 1.0, key, "must be in [0, 1]")
         for key in (
             "pose_jitter",

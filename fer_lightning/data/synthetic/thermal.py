@@ -185,7 +185,7 @@ def render_thermal(
         ("forehead", 0.3, 0.3),
         ("mouth", 0.15, 0.5),
     ]
-    k = scene.intensity * knobs.ir_cue_strength
+    k = scene.intensity * knobs.ir_cue_strength * knobs.ir_expression
     cues = base_cues + [(name, sig, dt * k) for name, sig, dt in _THERMAL_CUES[geom.expression]]
     for name, sig, dt in cues:
         for x0, y0 in geom.anchors[name]:
