@@ -29,8 +29,9 @@ def tied(run: Path) -> bool:
 
 def seconds(run: Path) -> dict:
     """Wall and CPU (user + system) seconds of the run's command, where recorded."""
-    if (run / "time").is_file():
-        wall, user, system = (float(v) for v in (run / "time").read_text().split()[-3:])
+    timed = (run / "time").read_text().split() if (run / "time").is_file() else []
+    if len(timed) >= 3:  # an interrupted /usr/bin/time leaves the file empty
+        wall, user, system = (float(v) for v in timed[-3:])
         return {"wall": wall, "cpu": user + system}
     if (run / "wall_seconds").is_file():
         return {"wall": float((run / "wall_seconds").read_text())}

@@ -74,8 +74,8 @@ def test_preset_composes_to_the_study_model(family, ds, mod, tmp_path):
     classes = DATASETS[ds]
     assert (cfg.dataset.name, cfg.modality, cfg.dataset.modality) == (ds, mod, mod)
     assert weights == "imagenet" and cfg.dataset.image_size == 224 and cfg.dataset.batch_size == 64
-    # the study's double softmax in its preset; ours trains as the small-data measurement supports
-    assert cfg.model.softmax_before_loss is (family == "paper")
+    # the study's double softmax: both recipes keep it (the small-data measurement, README)
+    assert cfg.model.softmax_before_loss is True
     model = build_model(cfg.model, classes)
     branches = ["visible", "infrared"] if mod == "fusion" else [mod]
     assert sorted(model.backbones) == sorted(branches)
@@ -138,7 +138,6 @@ def test_ours_differs_from_paper_only_where_documented(ds, mod, tmp_path):
         "augment.offline_copies",
         "dataset.augment.offline_copies",
         "dataset.eval_batch_size",
-        "model.softmax_before_loss",
         "trainer.max_epochs",
         "trainer.check_val_every_n_epoch",
         "model.channels_last",
@@ -253,9 +252,8 @@ def test_preset_composes_to_its_snapshot(name, tmp_path):
     assert expected["augment.geometric"] == expected["dataset.augment.geometric"]
     expected |= {"dataset.cache_scale": "auto", "augment.geometric": paper_geometric}
     expected["dataset.augment.geometric"] = paper_geometric
-    # and the study's double softmax back in its preset (it helped on dataset=synthetic_small)
-    if name.startswith("paper_"):
-        expected["model.softmax_before_loss"] = True
+    # and the study's double softmax back in both recipes (it helped on dataset=synthetic_small)
+    expected["model.softmax_before_loss"] = True
     assert resolved_preset(name, tmp_path) == expected
 
 
