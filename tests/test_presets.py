@@ -81,7 +81,8 @@ def test_preset_composes_to_the_study_model(family, ds, mod, tmp_path):
     assert sorted(model.backbones) == sorted(branches)
     expected_head = STUDY_HEADS[mod]
     if family == "ours" and mod == "fusion":
-        expected_head = expected_head[:-1]  # ours drops the dropout on the logits
+        # ours drops the dropout on the logits, and its gated fusion feeds the head one 512-d weighted feature
+        expected_head = [("Dropout", 0.2), ("Linear", 512, 256), *expected_head[2:-1]]
     assert describe(model.head, len(classes)) == expected_head
     gates = {m: type(model.backbones[m].attention).__name__ for m in branches}
     assert set(gates.values()) == {"FeatureGate"}
@@ -89,7 +90,7 @@ def test_preset_composes_to_the_study_model(family, ds, mod, tmp_path):
     # the study's fusion script gated its infrared branch on x*x; ours gates both on x
     assert squared == {m: family == "paper" and mod == "fusion" and m == "infrared" for m in branches}
     if mod == "fusion":
-        assert model.fusion == "interleave"
+        assert model.fusion == ("interleave" if family == "paper" else "gated")
         # the study trained both branches on every sample
         assert model.modality_dropout == (0.0 if family == "paper" else 0.3)
     logits = model.eval()({m: torch.zeros(2, 3, 32, 32) for m in branches})
@@ -144,7 +145,13 @@ def test_ours_differs_from_paper_only_where_documented(ds, mod, tmp_path):
         "callbacks.model_checkpoint.last_every_n_epochs",
     }
     if mod == "fusion":
-        documented |= {"model.head.dropout_out", "model.infrared_backbone.attention", "model.modality_dropout"}
+        documented |= {
+            "model.head.dropout_out",
+            "model.infrared_backbone.attention",
+            "model.modality_dropout",
+            "model.fusion",
+            "model.aux_loss_weight",
+        }
     assert changed <= documented, changed - documented
     # the same training budget: as many images seen and as many validation checks as the study
     assert ours.trainer.max_epochs == 26 * paper.trainer.max_epochs
@@ -231,12 +238,14 @@ def test_preset_composes_to_its_snapshot(name, tmp_path):
     # added later by the timm / wandb issue: no extra timm arguments, and the wandb run's group, job type, tags
     # and top-level seed / fold
     dataset, modality = expected["dataset.name"], expected["modality"]
-    if expected["modality"] == "fusion":  # the fusion issue's keys; both recipes keep the study's interleave
+    if expected["modality"] == "fusion":  # the fusion issue's keys
         fusion_keys = {"late_combine", "gate", "cross_attention", "aux_loss_weight"}
         node = OmegaConf.load(CONF / "modality" / "fusion.yaml").model
         for key, value in _flatten({k: v for k, v in OmegaConf.to_container(node).items() if k in fusion_keys}):
             expected[f"model.{key}"] = value
         expected["model.aux_loss_weight"] = 0.0
+        if name.startswith("ours_"):  # the measured mode (README, "Fusion modes"); paper keeps the study's
+            expected |= {"model.fusion": "gated", "model.aux_loss_weight": 1.0}
     expected |= {
         "model.backbone.kwargs": None,
         "logger.wandb.group": None,
@@ -310,10 +319,11 @@ def test_an_augment_choice_replaces_the_recipes(tmp_path):
     assert list(cfg.augment.geometric) == [] and cfg.augment.offline_copies == 0
 
 
-def test_the_study_keeps_interleave_and_the_default_fusion_is_gated(tmp_path):
-    """The fusion mode is chosen by measurement for the default, and stays the study's in the study's recipe."""
-    default = compose_cfg(["modality=fusion"], tmp_path)
-    assert (default.model.fusion, default.model.aux_loss_weight) == ("gated", 1.0)
-    for name in ("paper_viri_fusion", "paper_nvie_fusion", "ours_viri_fusion", "ours_nvie_fusion"):
+def test_the_study_keeps_interleave_and_the_default_and_ours_fuse_gated(tmp_path):
+    """The fusion mode is chosen by measurement for the default and ours, and stays the study's in its recipe."""
+    for overrides in (["modality=fusion"], ["experiment=ours_viri_fusion"], ["experiment=ours_nvie_fusion"]):
+        cfg = compose_cfg(overrides, tmp_path)
+        assert (cfg.model.fusion, cfg.model.aux_loss_weight) == ("gated", 1.0), overrides
+    for name in ("paper_viri_fusion", "paper_nvie_fusion"):
         cfg = compose_cfg([f"experiment={name}"], tmp_path)
         assert (cfg.model.fusion, cfg.model.aux_loss_weight) == ("interleave", 0.0), name
