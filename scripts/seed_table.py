@@ -6,7 +6,7 @@ ROOT holds one run dir per model and seed, named ``<model>_s<seed>`` (each with 
 predictions.csv, as ``fer_lightning.train`` writes them). For each model: mean ± std of test accuracy over seeds,
 the mean per-seed paired difference to the baseline (the same seeds, the same test samples) with a t interval over
 seeds, how often each run is right on the thermal-artifact and the dark / shadowed photo samples (summed over
-seeds), and the mean training wall time.
+seeds), and the median training wall time.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def main() -> None:
 
     base = {s: correct(r) for s, r in runs.get(args.baseline, {}).items()}
     head = ["model", "test accuracy (mean ± std)", "seeds", "n", f"vs {args.baseline}, paired (t 95 % CI)"]
-    print("| " + " | ".join([*head, *subsets, "wall s"]) + " |")
+    print("| " + " | ".join([*head, *subsets, "median wall s"]) + " |")
     print("|" + "---|" * (len(head) + len(subsets) + 1))
     for model, seeds in sorted(runs.items()):
         results = {s: json.loads((r / "results.json").read_text()) for s, r in seeds.items()}
@@ -78,7 +78,8 @@ def main() -> None:
         for ids in subsets.values():
             counts = [subset_counts(right[s], ids) for s in seeds]
             cells.append(f"{sum(c[0] for c in counts)} / {sum(c[1] for c in counts)}")
-        wall = np.mean([results[s].get("train_seconds", np.nan) for s in seeds])
+        # the median: one slow run on a shared machine should not set a mode's figure
+        wall = np.median([results[s].get("train_seconds", np.nan) for s in seeds])
         row = [model, spread, str(len(acc)), "/".join(map(str, sorted(n))), paired, *cells, f"{wall:.0f}"]
         print("| " + " | ".join(row) + " |")
 
