@@ -55,7 +55,11 @@ STUDY_HEADS = {
 def test_configured_heads_match_the_study(modality, tmp_path):
     from fer_lightning.runs import build_model
 
-    cfg = compose_cfg([f"modality={modality}", "dataset=viri", "model.backbone.weights=null"], tmp_path)
+    # the study's interleave: its 1024-d fused feature is what the study's fusion head reads (the default and
+    # ours fuse gated, one 512-d weighted feature, into the same layers)
+    fusion = ["model.fusion=interleave"] if modality == "fusion" else []
+    overrides = [f"modality={modality}", "dataset=viri", "model.backbone.weights=null", *fusion]
+    cfg = compose_cfg(overrides, tmp_path)
     model = build_model(cfg.model, ["Angry", "Happy", "Neutral", "Sad", "Surprise"])
     assert layer_signature(model.head) == STUDY_HEADS[modality]
     expected_cls = FusionModule if modality == "fusion" else SingleModalityModule
