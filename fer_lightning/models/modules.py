@@ -346,7 +346,8 @@ class FusionModule(FERModule):
                 # which never saw a feature without its partner's share (synthetic, missing=infrared, seed 0:
                 # 0.573 through the fused head).
                 ((m, f),) = feats.items()
-                return {"logits": self.aux_heads[m](f), "weights": weights}
+                logits = self.aux_heads[m](f)
+                return {"logits": logits, "branch_logits": {m: logits}, "weights": weights}
             # Unit-RMS features, so that a weight is its branch's share of the fused feature.
             fused = sum(w[m] * F.layer_norm(feats[m], feats[m].shape[1:]) for m in w)
             return {"logits": self.head(fused), "weights": weights}
