@@ -10,15 +10,21 @@ import re
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
+import hydra
 from hydra.errors import (
     ConfigCompositionException,
     InstantiationException,
     MissingConfigException,
     OverrideParseException,
 )
+from omegaconf import DictConfig
 
+from fer_lightning import resolvers  # noqa: F401  (registers the config resolvers every command's config uses)
 from fer_lightning.errors import FERError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def fail(message: str, status: int = 2):
@@ -42,6 +48,22 @@ def report_errors(fn):
             raise
 
     return wrapper
+
+
+def command(config_name: str, run: Callable[[DictConfig], object], setup: Callable[[], None] | None = None):
+    """The ``main`` of a command module: Hydra composes ``conf/<config_name>.yaml``, then ``run(cfg)``, with
+    expected errors as one line. Start it with :func:`hydra_entry`."""
+
+    # an absolute path: Hydra reads a relative one against the module defining main, which is this one
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
+    @report_errors
+    def main(cfg: DictConfig) -> None:
+        quiet_libraries()
+        if setup is not None:
+            setup()
+        run(cfg)
+
+    return main
 
 
 def hydra_error_line(exc: Exception) -> str:

@@ -36,9 +36,9 @@ from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from fer_lightning.data.datamodules import ManifestDataModule
 from fer_lightning.data.datasets import FERDataset, offline_expand
 from fer_lightning.data.manifest import read_manifest
+from fer_lightning.data.manifest_datamodule import ManifestDataModule
 from fer_lightning.data.transforms import PairTransform
 from fer_lightning.errors import FERError
 from fer_lightning.resolvers import auto_precision
@@ -120,47 +120,42 @@ def run_framework(dm: ManifestDataModule, args, cfg: DictConfig, classes: list[s
     return {"img_s": train_img_s, "eval_img_s": eval_img_s, "precision": precision, "model": model}
 
 
-@torch.no_grad()
-def _eval_throughput(model, dm: ManifestDataModule, args, precision: str) -> float:
-    model.eval().to(args.device)
-    loader = dm.val_dataloader()
-    dtype = torch.bfloat16 if precision.startswith("bf16") else None
-    n, t0 = 0, None
-    batches = 0
-    while batches < args.warmup + args.steps // 2:
-        for batch in loader:
-            batch = dm.normalize({k: v.to(args.device, non_blocking=True) for k, v in batch.items()})
-            with torch.autocast(args.device, dtype=dtype, enabled=dtype is not None):
-                model(model._inputs(batch))
-            batches += 1
-            if batches == args.warmup:
-                sync(args.device)
-                t0 = time.perf_counter()
-            elif batches > args.warmup:
-                n += int(batch["label"].shape[0])
-            if batches >= args.warmup + args.steps // 2:
-                break
-    sync(args.device)
-    return n / (time.perf_counter() - t0) if n else float("nan")
-
-
-def run_loader_only(dm: ManifestDataModule, args) -> float:
-    """Images/s the training loader delivers to the device (normalised) with no model."""
-    loader = dm.train_dataloader()
+def _images_per_second(dm: ManifestDataModule, loader, args, steps: int, consume=None) -> float:
+    """Images/s through ``consume`` (or none: the loader alone) over ``steps`` batches after ``args.warmup``,
+    the loader restarted as often as needed."""
     n, k, t0 = 0, 0, None
-    while k < args.warmup + args.steps:
+    while k < args.warmup + steps:
         for batch in loader:
             batch = dm.normalize({key: v.to(args.device, non_blocking=True) for key, v in batch.items()})
+            if consume is not None:
+                consume(batch)
             k += 1
             if k == args.warmup:
                 sync(args.device)
                 t0 = time.perf_counter()
             elif k > args.warmup:
                 n += int(batch["label"].shape[0])
-            if k >= args.warmup + args.steps:
+            if k >= args.warmup + steps:
                 break
     sync(args.device)
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0) if n else float("nan")
+
+
+@torch.no_grad()
+def _eval_throughput(model, dm: ManifestDataModule, args, precision: str) -> float:
+    model.eval().to(args.device)
+    dtype = torch.bfloat16 if precision.startswith("bf16") else None
+
+    def forward(batch: dict) -> None:
+        with torch.autocast(args.device, dtype=dtype, enabled=dtype is not None):
+            model(model._inputs(batch))
+
+    return _images_per_second(dm, dm.val_dataloader(), args, args.steps // 2, forward)
+
+
+def run_loader_only(dm: ManifestDataModule, args) -> float:
+    """Images/s the training loader delivers to the device (normalised) with no model."""
+    return _images_per_second(dm, dm.train_dataloader(), args, args.steps)
 
 
 def offline_draw_seconds(dm: ManifestDataModule, args, n_samples: int = 16) -> float:

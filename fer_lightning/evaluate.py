@@ -9,11 +9,9 @@ this command's own run dir.
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from fer_lightning import resolvers  # noqa: F401  (registers the config resolvers)
-from fer_lightning.app import hydra_entry, quiet_libraries, report_errors
+from fer_lightning.app import command, hydra_entry
 from fer_lightning.runs import evaluate_checkpoint, load_run_checkpoint
 from fer_lightning.runs.config import evaluation_config
 
@@ -25,11 +23,7 @@ def evaluate(cfg: DictConfig) -> dict:
     return evaluate_checkpoint(cfg, run_cfg, run, applied)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
-@report_errors
-def main(cfg: DictConfig) -> None:
-    quiet_libraries()
-    evaluate(cfg)
+main = command("eval", evaluate)
 
 
 if __name__ == "__main__":

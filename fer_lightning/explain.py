@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import cv2
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -22,7 +21,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from fer_lightning.app import hydra_entry, quiet_libraries, report_errors
+from fer_lightning.app import command, hydra_entry
 from fer_lightning.data.images import load_rgb
 from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_path
@@ -91,11 +90,7 @@ def explain(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="explain")
-@report_errors
-def main(cfg: DictConfig) -> None:
-    quiet_libraries()
-    explain(cfg)
+main = command("explain", explain)
 
 
 if __name__ == "__main__":

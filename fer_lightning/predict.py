@@ -12,12 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
-from fer_lightning import resolvers  # noqa: F401  (registers the config resolvers)
-from fer_lightning.app import hydra_entry, quiet_libraries, report_errors
+from fer_lightning.app import command, hydra_entry
 from fer_lightning.data.images import is_image_name
 from fer_lightning.data.pairing import normalise_stem
 from fer_lightning.errors import FERError
@@ -96,11 +94,7 @@ def predict(cfg: DictConfig) -> dict | Path:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
-@report_errors
-def main(cfg: DictConfig) -> None:
-    quiet_libraries()
-    predict(cfg)
+main = command("predict", predict)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,9 @@ from __future__ import annotations
 import sys
 import warnings
 
-import hydra
 from omegaconf import DictConfig
 
-from fer_lightning import resolvers  # noqa: F401  (registers the config resolvers)
-from fer_lightning.app import hydra_entry, quiet_libraries, report_errors
+from fer_lightning.app import command, hydra_entry
 from fer_lightning.data.summary import print_summary
 from fer_lightning.runs import build_datamodule
 
@@ -27,12 +25,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {message}", file=file or sys.stderr)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
-@report_errors
-def main(cfg: DictConfig) -> None:
-    quiet_libraries()
+def _warnings_as_lines() -> None:
     warnings.showwarning = _show_warning
-    prepare(cfg)
+
+
+main = command("prepare", prepare, setup=_warnings_as_lines)
 
 
 if __name__ == "__main__":

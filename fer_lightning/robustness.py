@@ -8,19 +8,10 @@ severity (and, for late / gated fusion, with each modality missing). Writes ``ro
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
-
-from fer_lightning import resolvers  # noqa: F401  (registers the config resolvers)
-from fer_lightning.app import hydra_entry, quiet_libraries, report_errors
+from fer_lightning.app import command, hydra_entry
 from fer_lightning.runs.robustness import robustness_grid
 
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="robustness")
-@report_errors
-def main(cfg: DictConfig) -> None:
-    quiet_libraries()
-    robustness_grid(cfg)
+main = command("robustness", robustness_grid)
 
 
 if __name__ == "__main__":

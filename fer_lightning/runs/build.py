@@ -9,7 +9,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fer_lightning.data.datamodules import ManifestDataModule
+from fer_lightning.data.manifest_datamodule import ManifestDataModule
 from fer_lightning.errors import FERError
 from fer_lightning.runs.checkpoint import RUN_CONFIG, RunCheckpoint
 

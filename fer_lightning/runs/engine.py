@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fer_lightning.budget import Budget, apply_budget
-from fer_lightning.data.datamodules import ManifestDataModule
+from fer_lightning.data.manifest_datamodule import ManifestDataModule
 from fer_lightning.errors import FERError
 from fer_lightning.loggers import log_evaluation, log_results
 from fer_lightning.runs.build import (
