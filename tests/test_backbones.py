@@ -15,6 +15,7 @@ from torch import nn
 
 from fer_lightning.errors import FERError
 from fer_lightning.models.backbones import BACKBONES, FeatureGate, build_backbone, cam_target
+from fer_lightning.models.fusion import FUSIONS
 from fer_lightning.models.modules import FusionModule
 from tests.conftest import TINY, compose_cfg
 
@@ -131,6 +132,26 @@ def test_timm_imagenet_offline_says_where_timm_looks(monkeypatch, tmp_path):
     assert str(tmp_path / "hf-cache") in msg and "convnext_atto.d2_in1k" in msg
 
 
+def test_timm_imagenet_with_the_hub_unreachable_fails_at_once_without_offline_mode(monkeypatch, tmp_path, caplog):
+    """No HF_HUB_OFFLINE: the Hub's endpoint refuses connections, and the error comes without the hub's retries."""
+    import logging
+    import socket
+
+    from huggingface_hub import constants
+
+    with socket.socket() as s:  # a local port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    with caplog.at_level(logging.WARNING, logger="huggingface_hub"), pytest.raises(FERError) as err:
+        build_backbone("timm/convnext_atto", weights="imagenet")
+    assert not [r for r in caplog.records if "Retry" in r.getMessage()], "the hub retried instead of failing at once"
+    assert "model.backbone.weights=null" in str(err.value) and "\n" not in str(err.value)
+    assert constants.HF_HUB_OFFLINE is False  # offline mode was only for the attempt
+
+
 def test_unknown_names_and_bad_kwargs_are_one_line_errors():
     with pytest.raises(FERError) as err:
         build_backbone("timm/convnext_atoo")
@@ -150,7 +171,7 @@ def test_a_vit_fed_another_size_says_how_to_fix_it():
         vit(_x())
 
 
-@pytest.mark.parametrize("fusion", ["interleave", "concat", "sum"])
+@pytest.mark.parametrize("fusion", FUSIONS)
 def test_fusion_branches_may_use_different_backbones(fusion):
     model = FusionModule(
         {"name": "timm/vit_tiny_patch16_224", "attention": "gate", "kwargs": {"img_size": 32}},
@@ -164,9 +185,47 @@ def test_fusion_branches_may_use_different_backbones(fusion):
     # 192 (ViT) vs 1024 (MobileNetV3): the narrower branch is projected to the wider one's width
     assert isinstance(visible.projection, nn.Linear) and isinstance(infrared.projection, nn.Identity)
     assert visible.out_features == infrared.out_features == 1024
-    assert model.head[1].in_features == (1024 if fusion == "sum" else 2048)
+    if fusion in ("interleave", "concat", "sum"):
+        assert model.head[1].in_features == (1024 if fusion == "sum" else 2048)
     with torch.no_grad():
         assert model({"visible": _x(), "infrared": _x()}).shape == (2, 3)
+
+
+def test_another_infrared_family_takes_imagenet_but_not_the_visible_weights_file(tmp_path, monkeypatch):
+    import fer_lightning.models.modules as modules
+
+    built = []
+    monkeypatch.setattr(modules, "build_backbone", lambda **kw: built.append(kw) or build_backbone(**kw))
+    path = tmp_path / "resnet18.pt"
+    torch.save(build_backbone("resnet18").trunk.state_dict(), path)
+    FusionModule(
+        {"name": "resnet18", "weights": str(path)},
+        {"hidden": 8},
+        num_classes=3,
+        infrared_backbone={"name": "timm/mobilenetv3_small_050", "weights": None},
+    )
+    assert built[0]["weights"] == str(path) and "weights" not in built[1]  # random init, not a misfit file
+    built.clear()
+    FusionModule(
+        {"name": "resnet18", "weights": str(path)},
+        {"hidden": 8},
+        num_classes=3,
+        infrared_backbone={"name": "resnet18", "attention": "gate_sq"},
+    )
+    assert built[1]["weights"] == str(path) and built[1]["attention"] == "gate_sq"  # same family: inherited
+
+
+def test_the_infrared_backbone_is_set_on_the_command_line_without_a_plus(tmp_path, data_dir):
+    from fer_lightning.runs import build_model
+
+    cfg = compose_cfg(
+        [*TINY, "modality=fusion", "model.infrared_backbone.name=timm/mobilenetv3_small_050"],
+        tmp_path / "run",
+        data_dir,
+    )
+    model = build_model(cfg.model, ["a", "b", "c"])
+    assert model.backbones["infrared"].name == "timm/mobilenetv3_small_050"
+    assert model.backbones["visible"].name == cfg.model.backbone.name
 
 
 def test_equal_widths_get_no_projection():

@@ -11,6 +11,7 @@ the layer Grad-CAM should watch.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import re
@@ -318,7 +319,8 @@ def _timm_pretrained(name: str, model: str, kwargs: dict) -> nn.Module:
     else:
         where = str(Path(torch.hub.get_dir()) / "checkpoints" / str(cfg.url or cfg.file).rsplit("/", 1)[-1])
     try:
-        return timm.create_model(model, pretrained=True, num_classes=0, **kwargs)
+        with _hub_offline_when_unreachable(bool(cfg.hf_hub_id)):
+            return timm.create_model(model, pretrained=True, num_classes=0, **kwargs)
     except TypeError as exc:
         raise FERError(f"model.backbone.kwargs={kwargs}: {name} does not take them ({exc})") from exc
     except Exception as exc:  # offline: huggingface_hub / URL errors, or a corrupt file
@@ -326,6 +328,27 @@ def _timm_pretrained(name: str, model: str, kwargs: dict) -> nn.Module:
             f"cannot get ImageNet weights for {name} ({exc.__class__.__name__}); timm looks for them in {where}: "
             "fetch them there while online, pass model.backbone.weights=<file>, or model.backbone.weights=null"
         ) from exc
+
+
+@contextlib.contextmanager
+def _hub_offline_when_unreachable(uses_hub: bool):
+    """Hugging Face Hub offline mode while the Hub cannot be reached (one request, 5 s), so a machine without
+    network reads its cache, or fails at once, instead of retrying for ~45 s (HF_HUB_OFFLINE=1 does the same)."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    offline = constants.HF_HUB_OFFLINE
+    if uses_hub and not offline:
+        try:
+            get_session().head(constants.ENDPOINT, timeout=5)
+        except Exception:  # DNS, refused, timeout, proxy: the Hub is out of reach
+            offline = True
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = offline
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
 
 
 def _load_trunk(backbone: Backbone, state: dict[str, torch.Tensor], source: str) -> None:

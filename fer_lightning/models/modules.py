@@ -250,9 +250,14 @@ class FusionModule(FERModule):
         self.aux_loss_weight = aux_loss_weight
         gate = {"hidden": 64, "quality": True, "loss_weight": 1.0, **(gate or {})}
         self.gate_loss_weight = float(gate.pop("loss_weight"))
-        ir_args = {**backbone, **(infrared_backbone or {})}
-        if ir_args.get("name") != backbone.get("name") and "kwargs" not in (infrared_backbone or {}):
-            ir_args.pop("kwargs", None)  # the visible model's timm arguments need not fit another model
+        ir_given = {k: v for k, v in (infrared_backbone or {}).items() if v is not None}
+        ir_args = {**backbone, **ir_given}
+        if ir_args.get("name") != backbone.get("name"):
+            # the visible model's timm arguments and weights file need not fit another model; imagenet does
+            if "kwargs" not in ir_given:
+                ir_args.pop("kwargs", None)
+            if "weights" not in ir_given and ir_args.get("weights") != "imagenet":
+                ir_args.pop("weights", None)
         self.backbones = nn.ModuleDict({"visible": build_backbone(**backbone), "infrared": build_backbone(**ir_args)})
         if infrared_init:
             self._init_infrared(Path(infrared_init))
