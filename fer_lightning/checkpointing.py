@@ -26,7 +26,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from fer_lightning.errors import FERError
-from fer_lightning.io import atomic_path, remove_stale_temporaries
+from fer_lightning.io import atomic_path, atomic_write_text, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class RunConfigHistory(HydraCallback):
         for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
             if (saved / name).is_file():
                 shutil.copy2(saved / name, dest / name)
-        (dest / "moved_at.txt").write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
+        atomic_write_text(dest / "moved_at.txt", time.strftime("%Y-%m-%d %H:%M:%S\n"))
         if config.get("ckpt_path") is None:
             log.warning("%s already holds a run; its config is kept in %s", run_dir, dest)
             return

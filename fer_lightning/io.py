@@ -150,29 +150,32 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
         raise FERError(f"{key}={path}: is a directory; pass a .ckpt file from a run's checkpoints/ folder")
     if not path.is_file():
         raise FERError(f"{key}={path}: no such checkpoint file")
+    checkpoint = load_tensors(path, key)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise FERError(f"{key}={path}: not a fer-lightning checkpoint (no state_dict); pick a file from checkpoints/")
+    return checkpoint
+
+
+def load_tensors(path: Path, key: str, unreadable: str = "not a readable checkpoint") -> Any:
+    """``torch.load(weights_only=True)`` of a file the user named under ``key``, its failures as one FERError:
+    a pickle that would build more than tensors (and might run code) is "not a safe one", never loaded."""
     try:
         with warnings.catch_warnings():
             # torch warns about the pickle protocol of files it is about to refuse; the refusal says enough
             warnings.simplefilter("ignore", UserWarning)
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not _looks_like_pickle(path):
-            raise FERError(
-                f"{key}={path}: not a readable checkpoint (not a torch file); train again or pick another file"
-            ) from exc
+            raise FERError(f"{key}={path}: {unreadable} (not a torch file); train again or pick another file") from exc
         # weights_only refused what the pickle would build (and maybe run).
         raise FERError(
             f"{key}={path}: not a fer-lightning checkpoint, or not a safe one (it holds Python objects "
-            "beyond tensors); use a checkpoint written by python -m fer_lightning.train"
+            "beyond tensors); use a file written by python -m fer_lightning.train or torch.save(state_dict)"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
         raise FERError(
-            f"{key}={path}: not a readable checkpoint ({_reason(exc)}); it may be truncated: train again or pick "
-            "another file"
+            f"{key}={path}: {unreadable} ({_reason(exc)}); it may be truncated: train again or pick another file"
         ) from exc
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise FERError(f"{key}={path}: not a fer-lightning checkpoint (no state_dict); pick a file from checkpoints/")
-    return checkpoint
 
 
 def _looks_like_pickle(path: Path) -> bool:

@@ -20,6 +20,8 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from omegaconf import DictConfig, OmegaConf
 
+from fer_lightning.io import atomic_write_text
+
 # Hydra config groups whose choice names a run's recipe: they become tags and the single-run group's prefix.
 RECIPE_GROUPS = ("experiment", "recipe")
 FIGURES = ("curves.png", "confusion_matrix.png")
@@ -155,7 +157,7 @@ class AppendingCSVLogger(CSVLogger):
         path = Path(self.log_dir) / "metrics.csv"
         kept = path.read_text() if path.is_file() else None
         writer = super().experiment
-        if kept:
-            path.write_text(kept)
+        if kept:  # put back whole, or not at all, if this start is killed too
+            atomic_write_text(path, kept)
             writer.metrics_keys = next(csv.reader([kept.splitlines()[0]]))
         return writer

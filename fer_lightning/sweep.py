@@ -175,8 +175,10 @@ class SweepSummary(Callback):
             "sweep_dir": str(sweep_dir),
             "n_jobs": planned,
             "n_completed": 0,
-            "n_failed": planned,
+            # refused before any job started: nothing failed, all planned jobs are counted as not started
+            "n_failed": 0,
             "n_started": 0,
+            "n_not_started": planned,
             "invalid": invalid,
             "failed": [],
             "jobs": [],

@@ -48,6 +48,9 @@ declare -A JOBS=(
     [ours_cache1125]="dataset.cache_scale=1.125"
     [ours_ema98]="+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging +callbacks.ema.decay=0.98"
     [ours_adamw]="model.optimizer._target_=torch.optim.AdamW +model.optimizer.weight_decay=0.05"
+    [ours_lr3]="model.optimizer.lr=0.003"
+    [ours_mixup02]="model.mixup_alpha=0.2"
+    [ours_mixup1]="model.mixup_alpha=1.0"
     [ours_ema99]="+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging +callbacks.ema.decay=0.99"
     [default]=""                                   # 12 epochs x 120 images = 24 optimiser steps
     [default_budget]="trainer.max_epochs=$ONLINE trainer.check_val_every_n_epoch=26"

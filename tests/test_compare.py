@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fer_lightning.compare import compare, main
+from fer_lightning.analysis.compare import compare
+from fer_lightning.compare import main
 from fer_lightning.errors import FERError
 
 
@@ -77,7 +78,7 @@ def test_cli_prints_a_table(tmp_path, capsys):
 def test_paired_interval_is_the_previous_numpy_bootstrap_and_degenerate_inputs_are_points():
     import numpy as np
 
-    from fer_lightning.compare import paired
+    from fer_lightning.analysis.compare import paired
 
     rng = np.random.default_rng(0)
     a, b = rng.random(60) < 0.8, rng.random(60) < 0.6

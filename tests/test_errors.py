@@ -69,6 +69,14 @@ def test_bad_override_is_one_line(tmp_path, override, expected):
     assert not (tmp_path / "run" / "results.json").exists()
 
 
+def test_a_run_that_never_validated_writes_no_result_and_says_how_to_fix_it(tmp_path, data_dir):
+    common = [*TINY, f"paths.data_dir={data_dir}", "modality=visible", "trainer.max_epochs=1"]
+    line = one_error_line(train_cli(tmp_path, *common, "+trainer.limit_val_batches=0"))
+    assert "the run never validated" in line and "limit_val_batches=0" in line
+    assert "trainer.limit_val_batches > 0" in line
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
 @pytest.fixture(scope="module")
 def visible_ckpt(tmp_path_factory, data_dir) -> Path:
     return tiny_run(tmp_path_factory, data_dir, modality="visible") / "checkpoints" / "last.ckpt"
@@ -99,5 +107,6 @@ def test_an_invalid_value_in_a_sweep_is_refused_before_any_job_and_counted(tmp_p
     assert "none of the 4 jobs was started" in line
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert summary["n_jobs"] == 4 and summary["n_started"] == summary["n_completed"] == 0
+    assert summary["n_not_started"] == 4 and summary["n_failed"] == 0 and summary["failed"] == []
     assert summary["invalid"] == [{"key": "modality", "values": ["foo"], "choices": ["fusion", "infrared", "visible"]}]
     assert [p.name for p in sweep.iterdir()] == ["sweep_summary.json"]  # no job dir: nothing ran

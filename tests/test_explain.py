@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from fer_lightning.analysis.cam import explain
 from fer_lightning.errors import FERError
-from fer_lightning.explain import explain
 from tests.eval_runs import compose_app, tiny_run
 
 

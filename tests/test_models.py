@@ -211,3 +211,50 @@ def test_modality_dropout_zeroes_one_branch_per_dropped_sample_in_training_only(
     assert not (feats[:, :d] == 0).all(1).any() and not (feats[:, d:] == 0).all(1).any()
     with pytest.raises(FERError, match="modality_dropout"):
         FusionModule(bb, {"hidden": 8}, num_classes=3, modality_dropout=1.5)
+
+
+def _recorder(module):
+    """Replaces ``module.outputs`` by a wrapper that keeps the inputs it was given."""
+    seen, real = [], module.outputs
+
+    def outputs(inputs):
+        seen.append({m: x.clone() for m, x in inputs.items()})
+        return real(inputs)
+
+    module.outputs = outputs
+    return seen
+
+
+def test_mixup_blends_both_cameras_with_one_partner_and_the_targets_alike():
+    torch.manual_seed(0)
+    model = FusionModule(
+        {"name": "resnet18"}, {"hidden": 8}, fusion="gated", aux_loss_weight=1.0, num_classes=3, mixup_alpha=0.4
+    )
+    model.log = model.log_dict = lambda *a, **k: None
+    seen = _recorder(model)
+    visible, infrared = torch.rand(6, 3, 32, 32), torch.rand(6, 3, 32, 32)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    batch = {"visible": visible, "infrared": infrared, "label": labels, "index": torch.arange(6)}
+    torch.manual_seed(1)
+    loss = model.training_step(batch, 0)
+    torch.manual_seed(1)  # the same draws again, by hand
+    share = torch.distributions.Beta(0.4, 0.4).sample().item()
+    partner = torch.randperm(6)
+    assert 0 < share < 1 and not torch.equal(partner, torch.arange(6))
+    for m, x in (("visible", visible), ("infrared", infrared)):
+        assert torch.allclose(seen[0][m], share * x + (1 - share) * x[partner])
+    assert torch.isfinite(loss) and loss.requires_grad
+    # validation never mixes
+    seen.clear()
+    model.validation_step(batch, 0)
+    assert torch.equal(seen[0]["visible"], visible)
+
+
+def test_mixup_loss_is_the_blend_of_the_two_labels_losses():
+    model = SingleModalityModule("visible", {"name": "resnet18"}, {"hidden": 8}, num_classes=3)
+    logits, a, b = torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), torch.tensor([2, 2, 1, 1])
+    target = 0.3 * F.one_hot(a, 3).float() + 0.7 * F.one_hot(b, 3).float()
+    expected = 0.3 * F.cross_entropy(logits, a) + 0.7 * F.cross_entropy(logits, b)
+    assert model.loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(FERError, match=r"model\.mixup_alpha=-1"):
+        SingleModalityModule("visible", {"name": "resnet18"}, {"hidden": 8}, num_classes=3, mixup_alpha=-1)

@@ -80,3 +80,15 @@ def test_wrong_inputs_for_the_modality_are_one_line(run_dir, data_dir, tmp_path)
         _predict(run_dir, tmp_path, visible=one, infrared=one.parent)
     with pytest.raises(FERError, match=r"needs .*infrared"):
         _predict(run_dir, tmp_path, input_dir=one.parent)
+
+
+def test_explain_given_a_folder_says_it_is_one_and_not_to_pass_input_dir_to_explain(run_dir, data_dir, tmp_path):
+    from fer_lightning.analysis.cam import explain
+
+    one = next((data_dir / "synthetic" / "visible").rglob("*.png"))
+    args = [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"visible={one.parent}", f"infrared={one}"]
+    with pytest.raises(FERError) as exc:
+        explain(compose_app("explain", args, tmp_path / "x"))
+    msg = str(exc.value)
+    assert msg.startswith(f"visible={one.parent}: is a directory; pass one image file") and "\n" not in msg
+    assert "fer_lightning.predict also takes input_dir=" in msg  # explain has no input_dir

@@ -265,6 +265,9 @@ def test_preset_composes_to_its_snapshot(name, tmp_path):
     expected["dataset.augment.geometric"] = paper_geometric
     # and the study's double softmax back in both recipes (it helped on dataset=synthetic_small)
     expected["model.softmax_before_loss"] = True
+    # added by the real-data issue: mixup, off unless a recipe turns it on
+    ours_mixup = OmegaConf.load(CONF / "recipe" / "ours.yaml").model.get("mixup_alpha", 0.0)
+    expected["model.mixup_alpha"] = ours_mixup if name.startswith("ours_") else 0.0
     assert resolved_preset(name, tmp_path) == expected
 
 

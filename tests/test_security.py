@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from fer_lightning.analysis.cam import explain
 from fer_lightning.errors import FERError
 from fer_lightning.evaluate import evaluate
-from fer_lightning.explain import explain
+from fer_lightning.models.backbones import build_backbone
 from fer_lightning.predict import predict
 from fer_lightning.runs import build_model
 from tests.conftest import REPO, compose_cfg
@@ -69,9 +70,20 @@ def test_infrared_init_refuses_a_crafted_checkpoint(evil, tmp_path):
     _refused(lambda: build_model(cfg.model, ["a", "b"]), marker)
 
 
+def test_backbone_weights_refuse_a_crafted_pickle(evil, tmp_path):
+    ckpt, marker = evil
+    with pytest.raises(FERError, match="not a fer-lightning checkpoint, or not a safe one") as exc:
+        build_backbone("resnet18", weights=str(ckpt))
+    assert str(exc.value).startswith(f"model.backbone.weights={ckpt}") and "\n" not in str(exc.value)
+    assert not marker.exists()
+
+
+_IMAGES = ["visible=v.png", "infrared=i.png"]  # not read: the checkpoint is refused first
+
+
 @pytest.mark.parametrize(
     ("command", "extra"),
-    [("evaluate", []), ("train", ["debug=fast"])],
+    [("evaluate", []), ("train", ["debug=fast"]), ("predict", _IMAGES), ("explain", _IMAGES)],
 )
 def test_cli_exits_2_with_one_line_and_runs_nothing(evil, tmp_path, command, extra):
     ckpt, marker = evil

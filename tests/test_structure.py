@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_lightning.compare import compare
+from fer_lightning.analysis.compare import compare
 from fer_lightning.evaluate import evaluate
 from tests.conftest import REPO
 from tests.eval_runs import compose_app, tiny_run
@@ -16,6 +16,15 @@ from tests.eval_runs import compose_app, tiny_run
 PACKAGE = REPO / "fer_lightning"
 # The modules run as ``python -m fer_lightning.<command>``.
 COMMANDS = sorted(p.stem for p in PACKAGE.glob("*.py") if "__main__" in p.read_text())
+# The library module each of these commands is a shell around.
+LIBRARY_OF = {
+    "compare": "fer_lightning.analysis.compare",
+    "report": "fer_lightning.analysis.report",
+    "explain": "fer_lightning.analysis.cam",
+    "bench": "fer_lightning.benchmark",
+    "robustness": "fer_lightning.runs.robustness",
+    "predict": "fer_lightning.runs.prediction",
+}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -31,6 +40,7 @@ def imported_modules(path: Path) -> set[str]:
 
 def test_the_commands_are_found():
     assert {"train", "evaluate", "predict", "explain", "prepare", "report", "compare", "bench"} <= set(COMMANDS)
+    assert set(LIBRARY_OF) <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -38,6 +48,18 @@ def test_no_command_imports_another_command(command):
     imports = imported_modules(PACKAGE / f"{command}.py")
     others = {f"fer_lightning.{c}" for c in COMMANDS if c != command}
     assert not imports & others, f"{command} imports {sorted(imports & others)}: move the shared code into a library"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_commands_define_no_classes(command):
+    tree = ast.parse((PACKAGE / f"{command}.py").read_text())
+    classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    assert not classes, f"{command} defines {classes}: move them into a library module"
+
+
+@pytest.mark.parametrize("command", sorted(LIBRARY_OF))
+def test_a_thin_command_calls_its_library(command):
+    assert LIBRARY_OF[command] in imported_modules(PACKAGE / f"{command}.py")
 
 
 def test_no_library_module_imports_a_command():

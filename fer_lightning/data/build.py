@@ -23,9 +23,10 @@ from fer_lightning.data.images import _HIGH_BIT_MODES, load_rgb
 from fer_lightning.data.manifest import CONTACT_SHEET, MANIFEST, REJECTED, read_manifest, rejected_text, write_manifest
 from fer_lightning.data.pairing import PairRow, natural_key, pair_files
 from fer_lightning.data.scan import SCAN_CACHE, ScanCache
-from fer_lightning.data.sources import MODALITIES, Sources
+from fer_lightning.data.sources import Sources
 from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_path, atomic_write_text, file_sha1, remove_stale_temporaries
+from fer_lightning.modalities import MODALITIES
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from fer_lightning.errors import FERError
+from fer_lightning.modalities import MODALITIES
 
 KINDS = ("noise", "blur", "occlusion", "hotspot", "stripes", "contrast", "dead")
 SEVERITIES = (0, 1, 2, 3, 4, 5)
-MODALITIES = ("visible", "infrared")
 
 # Per kind, the strength at severities 1..5 (index 0 is severity 1).
 _NOISE_STD = (6.0, 12.0, 24.0, 40.0, 64.0)  # grey levels

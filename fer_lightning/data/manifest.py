@@ -195,7 +195,11 @@ def assign_splits(rows: list[dict], spec: SplitSpec) -> list[dict]:
         hold = re.compile(spec.holdout_regex)
         test = {i for i in pool if hold.search(_sample_name(out[i]))}
         if not test:
-            raise FERError(f"dataset.split.holdout_regex={spec.holdout_regex!r} matches no file name")
+            raise FERError(
+                f"dataset.split.holdout_regex={spec.holdout_regex!r} matches no file name; it is searched in each "
+                "sample's file names (data/<dataset>/manifest.csv lists them): quote a pattern that matches the "
+                "test files, e.g. 'dataset.split.holdout_regex=\"^s0[1-3]_\"'"
+            )
         for i in test:
             out[i]["split"] = "test"
         pool = [i for i in pool if i not in test]

@@ -26,6 +26,7 @@ from fer_lightning.data.summary import unpaired_message
 from fer_lightning.data.transforms import PairTransform, offline_variants
 from fer_lightning.errors import FERError
 from fer_lightning.io import file_sha1, remove_stale_temporaries
+from fer_lightning.modalities import cameras
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,12 @@ class ManifestDataModule(L.LightningDataModule):
         cache_scale: float | str = "auto",
     ):
         super().__init__()
-        if modality not in ("visible", "infrared", "fusion"):
-            raise FERError(f"modality={modality!r}: use visible, infrared or fusion")
         if normalization not in NORMALIZATIONS:
             raise FERError(f"dataset.normalization={normalization!r}: use one of {', '.join(NORMALIZATIONS)}")
         if name:
             self.name = name
         self.modality = modality
-        self.modalities = ("visible", "infrared") if modality == "fusion" else (modality,)
+        self.modalities = cameras(modality)
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.configured_classes = list(classes) if classes else None
         self.image_size = number("dataset.image_size", image_size, 1, fix=" (the square side in pixels, e.g. 224)")

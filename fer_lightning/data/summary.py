@@ -12,7 +12,7 @@ from rich.table import Table
 
 from fer_lightning.data.build import STATE
 from fer_lightning.data.manifest import MANIFEST, REJECTED, SPLITS, read_manifest
-from fer_lightning.data.sources import MODALITIES
+from fer_lightning.modalities import MODALITIES
 
 
 def unpaired_message(manifest: Path, rows: list[dict]) -> str:

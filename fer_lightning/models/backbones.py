@@ -24,6 +24,7 @@ import torchvision
 from torch import nn
 
 from fer_lightning.errors import FERError
+from fer_lightning.io import load_tensors
 
 ATTENTIONS = ("none", "gate", "gate_sq")
 TIMM_PREFIX = "timm/"
@@ -258,15 +259,15 @@ def _read_state_dict(weights: str) -> dict[str, torch.Tensor]:
     path = Path(weights).expanduser()
     if not path.is_file():
         raise FERError(f"model.backbone.weights={weights!r}: no such file; give a state dict path, 'imagenet' or null")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch and safetensors raise many types for a bad file
-        raise FERError(f"{path}: not a loadable state dict ({exc.__class__.__name__}: {exc})") from exc
+        except Exception as exc:  # safetensors raises several types for a bad file
+            raise FERError(f"model.backbone.weights={path}: not a readable .safetensors file ({exc})") from exc
+    else:
+        state = load_tensors(path, "model.backbone.weights", unreadable="not a loadable state dict")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     return state

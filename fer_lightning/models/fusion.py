@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from fer_lightning.errors import FERError
+from fer_lightning.modalities import MODALITIES
 
-MODALITIES = ("visible", "infrared")
 FUSIONS = ("interleave", "concat", "sum", "late", "gated", "attention")
 # Modes that can predict from one modality (their fused feature or logits are a weighted sum over branches).
 MISSING_OK = ("late", "gated")
@@ -155,7 +155,11 @@ def gate_target(
     if branch_logits is None and keep is None:
         return None
     if branch_logits is not None:
-        p_true = [branch_logits[m].detach().softmax(1).gather(1, labels[:, None])[:, 0] for m in MODALITIES]
+        # class indices (N,), or class probabilities (N, C) such as mixup's blends: the probability of the target
+        p_true = [
+            (p * labels).sum(1) if labels.ndim == 2 else p.gather(1, labels[:, None])[:, 0]
+            for p in (branch_logits[m].detach().softmax(1) for m in MODALITIES)
+        ]
         target = torch.stack(p_true, 1)
         target = target / target.sum(1, keepdim=True).clamp_min(1e-6)
     else:

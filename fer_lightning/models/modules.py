@@ -21,10 +21,10 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, M
 
 from fer_lightning.errors import FERError
 from fer_lightning.io import read_checkpoint
+from fer_lightning.modalities import MODALITIES
 from fer_lightning.models.backbones import build_backbone
 from fer_lightning.models.fusion import (
     MISSING_OK,
-    MODALITIES,
     CrossModalAttention,
     LateCombine,
     ModalityGate,
@@ -66,6 +66,9 @@ class FERModule(L.LightningModule):
             again). Off by default; on only as an ablation.
         channels_last: store images and weights channels-last (faster convolutions on recent GPUs).
         compile: ``torch.compile`` each backbone in place when fitting (state-dict keys unchanged).
+        mixup_alpha: > 0: mixup in training (Zhang et al. 2018): each batch blended with a shuffled copy of
+            itself by a Beta(alpha, alpha) weight, the targets blended alike (both cameras of a pair with the same
+            partner and weight). 0: off.
     """
 
     modalities: tuple[str, ...] = ()
@@ -81,8 +84,12 @@ class FERModule(L.LightningModule):
         softmax_before_loss: bool = False,
         channels_last: bool = False,
         compile: bool = False,
+        mixup_alpha: float = 0.0,
     ):
         super().__init__()
+        if not mixup_alpha >= 0:
+            raise FERError(f"model.mixup_alpha={mixup_alpha}: must be >= 0 (0 turns mixup off)")
+        self.mixup_alpha = float(mixup_alpha)
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.optimizer_factory = optimizer
@@ -120,18 +127,33 @@ class FERModule(L.LightningModule):
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         return {m: batch[m].contiguous(memory_format=fmt) for m in self.modalities if m in batch}
 
+    def _mixup(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor):
+        """The batch blended with a shuffled copy of itself; returns the inputs, the blended one-hot targets and
+        each sample's larger share's label (for the training metrics)."""
+        # torch's generator, which StepSeed seeds per step: a resumed run draws the same blends
+        share = torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample().item()
+        partner = torch.randperm(len(labels), device=labels.device)
+        mixed = {m: share * x + (1 - share) * x[partner] for m, x in inputs.items()}
+        one_hot = F.one_hot(labels, self.num_classes).float()
+        target = share * one_hot + (1 - share) * one_hot[partner]
+        return mixed, target, labels if share >= 0.5 else labels[partner]
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy against class indices (N,) or class probabilities (N, C), e.g. mixup's blends."""
         if self.softmax_before_loss:
             return F.cross_entropy(logits.softmax(dim=1), labels)
         return F.cross_entropy(logits, labels)
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         inputs = self._inputs(batch)
+        labels = target = batch["label"]
+        if stage == "train" and self.mixup_alpha > 0:
+            inputs, target, labels = self._mixup(inputs, labels)
         out = self.outputs(inputs)
-        logits, labels = out["logits"], batch["label"]
-        loss = self.loss(logits, labels)
+        logits = out["logits"]
+        loss = self.loss(logits, target)
         if len(inputs) == len(self.modalities):  # with a modality missing (missing=) there is no branch to supervise
-            loss = loss + self.auxiliary_loss(out, labels)
+            loss = loss + self.auxiliary_loss(out, target)
         metrics = self.metrics[f"{stage}_metrics"]
         metrics.update(logits.detach(), labels)
         bs = labels.shape[0]
@@ -381,7 +403,7 @@ class FusionModule(FERModule):
             # A branch is not asked to classify a sample whose image (or feature) it lost.
             terms = []
             for m, logits in outputs["branch_logits"].items():
-                kept = keep[m] if keep is not None else torch.ones_like(labels, dtype=torch.bool)
+                kept = keep[m] if keep is not None else torch.ones(len(labels), dtype=torch.bool, device=logits.device)
                 terms.append(F.cross_entropy(logits, labels, reduction="none") * kept)
             loss = loss + self.aux_loss_weight * torch.stack(terms).sum() / max(len(labels), 1)
         if self.fusion == "gated" and self.gate_loss_weight:

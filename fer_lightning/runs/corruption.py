@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fer_lightning.data.corruptions import MODALITIES, check, check_missing, corrupt, sample_seed
+from fer_lightning.data.corruptions import check, check_missing, corrupt, sample_seed
 from fer_lightning.errors import FERError
+from fer_lightning.modalities import MODALITIES
 
 
 @dataclass(frozen=True)

@@ -166,9 +166,12 @@ class Run:
                 lg.log_hyperparams(hparams)
         self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, weights_only=True)
         if "val/accuracy" not in self.trainer.callback_metrics:
+            t = cfg.trainer
             raise FERError(
-                f"the run never validated (trainer.max_epochs={cfg.trainer.get('max_epochs')}), so there is no "
-                "result to report; train for at least one epoch (trainer.max_epochs >= 1)"
+                f"the run never validated (trainer.max_epochs={t.get('max_epochs')}, check_val_every_n_epoch="
+                f"{t.get('check_val_every_n_epoch')}, limit_val_batches={t.get('limit_val_batches', 1.0)}), so there "
+                "is no result to report: let it validate at least once (trainer.limit_val_batches > 0, "
+                "trainer.check_val_every_n_epoch <= trainer.max_epochs)"
             )
         ckpt_cb = self.trainer.checkpoint_callback
         best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None

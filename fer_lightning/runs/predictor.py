@@ -15,10 +15,9 @@ from fer_lightning.data.cache import decode_resized, stored_size
 from fer_lightning.data.normalize import Normalizer
 from fer_lightning.data.transforms import PairTransform
 from fer_lightning.errors import FERError
+from fer_lightning.modalities import MODALITIES
 from fer_lightning.runs.build import model_from_checkpoint
 from fer_lightning.runs.checkpoint import RunCheckpoint
-
-MODALITIES = ("visible", "infrared")
 
 
 class Predictor:
@@ -68,7 +67,10 @@ class Predictor:
         paths = {m: Path(str(given[m])).expanduser() for m in self.modalities if given.get(m)}
         for m, p in paths.items():
             if p.is_dir():
-                raise FERError(f"{m}={p}: is a directory; pass one image file, or input_dir={p} for a folder")
+                raise FERError(
+                    f"{m}={p}: is a directory; pass one image file (python -m fer_lightning.predict also takes "
+                    f"input_dir={p} for a folder)"
+                )
             if not p.is_file():
                 raise FERError(f"{m}={p}: no such image file")
         return paths

@@ -2,7 +2,7 @@
 for the project's ``paper_*`` presets. Not a product path: it shares nothing with fer_lightning but the prepared
 ``manifest.csv`` it reads.
 
-What it reproduces (../shared/SEED_NOTES.md):
+What it reproduces (docs/study.md, the study's recipe):
 - offline augmentation of the training split only, at the resolution of the files on disk: each image kept plus
   5 draws of each of torchvision's RandomRotation(20), a zoom-out onto a canvas up to 1.5x filled with 123,
   RandomPerspective(distortion_scale=0.5, p=1), RandomAffine(20, shear=0.2) (torchvision's shear is in degrees,

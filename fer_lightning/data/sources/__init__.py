@@ -7,8 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MODALITIES = ("visible", "infrared")
-
 
 @dataclass
 class Sources:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from fer_lightning.data.extract import skip_reason
 from fer_lightning.data.pairing import natural_key
-from fer_lightning.data.sources import MODALITIES, Sources
+from fer_lightning.data.sources import Sources
 from fer_lightning.errors import FERError
+from fer_lightning.modalities import MODALITIES
 
 
 def folder_sources(root: Path) -> Sources:

@@ -1,0 +1,90 @@
+"""Predictions for new images from a trained checkpoint: one sample as a JSON object, or a folder of images (or
+visible/infrared pairs matched by file stem) into predictions.csv. ``python -m fer_lightning.predict`` runs
+:func:`predict`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from fer_lightning.data.images import is_image_name
+from fer_lightning.data.pairing import normalise_stem
+from fer_lightning.errors import FERError
+from fer_lightning.io import atomic_write_text
+from fer_lightning.modalities import MODALITIES
+from fer_lightning.runs.checkpoint import load_run_checkpoint
+from fer_lightning.runs.predictor import Predictor
+from fer_lightning.runs.results import predictions_text
+
+BATCH = 32
+
+
+def _images(folder: Path) -> dict[str, Path]:
+    """Images under ``folder`` keyed by their path relative to it with the stem normalised."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and is_image_name(p.name) and not p.name.startswith("."):
+            rel = p.relative_to(folder)
+            out[str(rel.parent / normalise_stem(rel.name))] = p
+    return out
+
+
+def collect_inputs(input_dir: Path, modalities: tuple[str, ...]) -> tuple[list[dict[str, Path]], list[Path]]:
+    """Samples found in ``input_dir`` and the files left without a partner."""
+    if not input_dir.is_dir():
+        raise FERError(f"input_dir={input_dir}: no such folder")
+    if len(modalities) == 1:
+        (m,) = modalities
+        sub = input_dir / m
+        found = _images(sub if sub.is_dir() else input_dir)
+        if not found:
+            raise FERError(f"input_dir={input_dir}: no image files found")
+        return [{m: p} for p in found.values()], []
+    folders = {m: input_dir / m for m in modalities}
+    missing = [str(p) for p in folders.values() if not p.is_dir()]
+    if missing:
+        raise FERError(
+            f"input_dir={input_dir}: a fusion model needs {' and '.join(missing)} (pairs matched by file stem)"
+        )
+    found = {m: _images(p) for m, p in folders.items()}
+    keys = sorted(set(found["visible"]) & set(found["infrared"]))
+    if not keys:
+        raise FERError(f"input_dir={input_dir}: no visible/infrared pair with matching file stems")
+    unpaired = [p for m in modalities for k, p in found[m].items() if k not in keys]
+    return [{m: found[m][k] for m in modalities} for k in keys], unpaired
+
+
+def predict_folder(predictor: Predictor, input_dir: Path, output: Path) -> Path:
+    samples, unpaired = collect_inputs(input_dir, predictor.modalities)
+    if unpaired:
+        print(f"warning: {len(unpaired)} image(s) without a partner skipped, e.g. {unpaired[0]}", file=sys.stderr)
+    probs = torch.cat([predictor.predict_batch(samples[i : i + BATCH]) for i in range(0, len(samples), BATCH)])
+    ids = [str(s[predictor.modalities[0]].relative_to(input_dir)) for s in samples]
+    paths = {m: [str(s[m]) for s in samples] for m in predictor.modalities}
+    text = predictions_text(ids, [None] * len(samples), probs.numpy(), predictor.classes, paths)
+    atomic_write_text(output, text)
+    print(json.dumps({"predictions": str(output), "n": len(samples), "unpaired": len(unpaired)}))
+    return output
+
+
+def predict(cfg: DictConfig) -> dict | Path:
+    """Runs ``conf/predict.yaml``; returns the JSON object (one sample) or the predictions.csv path."""
+    predictor = Predictor(load_run_checkpoint(cfg.get("ckpt_path")), device=cfg.get("device") or "cpu")
+    given = {m: cfg.get(m) for m in MODALITIES}
+    if cfg.get("input_dir"):
+        if any(given.values()):
+            raise FERError("pass either input_dir=<dir> or visible=/infrared= images, not both")
+        output = Path(cfg.output or Path(cfg.paths.output_dir) / "predictions.csv")
+        return predict_folder(predictor, Path(cfg.input_dir).expanduser(), output)
+    paths = predictor.check_inputs(given, allow_missing=bool(cfg.get("allow_missing")))
+    out = {**predictor.as_dict(predictor.predict(paths)), **{m: str(p) for m, p in paths.items()}}
+    missing = [m for m in predictor.modalities if m not in paths]
+    if missing:
+        out["missing"] = missing
+        out["predicted_from"] = list(paths)
+    print(json.dumps(out, indent=2))
+    return out
