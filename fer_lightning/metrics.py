@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from scipy import stats
 from sklearn import metrics as skm
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall
 from torchmetrics.functional.classification import multiclass_f1_score
 
 from fer_lightning.errors import FERError
@@ -122,3 +124,20 @@ def classification_report(
 def format_with_ci(value: float, ci: list[float], n: int) -> str:
     """``0.822 [0.73, 0.90] (n=90)``."""
     return f"{value:.3f} [{ci[0]:.2f}, {ci[1]:.2f}] (n={n})"
+
+
+def stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    """The metrics a LightningModule logs per stage (``train/``, ``val/``, ``test/``), from torchmetrics."""
+    kw = {"num_classes": num_classes}
+    return MetricCollection(
+        {
+            "accuracy": MulticlassAccuracy(average="micro", **kw),
+            "precision_macro": MulticlassPrecision(average="macro", **kw),
+            "recall_macro": MulticlassRecall(average="macro", **kw),
+            "f1_macro": MulticlassF1Score(average="macro", **kw),
+            "precision_weighted": MulticlassPrecision(average="weighted", **kw),
+            "recall_weighted": MulticlassRecall(average="weighted", **kw),
+            "f1_weighted": MulticlassF1Score(average="weighted", **kw),
+        },
+        prefix=prefix,
+    )

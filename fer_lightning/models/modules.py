@@ -16,11 +16,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall
 
 from fer_lightning.errors import FERError
 from fer_lightning.io import read_checkpoint
+from fer_lightning.metrics import stage_metrics
 from fer_lightning.modalities import MODALITIES
 from fer_lightning.models.backbones import build_backbone
 from fer_lightning.models.fusion import (
@@ -35,22 +34,7 @@ from fer_lightning.models.fusion import (
     junk_images,
 )
 from fer_lightning.models.heads import build_head
-
-
-def stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
-    kw = {"num_classes": num_classes}
-    return MetricCollection(
-        {
-            "accuracy": MulticlassAccuracy(average="micro", **kw),
-            "precision_macro": MulticlassPrecision(average="macro", **kw),
-            "recall_macro": MulticlassRecall(average="macro", **kw),
-            "f1_macro": MulticlassF1Score(average="macro", **kw),
-            "precision_weighted": MulticlassPrecision(average="weighted", **kw),
-            "recall_weighted": MulticlassRecall(average="weighted", **kw),
-            "f1_weighted": MulticlassF1Score(average="weighted", **kw),
-        },
-        prefix=prefix,
-    )
+from fer_lightning.models.mixup import mixup
 
 
 class FERModule(L.LightningModule):
@@ -127,17 +111,6 @@ class FERModule(L.LightningModule):
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         return {m: batch[m].contiguous(memory_format=fmt) for m in self.modalities if m in batch}
 
-    def _mixup(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor):
-        """The batch blended with a shuffled copy of itself; returns the inputs, the blended one-hot targets and
-        each sample's larger share's label (for the training metrics)."""
-        # torch's generator, which StepSeed seeds per step: a resumed run draws the same blends
-        share = torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample().item()
-        partner = torch.randperm(len(labels), device=labels.device)
-        mixed = {m: share * x + (1 - share) * x[partner] for m, x in inputs.items()}
-        one_hot = F.one_hot(labels, self.num_classes).float()
-        target = share * one_hot + (1 - share) * one_hot[partner]
-        return mixed, target, labels if share >= 0.5 else labels[partner]
-
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy against class indices (N,) or class probabilities (N, C), e.g. mixup's blends."""
         if self.softmax_before_loss:
@@ -148,7 +121,7 @@ class FERModule(L.LightningModule):
         inputs = self._inputs(batch)
         labels = target = batch["label"]
         if stage == "train" and self.mixup_alpha > 0:
-            inputs, target, labels = self._mixup(inputs, labels)
+            inputs, target, labels = mixup(inputs, labels, self.mixup_alpha, self.num_classes)
         out = self.outputs(inputs)
         logits = out["logits"]
         loss = self.loss(logits, target)
