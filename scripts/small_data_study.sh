@@ -29,6 +29,9 @@ PAPER=(experiment=paper_viri_visible "${COMMON[@]}" trainer.max_epochs=$EPOCHS)
 # online recipe spends the same compute as the offline ones
 STEPS=$((EPOCHS * 49))
 OURS=(experiment=ours_viri_visible "${COMMON[@]}" budget.steps=$STEPS budget.val_checks=$EPOCHS)
+# fusion on the same split (both cameras), the ours recipe at the same steps
+FUSION=(experiment=ours_viri_fusion dataset=synthetic_small model.backbone.weights=null dataset.image_size=64
+        logger=csv "paths.data_dir=$DATA" budget.steps=$STEPS budget.val_checks=$EPOCHS)
 REF=("$PY" tests/reference/study_loop.py --manifest "$DATA/synthetic_small/manifest.csv" --image-size 64
      --epochs $EPOCHS)
 
@@ -51,7 +54,11 @@ declare -A JOBS=(
     [ours_lr3]="model.optimizer.lr=0.003"
     [ours_mixup02]="model.mixup_alpha=0.2"
     [ours_mixup1]="model.mixup_alpha=1.0"
+    # 450 -> 484 steps after rounding up to whole validation intervals: no more steps than the loop's 490
+    [ours_mixup02_484]="model.mixup_alpha=0.2 budget.steps=450"
     [ours_ema99]="+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging +callbacks.ema.decay=0.99"
+    [fusion_ours]=""                               # gated + per-branch classifiers
+    [fusion_ours_mixup02]="model.mixup_alpha=0.2"
     [default]=""                                   # 12 epochs x 120 images = 24 optimiser steps
     [default_budget]="trainer.max_epochs=$ONLINE trainer.check_val_every_n_epoch=26"
 )
@@ -71,6 +78,7 @@ case $job in
     ref*) "${TIME[@]}" "${REF[@]}" --seed "$seed" --out "$out/result.json" "${extra[@]}" > "$out/log.txt" 2>&1 ;;
     paper*) "${TIME[@]}" "$PY" -m fer_lightning.train "${PAPER[@]}" "${extra[@]}" seed="$seed" "hydra.run.dir=$out" > "$out/log.txt" 2>&1 ;;
     ours*) "${TIME[@]}" "$PY" -m fer_lightning.train "${OURS[@]}" "${extra[@]}" seed="$seed" "hydra.run.dir=$out" > "$out/log.txt" 2>&1 ;;
+    fusion*) "${TIME[@]}" "$PY" -m fer_lightning.train "${FUSION[@]}" "${extra[@]}" seed="$seed" "hydra.run.dir=$out" > "$out/log.txt" 2>&1 ;;
     default*) "${TIME[@]}" "$PY" -m fer_lightning.train "${COMMON[@]}" "${extra[@]}" seed="$seed" "hydra.run.dir=$out" > "$out/log.txt" 2>&1 ;;
 esac
 awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f\n", (b - a) / 1e9 }' > "$out/wall_seconds"

@@ -143,6 +143,7 @@ def test_ours_differs_from_paper_only_where_documented(ds, mod, tmp_path):
         "trainer.check_val_every_n_epoch",
         "model.channels_last",
         "callbacks.model_checkpoint.last_every_n_epochs",
+        "model.mixup_alpha",
     }
     if mod == "fusion":
         documented |= {
