@@ -172,7 +172,16 @@ def load_tensors(path: Path, key: str, unreadable: str = "not a readable checkpo
             f"{key}={path}: not a fer-lightning checkpoint, or not a safe one (it holds Python objects "
             "beyond tensors); use a file written by python -m fer_lightning.train or torch.save(state_dict)"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+    ) as exc:
         raise FERError(
             f"{key}={path}: {unreadable} ({_reason(exc)}); it may be truncated: train again or pick another file"
         ) from exc

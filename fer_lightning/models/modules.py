@@ -8,6 +8,7 @@ modality needs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ class FERModule(L.LightningModule):
         mixup_alpha: float = 0.0,
     ):
         super().__init__()
-        if not mixup_alpha >= 0:
+        if isinstance(mixup_alpha, bool) or not isinstance(mixup_alpha, int | float) or not 0 <= mixup_alpha < math.inf:
             raise FERError(f"model.mixup_alpha={mixup_alpha}: must be >= 0 (0 turns mixup off)")
         self.mixup_alpha = float(mixup_alpha)
         self.num_classes = num_classes
