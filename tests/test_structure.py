@@ -90,3 +90,16 @@ def test_compare_reads_two_training_run_dirs(tmp_path_factory, data_dir):
     assert result["n"] == n > 0
     assert result["accuracy_a"] == pytest.approx(json.loads((fusion / "results.json").read_text())["test"]["accuracy"])
     assert result["accuracy_b"] == pytest.approx(json.loads((visible / "results.json").read_text())["test"]["accuracy"])
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_a_command_sharing_app_main_keeps_its_own_hydra_job_name(command):
+    """Their ``main`` is defined in app.py, yet Hydra's job name (in .hydra/hydra.yaml and --help) is theirs."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", f"fer_lightning.{command}", "--help"], cwd=REPO, capture_output=True, text=True
+    )
+    task = "eval" if command == "evaluate" else command  # evaluate's task_name (conf/eval.yaml)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"{task} is powered by Hydra"), proc.stdout[:200]
