@@ -16,7 +16,7 @@ import difflib
 import math
 import re
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import torch
@@ -331,21 +331,26 @@ def _timm_pretrained(name: str, model: str, kwargs: dict) -> nn.Module:
         ) from exc
 
 
-@contextlib.contextmanager
-def _hub_offline_when_unreachable(uses_hub: bool):
-    """Hugging Face Hub offline mode while the Hub cannot be reached (one request, 5 s), so a machine without
-    network reads its cache, or fails at once, instead of retrying for ~45 s (HF_HUB_OFFLINE=1 does the same)."""
-    from huggingface_hub import constants
+@cache
+def _hub_reachable(endpoint: str) -> bool:
+    """One request (5 s), once per process and endpoint: both branches of a fusion model share the answer."""
     from huggingface_hub.utils import get_session
 
-    offline = constants.HF_HUB_OFFLINE
-    if uses_hub and not offline:
-        try:
-            get_session().head(constants.ENDPOINT, timeout=5)
-        except Exception:  # DNS, refused, timeout, proxy: the Hub is out of reach
-            offline = True
+    try:
+        get_session().head(endpoint, timeout=5)
+    except Exception:  # DNS, refused, timeout, proxy: the Hub is out of reach
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _hub_offline_when_unreachable(uses_hub: bool):
+    """Hugging Face Hub offline mode while the Hub cannot be reached, so a machine without network reads its
+    cache, or fails at once, instead of retrying for ~45 s (HF_HUB_OFFLINE=1 does the same)."""
+    from huggingface_hub import constants
+
     saved = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = offline
+    constants.HF_HUB_OFFLINE = saved or (uses_hub and not _hub_reachable(constants.ENDPOINT))
     try:
         yield
     finally:
