@@ -23,6 +23,27 @@ def test_a_step_budget_gets_at_least_its_steps_and_validation_checks_whatever_th
     assert b.steps < 8000 * 1.1, "rounding to whole epochs and validation intervals adds little"
 
 
+@pytest.mark.parametrize("steps", [10, 97, 450, 490, 2000, 8000, 24000])
+@pytest.mark.parametrize("val_checks", [3, 10, 50, 150])
+def test_the_validation_interval_overshoots_the_steps_least(steps, val_checks):
+    n_train, batch = 120, 64  # dataset=synthetic_small: 2 steps per epoch
+    b = plan({"steps": steps, "val_checks": val_checks}, n_train, batch, max_epochs=12)
+    asked = -(-steps // b.steps_per_epoch)
+    assert b.epochs >= asked and b.epochs % b.check_val_every_n_epoch == 0
+    assert val_checks <= b.val_checks < 2 * val_checks or b.check_val_every_n_epoch == 1
+    # no interval giving val_checks .. 2 * val_checks - 1 checks would have wasted fewer epochs
+    for every in range(1, asked + 1):
+        if val_checks <= -(-asked // every) < 2 * val_checks:
+            assert b.epochs <= -(-asked // every) * every
+
+
+def test_the_loops_490_steps_are_not_rounded_up_to_528():
+    # 245 epochs at 10 checks: every 24 epochs would give 264 epochs (528 steps, +8 %); every 19 gives 247
+    b = plan({"steps": 490, "val_checks": 10}, 120, batch_size=64, max_epochs=12)
+    assert (b.epochs, b.steps, b.check_val_every_n_epoch, b.val_checks) == (247, 494, 19, 13)
+    assert plan({"steps": 480, "val_checks": 10}, 120, 64, max_epochs=12).steps == 480
+
+
 def test_a_100_image_dataset_trains_for_the_configured_steps():
     b = plan({"steps": 2000, "val_checks": 50}, 100, batch_size=64, max_epochs=12)
     assert (b.steps_per_epoch, b.epochs, b.steps) == (2, 1000, 2000)
