@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # tie_break value -> the logged metric that decides between checkpoints with the same monitored score
 TIE_METRICS = {"val_loss": "val/loss"}
 TIE_RULES = ("earlier", "later", *TIE_METRICS)
+# which weights a training run tests: the best-validation checkpoint, or the last one
+TEST_CHECKPOINTS = ("best", "last")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -74,17 +76,37 @@ class AtomicModelCheckpoint(ModelCheckpoint):
     - ``tie_break``: which of two checkpoints with the same monitored score is kept (with 15-30 validation
       images, equal accuracies are common). ``earlier`` keeps the first (Lightning's rule), ``later`` the newer
       one (the study's loop), ``val_loss`` the one with the lower validation loss (the earlier on equal loss).
+    - ``test_checkpoint``: the weights a training run tests. ``best`` (the best-validation checkpoint) or ``last``
+      (the run's final weights, in ``last.ckpt``): on 15-30 validation images a peak is mostly noise, and a run
+      whose LR anneals to zero over its whole budget has settled at its end.
     - ``last.ckpt`` is rewritten after every ``last_every_n_epochs`` training epochs, not only when a top-k
       file is saved (Lightning's rule), so a killed run loses at most that many epochs.
     - Checkpoints superseded by a better one are deleted only after ``last.ckpt`` is written, so the best path
       recorded in ``last.ckpt`` still exists whenever the run is killed.
     """
 
-    def __init__(self, *args: Any, last_every_n_epochs: int = 1, tie_break: str = "earlier", **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        last_every_n_epochs: int = 1,
+        tie_break: str = "earlier",
+        test_checkpoint: str = "best",
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         if tie_break not in TIE_RULES:
             raise FERError(f"callbacks.model_checkpoint.tie_break={tie_break!r}: use one of {', '.join(TIE_RULES)}")
+        if test_checkpoint not in TEST_CHECKPOINTS:
+            raise FERError(
+                f"callbacks.model_checkpoint.test_checkpoint={test_checkpoint!r}: use one of "
+                f"{', '.join(TEST_CHECKPOINTS)}"
+            )
+        if test_checkpoint == "last" and not self.save_last:
+            raise FERError(
+                "callbacks.model_checkpoint.test_checkpoint=last needs callbacks.model_checkpoint.save_last=true"
+            )
         self.tie_break = tie_break
+        self.test_checkpoint = test_checkpoint
         self.last_every_n_epochs = max(1, int(last_every_n_epochs))
         self._pending_removals: list[str] = []
         # checkpoint path -> its tie metric (val_loss rule), kept for the checkpoints in best_k_models
@@ -156,6 +178,8 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         # Lightning rewrites last.ckpt only when a top-k file was saved (or with save_last="link"): after an
         # epoch without a better val score a kill would lose it. Skipped when this epoch's is already written.
         due = (trainer.current_epoch + 1) % self.last_every_n_epochs == 0 or trainer.should_stop
+        # test_checkpoint=last tests last.ckpt: it must hold the final epoch's weights
+        due = due or (self.test_checkpoint == "last" and trainer.current_epoch + 1 >= (trainer.max_epochs or 0))
         if self.save_last and due and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 

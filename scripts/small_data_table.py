@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 
 def tied(run: Path) -> bool:
@@ -58,9 +59,9 @@ def mean_std(values: list[float]) -> str:
 def main(root: Path) -> None:
     runs: dict[str, list[dict]] = defaultdict(list)
     for run in sorted(root.glob("*-s*")):
-        job = run.name.rsplit("-s", 1)[0]
+        job, seed = run.name.rsplit("-s", 1)
         if (r := load(run)) is not None:
-            runs[job].append(r)
+            runs[job].append({**r, "seed": seed})
     print("| job | test accuracy (mean ± std) | seeds | n | wall s / run | CPU s / run | tied best val | earlier tie |")
     print("|---|---|---|---|---|---|---|---|")
     for job, rs in sorted(runs.items()):
@@ -71,6 +72,26 @@ def main(root: Path) -> None:
             f"{np.mean(walls):.0f} | {f'{np.mean(cpus):.0f}' if cpus else '–'} | "
             f"{sum(r['tied'] for r in rs)}/{len(rs)} | {earlier} |"
         )
+    paired(runs)
+
+
+def paired(runs: dict[str, list[dict]], against: str = "ref") -> None:
+    """Each job against the reference loop on the seeds both ran: the mean per-seed difference with its paired
+    95 % t interval, and Welch's p over the two sets of runs."""
+    base = {r["seed"]: r["acc"] for r in runs.get(against, [])}
+    print(f"\n| job | seeds paired with {against} | difference (95 % CI, paired t) | Welch p | CPU ratio |")
+    print("|---|---|---|---|---|")
+    for job, rs in sorted(runs.items()):
+        shared = [r for r in rs if r["seed"] in base]
+        if job == against or len(shared) < 2:
+            continue
+        diff = np.array([r["acc"] - base[r["seed"]] for r in shared])
+        lo, hi = stats.t.interval(0.95, len(diff) - 1, loc=diff.mean(), scale=stats.sem(diff))
+        p = stats.ttest_ind([r["acc"] for r in rs], list(base.values()), equal_var=False).pvalue
+        cpu = [r["cpu"] for r in shared if "cpu" in r]
+        base_cpu = [r["cpu"] for r in runs[against] if "cpu" in r]
+        ratio = f"{np.mean(cpu) / np.mean(base_cpu):.2f}" if cpu and base_cpu else "–"
+        print(f"| {job} | {len(diff)} | {diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] | {p:.3f} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -111,7 +111,29 @@ def test_a_training_run_prints_and_records_its_budget(tmp_path, data_dir, capsys
     budget = json.loads((tmp_path / "results.json").read_text())["budget"]
     assert budget["mode"] == "steps" and budget["steps"] >= 5 and budget["val_checks"] == 2
     assert results["epochs_trained"] == budget["epochs"]
+    assert results["test_checkpoint"] == "best" and "best-epoch" in results["best_checkpoint"]
     assert run.trainer.global_step == budget["steps"]
     assert f"budget (steps): {budget['steps']} optimiser steps" in capsys.readouterr().out
     assert run.trainer.lr_scheduler_configs[0].interval == "step"
     assert run.trainer.lr_scheduler_configs[0].scheduler.T_max == budget["steps"]
+
+
+def test_test_checkpoint_last_tests_the_final_weights(tmp_path, data_dir):
+    # 3 epochs validated every 2: last.ckpt is due at epoch 2 and, for test_checkpoint=last, at the final epoch 3
+    cfg = compose_cfg(
+        [
+            *TINY,
+            "modality=visible",
+            "logger=none",
+            "trainer.max_epochs=3",
+            "trainer.check_val_every_n_epoch=2",
+            "callbacks.model_checkpoint.test_checkpoint=last",
+        ],
+        tmp_path,
+        data_dir,
+    )
+    results, _ = train_and_test(cfg)
+    assert results["test_checkpoint"] == "last" and results["best_checkpoint"].endswith("last.ckpt")
+    tested = torch.load(results["best_checkpoint"], map_location="cpu", weights_only=True)
+    assert tested["epoch"] == 2, "the final epoch's weights, not those of the last validation check"
+    assert 0.0 <= results["best_val_accuracy"] <= 1.0  # the last validation check's

@@ -79,3 +79,10 @@ def test_tie_values_survive_a_resume_and_a_bad_rule_is_named():
     assert restored.tie_values == cb.tie_values
     with pytest.raises(FERError, match=r"tie_break='newest'.*earlier, later, val_loss"):
         AtomicModelCheckpoint(tie_break="newest")
+
+
+def test_an_unknown_test_checkpoint_names_the_key(tmp_path):
+    with pytest.raises(FERError, match=r"callbacks\.model_checkpoint\.test_checkpoint='final': use one of best, last"):
+        AtomicModelCheckpoint(dirpath=tmp_path, monitor="val/accuracy", mode="max", test_checkpoint="final")
+    with pytest.raises(FERError, match=r"needs callbacks\.model_checkpoint\.save_last=true"):
+        AtomicModelCheckpoint(dirpath=tmp_path, monitor="val/accuracy", test_checkpoint="last", save_last=False)

@@ -144,6 +144,7 @@ def test_ours_differs_from_paper_only_where_documented(ds, mod, tmp_path):
         "model.channels_last",
         "callbacks.model_checkpoint.last_every_n_epochs",
         "model.mixup_alpha",
+        "callbacks.model_checkpoint.test_checkpoint",
     }
     if mod == "fusion":
         documented |= {
@@ -269,6 +270,9 @@ def test_preset_composes_to_its_snapshot(name, tmp_path):
     # added by the real-data issue: mixup, off unless a recipe turns it on
     ours_mixup = OmegaConf.load(CONF / "recipe" / "ours.yaml").model.get("mixup_alpha", 0.0)
     expected["model.mixup_alpha"] = ours_mixup if name.startswith("ours_") else 0.0
+    # and which weights a run tests: ours its final ones (its LR anneals to zero), paper the best-validation ones
+    ours_test = OmegaConf.load(CONF / "recipe" / "ours.yaml").callbacks.model_checkpoint.test_checkpoint
+    expected["callbacks.model_checkpoint.test_checkpoint"] = ours_test if name.startswith("ours_") else "best"
     assert resolved_preset(name, tmp_path) == expected
 
 

@@ -62,6 +62,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, modality: str) ->
 
 @dataclass
 class FitOutcome:
+    test_checkpoint: str | None  # "best" or "last" (callbacks.model_checkpoint.test_checkpoint)
     best_checkpoint: str | None
     best_val_accuracy: float | None
     epochs_trained: int
@@ -176,7 +177,13 @@ class Run:
         ckpt_cb = self.trainer.checkpoint_callback
         best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
         score = ckpt_cb.best_model_score if ckpt_cb is not None else None
+        selected = "best" if best else None
+        if getattr(ckpt_cb, "test_checkpoint", "best") == "last" and ckpt_cb.last_model_path:
+            # the final weights, and the accuracy of the last validation check (in step mode: the last epoch)
+            best, score = ckpt_cb.last_model_path, self.trainer.callback_metrics["val/accuracy"]
+            selected = "last"
         return FitOutcome(
+            test_checkpoint=selected,
             best_checkpoint=best,
             best_val_accuracy=float(score) if score is not None else None,
             epochs_trained=int(self.trainer.current_epoch),
@@ -261,6 +268,7 @@ def train_and_test(cfg: DictConfig) -> tuple[dict, Run]:
         {
             "best_val_accuracy": fit.best_val_accuracy,
             "best_checkpoint": fit.best_checkpoint,
+            "test_checkpoint": fit.test_checkpoint,
             "epochs_trained": fit.epochs_trained,
             "train_seconds": fit.train_seconds,
             "source": "train",

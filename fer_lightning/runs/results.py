@@ -36,6 +36,8 @@ HEADER_KEYS = {"dataset", "modality", "seed", "classes", "manifest_sha1"}
 REPORT_FIELDS = {
     "best_val_accuracy": None,
     "best_checkpoint": None,
+    # which checkpoint train tested: "best" (best validation accuracy) or "last"; None from evaluate
+    "test_checkpoint": None,
     "epochs_trained": None,
     "train_seconds": float("nan"),
     "split": "test",
