@@ -101,13 +101,12 @@ def plan(
     epochs = math.ceil(steps / per_epoch) if steps else int(max_epochs)
     if steps and val_checks:
         every = _interval(epochs, val_checks)
-        epochs = math.ceil(epochs / every) * every
     elif val_checks:
         every = max(1, epochs // val_checks)
     else:
         every = int(check_val_every_n_epoch or 1)
-        if steps:
-            epochs = math.ceil(epochs / every) * every
+    if steps:
+        epochs = math.ceil(epochs / every) * every
     return Budget(
         mode="steps" if steps else "epochs",
         train_images=images,
