@@ -128,7 +128,8 @@ def format_with_ci(value: float, ci: list[float], n: int) -> str:
 
 def stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
     """The metrics a LightningModule logs per stage (``train/``, ``val/``, ``test/``), from torchmetrics."""
-    kw = {"num_classes": num_classes}
+    # validate_args would check every batch's labels with torch.unique, a host-device sync per training step
+    kw = {"num_classes": num_classes, "validate_args": False}
     return MetricCollection(
         {
             "accuracy": MulticlassAccuracy(average="micro", **kw),

@@ -8,19 +8,30 @@ import secrets
 from omegaconf import OmegaConf
 
 
-def auto_precision() -> str:
+def _uses_cuda(accelerator: str | None) -> bool:
+    """Whether the Trainer will run on a CUDA GPU with this ``trainer.accelerator`` (``auto``: if one exists)."""
     import torch
 
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
+    name = str(accelerator or "auto").lower()
+    return name in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
-def on_cuda() -> bool:
+def auto_precision(accelerator: str | None = "auto") -> str:
+    """bf16 autocast on Ampere and newer, fp16 autocast on older GPUs (no fast bf16 there), fp32 elsewhere.
+
+    It follows the *chosen* accelerator: ``trainer.accelerator=cpu`` on a GPU host trains in fp32.
+    """
+    if not _uses_cuda(accelerator):
+        return "32-true"
+    import torch
+
+    # torch.cuda.is_bf16_supported() also says yes where bf16 is only emulated (e.g. V100, T4), at a loss of speed
+    return "bf16-mixed" if torch.cuda.get_device_capability() >= (8, 0) else "16-mixed"
+
+
+def on_cuda(accelerator: str | None = "auto") -> bool:
     """GPU-only speed settings (channels_last, cudnn benchmark) default to on where a GPU will be used."""
-    import torch
-
-    return torch.cuda.is_available()
+    return _uses_cuda(accelerator)
 
 
 # The recipe a dataset trains with when neither recipe= nor experiment= chooses one: the short defaults were

@@ -247,3 +247,23 @@ def test_trained_gate_trusts_the_clean_branch_when_the_other_is_noise(tmp_path):
     # measured with the default aux_loss_weight 1.0: 0.67 on visible with thermal noise, 0.92 on infrared with
     # visible noise (0.98 / 0.95 with 0.3: the branch classifiers' own say in the gate's target softens it)
     assert ir_noise[:, vis].mean() > 0.6 and vis_noise[:, ir].mean() > 0.6, (ir_noise.mean(0), vis_noise.mean(0))
+
+
+def test_gate_loss_averages_only_rows_with_a_target():
+    """Rows where nothing is known (no branch classifiers, both cameras kept) add nothing, as with the boolean
+    row selection the loss replaced (that one waited for the GPU on every step)."""
+    model = FusionModule(BB, HEAD, num_classes=3, fusion="gated", aux_loss_weight=0.0, gate={"loss_weight": 0.7})
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    keep = {
+        "visible": torch.tensor([True, False, True, True, True]),
+        "infrared": torch.tensor([True, True, True, False, True]),
+    }
+    weights = torch.tensor([[0.2, 0.8], [0.3, 0.7], [0.5, 0.5], [0.9, 0.1], [0.6, 0.4]])
+    loss = model.auxiliary_loss({"weights": weights, "keep": keep}, labels)
+    target = gate_target(labels, None, keep)
+    rows = target.sum(1) > 0
+    assert rows.tolist() == [False, True, False, True, False]
+    expected = 0.7 * -(target[rows] * weights[rows].log()).sum(1).mean()
+    assert torch.allclose(loss, expected)
+    none_dropped = {m: torch.ones(5, dtype=torch.bool) for m in MODALITIES}
+    assert float(model.auxiliary_loss({"weights": weights, "keep": none_dropped}, labels)) == 0.0

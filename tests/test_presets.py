@@ -273,6 +273,10 @@ def test_preset_composes_to_its_snapshot(name, tmp_path):
     # and which weights a run tests: ours its final ones (its LR anneals to zero), paper the best-validation ones
     ours_test = OmegaConf.load(CONF / "recipe" / "ours.yaml").callbacks.model_checkpoint.test_checkpoint
     expected["callbacks.model_checkpoint.test_checkpoint"] = ours_test if name.startswith("ours_") else "best"
+    # the speed settings follow the chosen trainer.accelerator, not whether the host has a GPU
+    for key, value in expected.items():
+        if value in ("$[fer_on_cuda:]", "$[fer_precision:]"):
+            expected[key] = value.replace(":]", ":$[trainer.accelerator]]")
     assert resolved_preset(name, tmp_path) == expected
 
 
@@ -337,3 +341,26 @@ def test_the_study_keeps_interleave_and_the_default_and_ours_fuse_gated(tmp_path
     for name in ("paper_viri_fusion", "paper_nvie_fusion"):
         cfg = compose_cfg([f"experiment={name}"], tmp_path)
         assert (cfg.model.fusion, cfg.model.aux_loss_weight) == ("interleave", 0.0), name
+
+
+def test_speed_settings_follow_the_chosen_accelerator(monkeypatch):
+    import torch
+
+    from fer_lightning.resolvers import auto_precision, on_cuda
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for capability, expected in (((8, 0), "bf16-mixed"), ((9, 0), "bf16-mixed"), ((7, 0), "16-mixed")):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda c=capability: c)
+        assert auto_precision("auto") == auto_precision("gpu") == auto_precision("cuda") == expected
+        assert on_cuda("auto") and on_cuda("gpu")
+        # a CPU run on a GPU host: fp32, no channels_last or cudnn autotuning
+        assert auto_precision("cpu") == "32-true" and not on_cuda("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert auto_precision("auto") == "32-true" and not on_cuda("auto")
+
+
+def test_composed_speed_settings_read_trainer_accelerator(tmp_path):
+    trainer = OmegaConf.load(CONF / "trainer" / "default.yaml")
+    assert trainer._get_node("precision")._value() == "${fer_precision:${trainer.accelerator}}"
+    cfg = compose_cfg(["trainer.accelerator=cpu"], tmp_path)
+    assert cfg.model.channels_last is False and cfg.trainer.benchmark is False

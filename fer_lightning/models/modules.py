@@ -383,8 +383,10 @@ class FusionModule(FERModule):
         if self.fusion == "gated" and self.gate_loss_weight:
             branch = outputs.get("branch_logits") if self.aux_loss_weight else None
             target = gate_target(labels, branch, outputs.get("keep"))
-            rows = target.sum(1) > 0 if target is not None else None
-            if rows is not None and rows.any():
-                log_w = torch.log(outputs["weights"][rows].clamp_min(1e-6))
-                loss = loss + self.gate_loss_weight * -(target[rows] * log_w).sum(1).mean()
+            if target is not None:
+                # the mean over rows with a target, without boolean indexing: that would wait for the GPU each step
+                # (an all-zero row adds nothing to the sum)
+                rows = (target.sum(1) > 0).sum().clamp_min(1)
+                log_w = torch.log(outputs["weights"].clamp_min(1e-6))
+                loss = loss + self.gate_loss_weight * -(target * log_w).sum() / rows
         return loss
