@@ -11,6 +11,9 @@ import contextlib
 import hashlib
 import os
 import pickle
+import re
+import socket
+import time
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -22,6 +25,14 @@ import torch
 from fer_lightning.errors import FERError
 
 TMP_MARK = ".tmp"
+# Another machine's temporary on a shared file system cannot be checked for a live writer: it is removed only once
+# it has not been written to for this long.
+FOREIGN_STALE_SECONDS = 24 * 3600
+
+
+def _host() -> str:
+    """This machine's name as a temporary name carries it: letters, digits and ``_`` (no ``.`` or ``-``)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname().split(".")[0]) or "host"
 
 
 def fsync_path(path: str | os.PathLike) -> None:
@@ -45,7 +56,8 @@ def temp_sibling(path: str | os.PathLike, suffix: str = "") -> Path:
     ``suffix`` keeps an extension libraries dispatch on (e.g. ``.png`` for PIL / matplotlib).
     """
     path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}{TMP_MARK}{suffix}")
+    # host and pid: on a file system shared by several nodes, pids alone collide
+    return path.with_name(f".{path.name}.{_host()}-{os.getpid()}{TMP_MARK}{suffix}")
 
 
 def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
@@ -85,7 +97,8 @@ def remove_stale_temporaries(
     """Deletes temporary files a killed process left in ``folder`` (and below it when ``recursive``); returns
     what was removed.
 
-    Only names whose writer process is gone are removed, so a concurrent writer's file is left alone.
+    A temporary of this machine is removed when its writer process is gone; one written by another machine (a
+    shared file system) only when untouched for :data:`FOREIGN_STALE_SECONDS`, since its writer cannot be checked.
     """
     removed = []
     folder = Path(folder)
@@ -94,8 +107,7 @@ def remove_stale_temporaries(
     for tmp in folder.rglob(pattern) if recursive else folder.glob(pattern):
         if not tmp.is_file():  # a folder (e.g. an extraction in progress) is its owner's to clean
             continue
-        pid = _writer_pid(tmp.name)
-        if pid is not None and pid != os.getpid() and _alive(pid):
+        if _writer_alive(tmp):
             continue
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -103,11 +115,21 @@ def remove_stale_temporaries(
     return removed
 
 
-def _writer_pid(name: str) -> int | None:
-    # ".<name>.<pid>.tmp<suffix>"
-    stem = name.split(TMP_MARK, 1)[0]
-    last = stem.rsplit(".", 1)[-1]
-    return int(last) if last.isdigit() else None
+def _writer(name: str) -> tuple[str | None, int | None]:
+    """``(host, pid)`` of ``.<name>.<host>-<pid>.tmp<suffix>``; host None for the older ``.<name>.<pid>.tmp``."""
+    last = name.split(TMP_MARK, 1)[0].rsplit(".", 1)[-1]
+    host, _, pid = last.rpartition("-")
+    return (host or None), (int(pid) if pid.isdigit() else None)
+
+
+def _writer_alive(tmp: Path) -> bool:
+    host, pid = _writer(tmp.name)
+    if host is not None and host != _host():
+        try:
+            return time.time() - tmp.stat().st_mtime < FOREIGN_STALE_SECONDS
+        except OSError:
+            return True
+    return pid is not None and pid != os.getpid() and _alive(pid)
 
 
 def _alive(pid: int) -> bool:

@@ -226,3 +226,50 @@ def test_cache_scale_must_be_auto_or_at_least_one(tmp_path):
     for bad in (0.5, "big"):
         with pytest.raises(FERError, match=r"dataset\.cache_scale"):
             SyntheticDataModule(data_dir=str(tmp_path), cache_scale=bad)
+
+
+def test_cache_is_built_under_the_data_lock(tmp_path, monkeypatch):
+    """Ranks and nodes sharing a data dir build the cache one at a time: a second lock on it is refused while the
+    cache is built."""
+    from filelock import FileLock, Timeout
+
+    from fer_lightning.data import manifest_datamodule
+
+    held = []
+    build = manifest_datamodule.cache_images
+
+    def checking(manifest_dir, *args, **kwargs):
+        lock_file = next((tmp_path / ".locks").glob("*.lock"))
+        try:
+            with FileLock(lock_file, timeout=0):
+                held.append(False)
+        except Timeout:
+            held.append(True)
+        return build(manifest_dir, *args, **kwargs)
+
+    monkeypatch.setattr(manifest_datamodule, "cache_images", checking)
+    _small_dm(tmp_path)
+    assert held == [True, True]  # visible and infrared
+
+
+def test_temporaries_name_their_host_and_another_hosts_live_file_is_kept(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from fer_lightning import io
+
+    tmp = io.temp_sibling(tmp_path / "cache.npy")
+    assert f".{io._host()}-{os.getpid()}.tmp" in tmp.name
+    monkeypatch.setattr(io, "_host", lambda: "nodeA")
+    dead = 999_999_999
+    mine_dead = tmp_path / f".a.npy.nodeA-{dead}.tmp"
+    old_style_dead = tmp_path / f".b.npy.{dead}.tmp"
+    other_fresh = tmp_path / f".c.npy.nodeB-{dead}.tmp"  # nodeB's pid cannot be checked from here
+    other_old = tmp_path / f".d.npy.nodeB-{dead}.tmp"
+    for f in (mine_dead, old_style_dead, other_fresh, other_old):
+        f.write_bytes(b"x")
+    long_ago = time.time() - io.FOREIGN_STALE_SECONDS - 60
+    os.utime(other_old, (long_ago, long_ago))
+    removed = io.remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(p.name for p in (mine_dead, old_style_dead, other_old))
+    assert other_fresh.exists()

@@ -222,10 +222,13 @@ class ManifestDataModule(L.LightningDataModule):
         index = {r["sample_id"]: i for i, r in enumerate(rows)}
         label_of = {c: i for i, c in enumerate(self.classes)}
         cached = {}
-        for m in self.modalities:
-            have = [i for i, r in enumerate(rows) if r[m]]
-            position = {i: p for p, i in enumerate(have)}
-            cached[m] = (cache_images(self.root, [rows[i] for i in have], m, size), position)
+        # under the data lock: ranks, sweep jobs and nodes sharing the data dir build each cache once, and never
+        # remove the stale keys of one another's build while it is written
+        with self._lock():
+            for m in self.modalities:
+                have = [i for i, r in enumerate(rows) if r[m]]
+                position = {i: p for p, i in enumerate(have)}
+                cached[m] = (cache_images(self.root, [rows[i] for i in have], m, size), position)
         datasets = {}
         for s, split_rows in by_split.items():
             images = {m: c.subset([pos[index[r["sample_id"]]] for r in split_rows]) for m, (c, pos) in cached.items()}
