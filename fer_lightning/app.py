@@ -27,8 +27,8 @@ from fer_lightning.errors import FERError
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-def fail(message: str, status: int = 2):
-    print(f"error: {message}", file=sys.stderr, flush=True)
+def fail(message: str, status: int = 2, label: str = "error"):
+    print(f"{label}: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
 
 
@@ -40,7 +40,7 @@ def report_errors(fn):
         try:
             return fn(*args, **kwargs)
         except FERError as exc:
-            fail(str(exc))
+            fail(str(exc), exc.exit_status, exc.label)
         except InstantiationException as exc:
             # Hydra wraps errors raised in constructors; ours are still expected errors.
             if isinstance(exc.__cause__, FERError):

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Budget:
     mode: str  # "steps": derived from budget.steps; "epochs": trainer.max_epochs as configured
-    train_images: int  # per epoch: the training images times the offline copies
+    train_images: int  # per epoch: the training images times the offline copies and the passes
     steps_per_epoch: int
     epochs: int
     steps: int
@@ -35,6 +35,7 @@ class Budget:
     val_checks: int
     # the optimiser steps the LR schedule anneals over (step mode); None: model.scheduler as configured
     lr_horizon_steps: int | None
+    passes_per_epoch: int = 1
 
     def record(self) -> dict[str, Any]:
         """The ``budget`` object of results.json."""
@@ -42,9 +43,10 @@ class Budget:
 
     def describe(self) -> str:
         lr = f", LR annealed over {self.lr_horizon_steps} steps" if self.lr_horizon_steps else ""
+        passes = f" in {self.passes_per_epoch} passes" if self.passes_per_epoch > 1 else ""
         return (
             f"budget ({self.mode}): {self.steps} optimiser steps = {self.epochs} epochs x {self.steps_per_epoch} "
-            f"steps ({self.train_images} training images per epoch), {self.val_checks} validation checks "
+            f"steps ({self.train_images} training images per epoch{passes}), {self.val_checks} validation checks "
             f"(every {self.check_val_every_n_epoch} epochs){lr}"
         )
 
@@ -77,6 +79,7 @@ def plan(
     n_train: int,
     batch_size: int,
     offline_copies: int = 0,
+    passes: int = 1,
     *,
     max_epochs: int,
     check_val_every_n_epoch: int = 1,
@@ -86,13 +89,14 @@ def plan(
 
     Step mode rounds up to whole epochs, and up to a whole number of validation intervals, so the run takes at
     least ``budget.steps`` steps and ``budget.val_checks`` checks, and its last epoch is validated.
-    ``limit_train_batches`` is the Trainer's.
+    ``limit_train_batches`` is the Trainer's; ``passes``: training-set passes per epoch
+    (``dataset.passes_per_epoch``).
     """
     budget = budget or {}
     steps, val_checks = _positive(budget, "steps"), _positive(budget, "val_checks")
     if n_train < 1 or batch_size < 1:
         raise FERError(f"budget: {n_train} training images at batch {batch_size}; add training data")
-    images = n_train * max(1, offline_copies)
+    images = n_train * max(1, offline_copies) * max(1, passes)
     per_epoch = math.ceil(images / batch_size)
     if isinstance(limit_train_batches, int):
         per_epoch = min(per_epoch, limit_train_batches)
@@ -116,7 +120,24 @@ def plan(
         check_val_every_n_epoch=every,
         val_checks=epochs // every,
         lr_horizon_steps=epochs * per_epoch if steps else None,
+        passes_per_epoch=max(1, passes),
     )
+
+
+# In a step budget an epoch is at least this many steps (dataset.passes_per_epoch=auto), unless that would make an
+# epoch longer than the steps between two validation checks.
+MIN_EPOCH_STEPS = 100
+
+
+def auto_passes(budget: Mapping | None, steps_per_pass: int) -> int:
+    """Training-set passes per epoch for ``dataset.passes_per_epoch=auto``: 1 in an epoch budget (an epoch keeps
+    its meaning), else enough for :data:`MIN_EPOCH_STEPS`, at most one validation interval's steps."""
+    budget = budget or {}
+    steps, val_checks = _positive(budget, "steps"), _positive(budget, "val_checks")
+    if not steps or steps_per_pass < 1:
+        return 1
+    per_check = steps // (val_checks or 1)
+    return max(1, min(math.ceil(MIN_EPOCH_STEPS / steps_per_pass), per_check // steps_per_pass))
 
 
 def apply_budget(cfg: DictConfig, datamodule: L.LightningDataModule) -> Budget:
@@ -126,11 +147,15 @@ def apply_budget(cfg: DictConfig, datamodule: L.LightningDataModule) -> Budget:
     loader = datamodule.train_dataloader()  # after the offline copies, if any: len(dataset) = originals x copies
     copies = max(1, int(getattr(datamodule, "offline_copies", 0) or 0))
     trainer = cfg.trainer
+    if getattr(datamodule, "passes_setting", 1) == "auto":
+        datamodule.passes_per_epoch = auto_passes(cfg.get("budget"), math.ceil(len(loader.dataset) / loader.batch_size))
+    passes = int(getattr(datamodule, "passes_per_epoch", 1))
     result = plan(
         cfg.get("budget"),
         n_train=len(loader.dataset) // copies,
         batch_size=int(loader.batch_size),
         offline_copies=copies,
+        passes=passes,
         max_epochs=int(trainer.get("max_epochs") or 1000),  # Lightning's default when neither is set
         check_val_every_n_epoch=int(trainer.get("check_val_every_n_epoch") or 1),
         limit_train_batches=trainer.get("limit_train_batches", 1.0),

@@ -8,6 +8,16 @@ class FERError(Exception):
     The message must name the file or key at fault and say how to fix it.
     """
 
+    exit_status = 2
+    label = "error"
+
+
+class Preempted(FERError):
+    """The job was told to stop (preemption, time limit) and saved where it was: not a failure of its input."""
+
+    exit_status = 3
+    label = "preempted"
+
 
 def one_line(value: object) -> str:
     """``value`` as text with its whitespace collapsed, so a cause (an OS or server message) fits one line."""

@@ -196,8 +196,12 @@ def test_optuna_search_and_slurm_launcher_compose(tmp_path):
     assert type(sampler).__name__ == "TPESampler"
     launcher = compose_cfg(["hydra/launcher=slurm"], tmp_path).hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
-    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.timeout_min) == (1, 1, 240)
-    assert launcher.max_num_timeout == 0
+    assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node, launcher.timeout_min) == (1, 1, 1, 240)
+    # a timed-out job is requeued and resumes (callbacks.preemption), so requeues are allowed
+    assert launcher.max_num_timeout > 0 and launcher.signal_delay_s > 0
+    # one task per GPU on every node, as Lightning's SLURM environment expects
+    many = compose_cfg(["hydra/launcher=slurm", "trainer.devices=4", "trainer.num_nodes=2"], tmp_path).hydra.launcher
+    assert (many.nodes, many.gpus_per_node, many.tasks_per_node) == (2, 4, 4)
 
 
 SNAPSHOT = Path(__file__).parent / "data" / "preset_snapshot.json"
@@ -273,6 +277,13 @@ def test_preset_composes_to_its_snapshot(name, tmp_path):
     # and which weights a run tests: ours its final ones (its LR anneals to zero), paper the best-validation ones
     ours_test = OmegaConf.load(CONF / "recipe" / "ours.yaml").callbacks.model_checkpoint.test_checkpoint
     expected["callbacks.model_checkpoint.test_checkpoint"] = ours_test if name.startswith("ours_") else "best"
+    # added by the multi-device issue: passes per epoch (1 in the presets' epoch budgets)
+    expected["dataset.passes_per_epoch"] = "auto"
+    expected |= {"trainer.strategy": "auto", "trainer.num_nodes": 1}
+    expected |= {
+        "callbacks.preemption._target_": "fer_lightning.checkpointing.PreemptionCheckpoint",
+        "callbacks.preemption.signals": ["SIGUSR2"],
+    }
     # the speed settings follow the chosen trainer.accelerator, not whether the host has a GPU
     for key, value in expected.items():
         if value in ("$[fer_on_cuda:]", "$[fer_precision:]"):

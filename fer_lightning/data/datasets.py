@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -93,22 +93,62 @@ class SeededSampler(Sampler):
     """Yields ``(index, augmentation seed)``; order and seeds depend only on (seed, epoch).
 
     Lightning calls ``set_epoch`` before each epoch, so a resumed run draws what an uninterrupted one would.
+    ``passes`` > 1 makes one epoch that many shuffled passes over the data (each sample once per pass, each draw
+    with its own augmentation seed): on a small dataset an epoch of a few steps would otherwise spend much of its
+    time restarting the loader. One pass draws exactly what this sampler always drew.
     """
 
-    def __init__(self, n: int, seed: int, shuffle: bool):
-        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+    def __init__(self, n: int, seed: int, shuffle: bool, passes: int = 1):
+        self.n, self.seed, self.shuffle, self.epoch, self.passes = n, seed, shuffle, 0, max(1, int(passes))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        return self.n * self.passes
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
-        seeds = rng.integers(0, 2**31, size=self.n)
+        if self.shuffle:
+            order = np.concatenate([rng.permutation(self.n) for _ in range(self.passes)])
+        else:
+            order = np.tile(np.arange(self.n), self.passes)
+        seeds = rng.integers(0, 2**31, size=len(order))
         return iter(zip(order.tolist(), seeds.tolist(), strict=True))
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, resumable mid-epoch: a checkpoint written inside an epoch (a preempted job's) records
+    how many of the epoch's batches were trained, and the resumed run skips exactly those, so it trains on what
+    an uninterrupted run would. Lightning saves and restores this state with its loops (``state_dict`` /
+    ``load_state_dict``); ``progress`` reads the trainer's ``(epoch, batches trained in it)``.
+    """
+
+    def __init__(self, *args, progress: Callable[[], tuple[int, int]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.progress = progress
+        self._skip = 0
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, batches = self.progress() if self.progress is not None else (0, 0)
+        return {"epoch": int(epoch), "batches": int(batches)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, batches = int(state.get("epoch", 0)), int(state.get("batches", 0))
+        finished = batches >= len(self)
+        self._skip = 0 if finished else batches
+        # Lightning sets the epoch only after this loader's iterator exists, and workers draw their first indices
+        # when it is created: the resumed epoch must be set here.
+        set_epoch = getattr(self.sampler, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch + 1 if finished else epoch)
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        skip, self._skip = self._skip, 0
+        for _ in range(skip):  # decoded and dropped: only the first epoch after a mid-epoch resume pays for it
+            next(iterator)
+        return iterator
 
 
 def resolve_workers(value: int | str | None) -> int:

@@ -19,7 +19,13 @@ from filelock import FileLock
 from torch.utils.data import DataLoader
 
 from fer_lightning.data.cache import auto_size, cache_images, source_side, stored_size
-from fer_lightning.data.datasets import FERDataset, SeededSampler, offline_expand, resolve_workers
+from fer_lightning.data.datasets import (
+    FERDataset,
+    ResumableLoader,
+    SeededSampler,
+    offline_expand,
+    resolve_workers,
+)
 from fer_lightning.data.manifest import MANIFEST, SPLITS, SplitSpec, apply_fold, ensure_splits
 from fer_lightning.data.normalize import NORMALIZATIONS, Normalizer, Stats, modality_stats
 from fer_lightning.data.summary import unpaired_message
@@ -64,6 +70,9 @@ class ManifestDataModule(L.LightningDataModule):
             [0, 1], as the study fed them).
         split: ``dataset.split`` settings (see :class:`SplitSpec`) plus ``fold``.
         seed: seeds shuffling and augmentation draws.
+        passes_per_epoch: shuffled passes over the training set in one epoch; ``auto``: 1, or in a step budget
+            enough for an epoch of at least ``budget.MIN_EPOCH_STEPS`` steps (a few-step epoch spends much of
+            its time restarting the loader).
     """
 
     name = "dataset"
@@ -84,6 +93,7 @@ class ManifestDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         name: str | None = None,
         cache_scale: float | str = "auto",
+        passes_per_epoch: int | str = "auto",
     ):
         super().__init__()
         if normalization not in NORMALIZATIONS:
@@ -112,6 +122,13 @@ class ManifestDataModule(L.LightningDataModule):
             else number("dataset.cache_scale", cache_scale, 1, float, fix=" (auto, or 1 caches at the input size)")
         )
         self.cache_side: int | None = None
+        # auto: 1, or in a step budget enough passes for an epoch of budget.MIN_EPOCH_STEPS (fer_lightning/budget.py)
+        self.passes_setting = (
+            "auto"
+            if passes_per_epoch == "auto"
+            else number("dataset.passes_per_epoch", passes_per_epoch, 1, fix=" (or auto)")
+        )
+        self.passes_per_epoch = 1 if passes_per_epoch == "auto" else self.passes_setting
         self.normalization = normalization
         split = dict(split or {})
         self.fold = split.get("fold")
@@ -279,21 +296,30 @@ class ManifestDataModule(L.LightningDataModule):
             )
         return self.configured_classes
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, batch_size: int, **kwargs) -> DataLoader:
         ds = self._datasets[split]
-        return DataLoader(
+        loader = ResumableLoader if split == "train" and shuffle else DataLoader
+        return loader(
             ds,
             batch_size=batch_size,
-            sampler=SeededSampler(len(ds), self.seed, shuffle),
+            sampler=SeededSampler(len(ds), self.seed, shuffle, passes=self.passes_per_epoch if shuffle else 1),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             drop_last=False,
+            **kwargs,
         )
+
+    def _train_progress(self) -> tuple[int, int]:
+        """``(epoch, batches trained in it)`` of the trainer fitting this datamodule."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0
+        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def train_dataloader(self) -> DataLoader:
         self._expand_train()
-        return self._loader("train", True, self.batch_size)
+        return self._loader("train", True, self.batch_size, progress=self._train_progress)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False, self.eval_batch_size)

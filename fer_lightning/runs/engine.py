@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fer_lightning.budget import Budget, apply_budget
+from fer_lightning.checkpointing import PREEMPTED
 from fer_lightning.data.manifest_datamodule import ManifestDataModule
 from fer_lightning.errors import FERError
 from fer_lightning.loggers import log_evaluation, log_results
@@ -48,7 +50,11 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, modality: str) ->
     always pass it.
     """
     if ckpt_path is None:
-        return None
+        requeued = _requeued_from(output_dir)
+        if requeued is None:
+            return None
+        print(f"warning: {requeued}; resuming from {output_dir / LAST}", file=sys.stderr, flush=True)
+        ckpt_path = "last"
     if str(ckpt_path) == "last":
         path = output_dir / LAST
         if not path.is_file():
@@ -58,6 +64,19 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, modality: str) ->
         path = Path(str(ckpt_path)).expanduser()
     check_resumable(path, modality)
     return str(path)
+
+
+def _requeued_from(output_dir: Path) -> str | None:
+    """Why a start without ``ckpt_path`` resumes the run dir's last.ckpt, or None (start fresh): the run was
+    preempted and saved (``preempted.json``), or SLURM requeued the job (``SLURM_RESTART_COUNT``)."""
+    if not (output_dir / LAST).is_file():
+        return None
+    if (output_dir / LAST.parent / PREEMPTED).is_file():
+        return f"{output_dir} was preempted"
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "")
+    if restarts.isdigit() and int(restarts) > 0:
+        return f"SLURM requeued this job (restart {restarts})"
+    return None
 
 
 @dataclass
