@@ -51,6 +51,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=50, help="epochs of the paper protocol to extrapolate")
     p.add_argument("--data-dir", type=Path, default=None, help="keep the generated data here (default: temp)")
     p.add_argument("--skip-study", action="store_true", help="framework only (no study-style run)")
+    p.add_argument(
+        "--run-steps",
+        type=int,
+        default=0,
+        help="also time a real training run of this many steps (validation, checkpoints): wall time and data wait",
+    )
+    p.add_argument("--passes", default="auto", help="dataset.passes_per_epoch of that run: auto or an integer")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides of conf/train.yaml")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -62,6 +69,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("image_size", "batch_size", "steps", "study_steps", "pairs", "unique", "epochs"):
         if getattr(args, name) < 1:
             raise FERError(f"--{name.replace('_', '-')}={getattr(args, name)}: use a positive integer")
+    if args.run_steps < 0:
+        raise FERError(f"--run-steps={args.run_steps}: use 0 (no training run) or a positive integer")
+    if args.passes != "auto" and not (args.passes.isdigit() and int(args.passes) >= 1):
+        raise FERError(f"--passes={args.passes}: use auto or an integer >= 1")
     if args.warmup < 1:
         raise FERError(f"--warmup={args.warmup}: use at least 1")
     if not (CONF / "augment" / f"{args.augment}.yaml").is_file():

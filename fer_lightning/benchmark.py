@@ -13,19 +13,22 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from lightning.pytorch.profilers import Profiler
+from omegaconf import DictConfig, open_dict
 
+from fer_lightning.budget import apply_budget
 from fer_lightning.data.datasets import FERDataset, offline_expand
 from fer_lightning.data.manifest import read_manifest
 from fer_lightning.data.manifest_datamodule import ManifestDataModule
 from fer_lightning.data.transforms import PairTransform
 from fer_lightning.errors import FERError
 from fer_lightning.resolvers import auto_precision
-from fer_lightning.runs import build_model
+from fer_lightning.runs import Run, build_model
 from fer_lightning.study_pipeline import (
     STUDY_WORKERS,
     VIRI,
@@ -54,6 +57,30 @@ class _Timer(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         sync(self.device)
         self.t1 = time.perf_counter()
+
+
+class DataWaitProfiler(Profiler):
+    """Wall time the training loop spent waiting for its next batch: Lightning's ``train_dataloader_next`` action,
+    everything between one step asking for a batch and getting it (loader restarts at epoch starts included)."""
+
+    ACTION = "train_dataloader_next"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wait_s, self.batches, self._t0 = 0.0, 0, None
+
+    def start(self, action_name: str) -> None:
+        if action_name.endswith(self.ACTION):
+            self._t0 = time.perf_counter()
+
+    def stop(self, action_name: str) -> None:
+        if action_name.endswith(self.ACTION) and self._t0 is not None:
+            self.wait_s += time.perf_counter() - self._t0
+            self.batches += 1
+            self._t0 = None
+
+    def summary(self) -> str:
+        return f"waited {self.wait_s:.2f} s for {self.batches} training batches"
 
 
 def compose_config(args: argparse.Namespace) -> DictConfig:
@@ -100,6 +127,60 @@ def run_framework(dm: ManifestDataModule, args, cfg: DictConfig, classes: list[s
     train_img_s = timer.n / (timer.t1 - timer.t0)
     eval_img_s = _eval_throughput(model, dm, args, precision)
     return {"img_s": train_img_s, "eval_img_s": eval_img_s, "precision": precision, "model": model}
+
+
+def model_only(dm: ManifestDataModule, args, cfg: DictConfig, classes: list[str]) -> float:
+    """Images/s of forward + backward + Adam step on one batch kept on the device: the model with no data loading."""
+    model = build_model(cfg.model, classes).to(args.device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batch = next(iter(dm.train_dataloader()))
+    batch = dm.normalize({key: v.to(args.device) for key, v in batch.items()})
+    dtype = torch.bfloat16 if args.device == "cuda" and auto_precision("cuda").startswith("bf16") else None
+    t0 = None
+    for k in range(args.warmup + args.steps):
+        if k == args.warmup:
+            sync(args.device)
+            t0 = time.perf_counter()
+        with torch.autocast(args.device, dtype=dtype, enabled=dtype is not None):
+            loss = F.cross_entropy(model(model._inputs(batch)).float(), batch["label"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    sync(args.device)
+    return args.steps * int(batch["label"].shape[0]) / (time.perf_counter() - t0)
+
+
+def training_run(dm: ManifestDataModule, args, cfg: DictConfig, work: Path) -> dict:
+    """A real training run of ``args.run_steps`` optimiser steps (validation, callbacks and checkpoint writes
+    included, as ``train`` runs it): its wall time and the share of it the steps waited for data."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(work / "run")
+        cfg.budget = {"steps": args.run_steps, "val_checks": 2}
+        cfg.trainer.accelerator = args.device
+        cfg.trainer.precision = auto_precision(args.device)
+        cfg.trainer.enable_progress_bar = False
+        cfg.trainer.profiler = {"_target_": f"{__name__}.DataWaitProfiler"}
+        cfg.callbacks.pop("progress_bar", None)
+        cfg.logger = None
+    shutil.rmtree(work / "run", ignore_errors=True)
+    dm.passes_setting = args.passes
+    dm.passes_per_epoch = 1 if args.passes == "auto" else int(args.passes)
+    budget = apply_budget(cfg, dm)
+    run = Run(cfg, dm, build_model(cfg.model, dm.classes))
+    run.budget = budget
+    fit = run.fit()
+    profiler = run.trainer.profiler
+    images = budget.steps * args.batch_size
+    return {
+        "run_steps": budget.steps,
+        "run_epochs": budget.epochs,
+        "passes_per_epoch": budget.passes_per_epoch,
+        "run_wall_s": round(fit.train_seconds, 2),
+        "run_img_s": round(images / fit.train_seconds, 1),
+        "data_wait_s": round(profiler.wait_s, 2),
+        "data_wait_fraction": round(profiler.wait_s / fit.train_seconds, 3),
+    }
 
 
 def _images_per_second(dm: ManifestDataModule, loader, args, steps: int, consume=None) -> float:
@@ -179,6 +260,8 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
     cache_s = time.perf_counter() - t
 
     fw = run_framework(dm, args, cfg, classes)
+    run = training_run(dm, args, cfg, work) if args.run_steps else {}
+    model_img_s = model_only(dm, args, cfg, classes)
     loader_img_s = run_loader_only(dm, args)
     draw_s = offline_draw_seconds(dm, args)
     study_img_s = None if args.skip_study else run_study_style(work / "bench", rows, classes, args, cfg)
@@ -219,6 +302,8 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
         "loader_img_s": round(loader_img_s, 1),
         "loader_over_model": round(loader_img_s / fw["img_s"], 2),
         "eval_img_s": round(fw["eval_img_s"], 1),
+        "model_only_img_s": round(model_img_s, 1),
+        **run,
         "cache_build_s": round(cache_s, 2),
         "cache_pairs": args.pairs,
         "offline_draw_s_per_image": round(draw_s, 4),
@@ -258,9 +343,16 @@ def table(r: dict) -> str:
         f"| loader alone (no model), framework | {r['loader_img_s']:,.1f} "
         f"({r['loader_over_model']:.1f}x what the model consumes) |",
         f"| evaluation (no grad), framework | {r['eval_img_s']:,.1f} |",
+        f"| model alone (one batch kept on the device), framework | {r['model_only_img_s']:,.1f} |",
         f"| paper protocol, {r['protocol']} ({r['protocol_how']}) | {r['protocol_s']:,.1f} s "
         f"(study-style {_num(r['study_style_protocol_s'])} s) |",
     ]
+    if r.get("run_steps") not in (None, "not run"):
+        lines.append(
+            f"| real training run: {r['run_steps']} steps in {r['run_epochs']} epochs of {r['passes_per_epoch']} "
+            f"pass(es), validation and checkpoints included | {r['run_img_s']:,.1f} (waited for data "
+            f"{r['data_wait_fraction']:.1%} of {r['run_wall_s']} s) |"
+        )
     return "\n".join(lines)
 
 

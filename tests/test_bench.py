@@ -97,3 +97,18 @@ def test_bench_rejects_bad_arguments(capsys):
     assert "model.no_such_key" in capsys.readouterr().err
     assert bench.main([*TINY, "--pairs", "10", "--backbone", "timm/resnet_nope"]) == 2
     assert "timm.list_models('resnet*')" in capsys.readouterr().err
+
+
+def test_bench_times_a_real_training_run_and_its_wait_for_data(tmp_path, capsys):
+    args = [*TINY, "--pairs", "30", "--skip-study", "--run-steps", "8", "--passes", "2", "--data-dir", str(tmp_path)]
+    assert bench.main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert result["passes_per_epoch"] == 2 and result["run_steps"] >= 8
+    assert 0 < result["data_wait_s"] < result["run_wall_s"]
+    assert result["data_wait_fraction"] == pytest.approx(result["data_wait_s"] / result["run_wall_s"], abs=2e-3)
+    assert result["model_only_img_s"] > 0
+    assert any(line.startswith("| real training run: ") for line in lines)
+    # it trained as train does: checkpoints written
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert bench.main([*TINY, "--run-steps", "-1"]) == 2 and "--run-steps" in capsys.readouterr().err
