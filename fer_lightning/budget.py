@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -140,7 +141,7 @@ def auto_passes(budget: Mapping | None, steps_per_pass: int) -> int:
     return max(1, min(math.ceil(MIN_EPOCH_STEPS / steps_per_pass), per_check // steps_per_pass))
 
 
-def apply_budget(cfg: DictConfig, datamodule: L.LightningDataModule) -> Budget:
+def apply_budget(cfg: DictConfig, datamodule: L.LightningDataModule, overrides: Sequence[str] = ()) -> Budget:
     """Plans the budget for the set-up ``datamodule`` and writes it into ``cfg`` before the trainer and model are
     built (step mode: the trainer's epochs and the scheduler's ``T_max``; the validation interval where
     ``budget.val_checks`` sets it); prints it."""
@@ -169,6 +170,15 @@ def apply_budget(cfg: DictConfig, datamodule: L.LightningDataModule) -> Budget:
         if result.mode == "steps" or (cfg.get("budget") or {}).get("val_checks"):
             trainer.check_val_every_n_epoch = result.check_val_every_n_epoch
     print(result.describe())
+    given = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] == "trainer.max_epochs"]
+    if result.mode == "steps" and given:
+        print(
+            f"warning: {given[0]} is ignored: budget.steps={cfg.budget.steps} "
+            f"sets the run's length ({result.epochs} epochs here); pass budget.steps=null budget.val_checks=null "
+            "to train for trainer.max_epochs epochs, or recipe=quick for a short first run",
+            file=sys.stderr,
+            flush=True,
+        )
     return result
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fer_lightning.data.manifest_datamodule import ManifestDataModule
@@ -49,7 +51,14 @@ def build_group(group: DictConfig | None) -> list:
 
 
 def build_trainer(trainer_cfg: DictConfig, callbacks: list | None = None, loggers: list | None = None) -> L.Trainer:
-    return _instantiate(trainer_cfg, callbacks=callbacks or [], logger=loggers or False)
+    callbacks = list(callbacks or [])
+    if not sys.stdout.isatty():
+        # a log file, not a terminal: redrawn bars would fill it with frames; callbacks.progress_log prints lines
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+        trainer_cfg = trainer_cfg.copy()
+        with open_dict(trainer_cfg):
+            trainer_cfg.enable_progress_bar = False
+    return _instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
 
 
 def eval_trainer(trainer_cfg: DictConfig) -> L.Trainer:

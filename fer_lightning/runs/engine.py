@@ -117,7 +117,7 @@ class Run:
         datamodule.setup("fit")
         # epochs, validation checks and the LR horizon from the train-set size, written into cfg before the
         # model and trainer are built
-        budget = apply_budget(cfg, datamodule)
+        budget = apply_budget(cfg, datamodule, task_overrides())
         run = cls(cfg, datamodule, build_model(cfg.model, datamodule.classes))
         run.budget = budget
         return run

@@ -1,0 +1,60 @@
+"""What a user sees while a run trains: plain progress lines where no bar draws, a warning when a step budget
+overrides trainer.max_epochs, and a quick recipe for a first look."""
+
+from __future__ import annotations
+
+import re
+
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+from omegaconf import OmegaConf
+
+from fer_lightning.budget import apply_budget
+from fer_lightning.runs import build_datamodule, train_and_test
+from fer_lightning.runs.build import build_trainer
+from tests.conftest import TINY, compose_cfg
+
+LINE = re.compile(
+    r"^epoch (\d+)/3  step (\d+)/(\d+)  train/loss \d+\.\d{4}  val/loss \d+\.\d{4}  val/accuracy \d\.\d{4}  "
+    r"elapsed \d+:\d\d:\d\d  eta (\d+:\d\d:\d\d|\?)$"
+)
+
+
+def test_progress_lines_reach_train_log_and_a_redirected_stdout(tmp_path, data_dir, capsys):
+    cfg = compose_cfg([*TINY, "modality=visible", "logger=none", "trainer.max_epochs=3"], tmp_path / "run", data_dir)
+    train_and_test(cfg)
+    logged = [line for line in (tmp_path / "run" / "train.log").read_text().splitlines() if line.startswith("epoch")]
+    assert len(logged) == 3, logged  # one per validation check
+    matches = [LINE.match(line) for line in logged]
+    assert all(matches), logged
+    assert [int(m.group(1)) for m in matches] == [1, 2, 3]
+    steps = [int(m.group(2)) for m in matches]
+    assert steps == sorted(steps) and steps[-1] == int(matches[-1].group(3))
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert printed == logged  # pytest's captured stdout is not a terminal
+
+
+def test_no_redrawn_bar_when_stdout_is_not_a_terminal(tmp_path):
+    cfg = compose_cfg(["logger=none"], tmp_path)
+    trainer = build_trainer(cfg.trainer, [RichProgressBar()])
+    assert not any(isinstance(c, ProgressBar) for c in trainer.callbacks)
+
+
+def test_a_step_budget_says_it_overrides_max_epochs(tmp_path, data_dir, capsys):
+    cfg = compose_cfg([*TINY, "modality=visible", "budget.steps=20", "trainer.max_epochs=1"], tmp_path, data_dir)
+    dm = build_datamodule(cfg.dataset)
+    dm.prepare_data()
+    dm.setup("fit")
+    budget = apply_budget(cfg, dm, ["trainer.max_epochs=1"])
+    err = capsys.readouterr().err
+    assert budget.epochs > 1
+    assert f"warning: trainer.max_epochs=1 is ignored: budget.steps=20 sets the run's length ({budget.epochs}" in err
+    assert "budget.steps=null" in err
+    apply_budget(cfg, dm, ["seed=1"])
+    assert "ignored" not in capsys.readouterr().err
+
+
+def test_quick_recipe_is_a_short_step_budget_from_scratch_on_any_dataset(tmp_path):
+    for dataset in ("viri", "nvie", "synthetic"):
+        cfg = compose_cfg([f"dataset={dataset}", "recipe=quick"], tmp_path)
+        assert OmegaConf.select(cfg, "budget.steps") <= 500 and cfg.budget.val_checks >= 2
+        assert cfg.model.backbone.weights is None
