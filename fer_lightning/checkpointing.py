@@ -164,6 +164,17 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         super().load_state_dict(state_dict)
         self.tie_values = dict(state_dict.get("tie_values", {}))
 
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        # Only last.ckpt, which a resume reads, carries the optimiser state (two thirds of an Adam checkpoint); the
+        # best-validation file holds what evaluate, predict and a test of it need: weights, hyperparameters and the
+        # datamodule's state.
+        full = self.save_weights_only
+        self.save_weights_only = full or Path(filepath).name != self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION
+        try:
+            super()._save_checkpoint(trainer, filepath)
+        finally:
+            self.save_weights_only = full
+
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         self._pending_removals.append(filepath)
 

@@ -92,6 +92,7 @@ def test_bad_resume_checkpoints_are_one_line(tmp_path, data_dir, visible_ckpt):
         random_bytes: "not a readable checkpoint",
         truncated: "not a readable checkpoint",
         visible_ckpt: "a visible checkpoint cannot resume a modality=fusion run; pass modality=visible",
+        next(visible_ckpt.parent.glob("best-*.ckpt")): "holds weights only (a best-validation checkpoint)",
     }
     for ckpt, expected in cases.items():
         line = one_error_line(train_cli(tmp_path, *common, "modality=fusion", f"ckpt_path={ckpt}"))
@@ -110,3 +111,14 @@ def test_an_invalid_value_in_a_sweep_is_refused_before_any_job_and_counted(tmp_p
     assert summary["n_not_started"] == 4 and summary["n_failed"] == 0 and summary["failed"] == []
     assert summary["invalid"] == [{"key": "modality", "values": ["foo"], "choices": ["fusion", "infrared", "visible"]}]
     assert [p.name for p in sweep.iterdir()] == ["sweep_summary.json"]  # no job dir: nothing ran
+
+
+def test_only_last_ckpt_carries_the_optimiser_state(visible_ckpt):
+    import torch
+
+    best = next(visible_ckpt.parent.glob("best-*.ckpt"))
+    b, last = (torch.load(f, map_location="cpu", weights_only=True) for f in (best, visible_ckpt))
+    assert "optimizer_states" in last and "optimizer_states" not in b
+    assert b["state_dict"].keys() == last["state_dict"].keys()
+    assert b["hyper_parameters"]["class_names"] and b["SyntheticDataModule"]["stats"]  # what evaluate reads
+    assert best.stat().st_size < 0.6 * visible_ckpt.stat().st_size

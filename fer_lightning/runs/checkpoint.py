@@ -33,7 +33,13 @@ def checkpoint_modality(checkpoint: dict[str, Any]) -> str:
 
 def check_resumable(path: str | Path, modality: str) -> None:
     """Refuses (one line) a file that is not a safe checkpoint of a ``modality`` model, before Lightning reads it."""
-    found = checkpoint_modality(read_checkpoint(path))
+    checkpoint = read_checkpoint(path)
+    if "optimizer_states" not in checkpoint:
+        raise FERError(
+            f"ckpt_path={path}: holds weights only (a best-validation checkpoint), not the training state a "
+            "resume needs; resume from the run's last.ckpt (ckpt_path=last with hydra.run.dir=<run dir>)"
+        )
+    found = checkpoint_modality(checkpoint)
     if found != modality:
         raise FERError(
             f"ckpt_path={path}: a {found} checkpoint cannot resume a modality={modality} run; "
