@@ -9,11 +9,14 @@ from omegaconf import DictConfig
 
 from fer_lightning.app import command, hydra_entry
 from fer_lightning.data.summary import print_summary
+from fer_lightning.errors import FERError
 from fer_lightning.runs import build_datamodule
 
 
 def prepare(cfg: DictConfig) -> dict:
     """Runs the dataset's ``prepare_data`` (download, verify, extract, pair, split) and prints the summary."""
+    if cfg.get("dataset") is None:
+        raise FERError("dataset is not set: pass dataset=<name>, e.g. dataset=viri (--help lists the datasets)")
     datamodule = build_datamodule(cfg.dataset)
     datamodule.prepare_data()
     return print_summary(datamodule.root, datamodule.name, datamodule.configured_classes)

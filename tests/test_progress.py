@@ -4,14 +4,17 @@ overrides trainer.max_epochs, and a quick recipe for a first look."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
+import pytest
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from omegaconf import OmegaConf
 
 from fer_lightning.budget import apply_budget
 from fer_lightning.runs import build_datamodule, train_and_test
 from fer_lightning.runs.build import build_trainer
-from tests.conftest import TINY, compose_cfg
+from tests.conftest import REPO, TINY, compose_cfg
 
 LINE = re.compile(
     r"^epoch (\d+)/3  step (\d+)/(\d+)  train/loss \d+\.\d{4}  val/loss \d+\.\d{4}  val/accuracy \d\.\d{4}  "
@@ -58,3 +61,19 @@ def test_quick_recipe_is_a_short_step_budget_from_scratch_on_any_dataset(tmp_pat
         cfg = compose_cfg([f"dataset={dataset}", "recipe=quick"], tmp_path)
         assert OmegaConf.select(cfg, "budget.steps") <= 500 and cfg.budget.val_checks >= 2
         assert cfg.model.backbone.weights is None
+
+
+COMMANDS = ("train", "prepare", "evaluate", "predict", "explain", "robustness", "report", "compare", "bench")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_that_exits_0(command):
+    proc = subprocess.run(
+        [sys.executable, "-m", f"fer_lightning.{command}", "--help"], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "fer_lightning" in proc.stdout and "Traceback" not in proc.stderr
+    if command in ("evaluate", "predict", "explain", "robustness"):
+        # the checkpoint fixes dataset, modality and model: no training groups are offered
+        assert f"python -m fer_lightning.{command} ckpt_path=" in proc.stdout
+        assert "Config groups" not in proc.stdout and "experiment:" not in proc.stdout
