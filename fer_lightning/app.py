@@ -22,7 +22,7 @@ from hydra.errors import (
 from omegaconf import DictConfig
 
 from fer_lightning import resolvers  # noqa: F401  (registers the config resolvers every command's config uses)
-from fer_lightning.errors import FERError
+from fer_lightning.errors import FERError, shortened
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -107,7 +107,7 @@ def hydra_entry(main: Callable[[], object]) -> None:
     except Exception as exc:
         if "-m" in sys.argv or "--multirun" in sys.argv:
             # Hydra's sweeper re-raises the first failed job's exception once every job has run.
-            fail(f"a sweep job failed: {' '.join(str(exc).split())[:200]}", status=1)
+            fail(f"a sweep job failed: {shortened(exc, 200)}", status=1)
         if isinstance(exc, FERError):
             fail(str(exc))
         raise

@@ -132,3 +132,26 @@ def test_an_invalid_value_in_a_sweep_is_refused_before_any_job_and_counted(tmp_p
     assert summary["n_not_started"] == 4 and summary["n_failed"] == 0 and summary["failed"] == []
     assert summary["invalid"] == [{"key": "modality", "values": ["foo"], "choices": ["fusion", "infrared", "visible"]}]
     assert [p.name for p in sweep.iterdir()] == ["sweep_summary.json"]  # no job dir: nothing ran
+
+
+def test_a_long_cause_is_cut_at_a_sentence_or_word_with_an_ellipsis(tmp_path):
+    import torch
+
+    from fer_lightning.errors import FERError, one_line, shortened
+    from fer_lightning.io import read_checkpoint
+
+    path = tmp_path / "cut.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(FERError) as exc:
+        read_checkpoint(path)
+    with pytest.raises(RuntimeError) as cause:
+        torch.load(path, weights_only=True)
+    full = one_line(cause.value)
+    assert len(full) > 120  # torch's own text, several sentences
+    reason = str(exc.value).split(": not a readable checkpoint (", 1)[1].rsplit("); it may be truncated", 1)[0]
+    assert len(reason) <= 120 and reason.endswith("...")
+    kept = reason.removesuffix("...")
+    assert full.startswith(kept) and full[len(kept)] in " ."  # whole words: the cut falls on a boundary
+    assert shortened("a" * 300) == "a" * 117 + "..."  # one long word (a path) is cut inside, not dropped
+    assert shortened("short and sweet") == "short and sweet"

@@ -384,6 +384,20 @@ def test_folder_dataset_pairs_converts_and_records_rejects(tmp_path):
     assert sum(len(visible._datasets[s]) for s in ("train", "val", "test")) == 15
 
 
+def test_fusion_names_an_unpaired_converted_image_by_its_own_name(tmp_path):
+    src = make_folder(tmp_path / "src", n=5)
+    write_image(src / "infrared" / "happy" / "png16.png", 99, "I;16")  # converted to converted/.../png16.png.png
+    data = tmp_path / "data"
+    prepare(folder_cfg(src, data))
+    fusion = build_datamodule(
+        compose_cfg(["dataset=folder", f"dataset.root={src}", *FAST_TRAIN], tmp_path, data).dataset
+    )
+    fusion.prepare_data()
+    with pytest.raises(FERError) as exc:
+        fusion.setup("fit")
+    assert "class 'Happy': 1 infrared without visible (png16.png);" in str(exc.value)
+
+
 def test_folder_rerun_is_idempotent_and_a_fixed_range_reconverts(tmp_path):
     src = make_folder(tmp_path / "src")
     data = tmp_path / "data"
