@@ -34,6 +34,15 @@ def _predict(run_dir: Path, out: Path, **inputs) -> dict | Path:
     return predict(compose_app("predict", overrides, out))
 
 
+def _pairs_folder(folder: Path, root: Path, rows: list[dict]) -> Path:
+    """An input_dir with the visible and infrared images of ``rows`` (manifest paths under ``root``)."""
+    for row in rows:
+        for m in ("visible", "infrared"):
+            (folder / m).mkdir(parents=True, exist_ok=True)
+            shutil.copy(root / row[m], folder / m / Path(row[m]).name)
+    return folder
+
+
 def test_prediction_matches_evaluate_on_the_same_images(run_dir, evaluated, data_dir, tmp_path, capsys):
     root = data_dir / "synthetic"
     for row in evaluated[:4]:
@@ -47,11 +56,7 @@ def test_prediction_matches_evaluate_on_the_same_images(run_dir, evaluated, data
 
 def test_input_dir_writes_predictions_csv(run_dir, evaluated, data_dir, tmp_path, capsys):
     root = data_dir / "synthetic"
-    folder = tmp_path / "in"
-    for row in evaluated[:5]:
-        for m in ("visible", "infrared"):
-            (folder / m).mkdir(parents=True, exist_ok=True)
-            shutil.copy(root / row[m], folder / m / Path(row[m]).name)
+    folder = _pairs_folder(tmp_path / "in", root, evaluated[:5])
     shutil.copy(root / evaluated[5]["visible"], folder / "visible" / "lonely.png")  # no infrared partner
     path = _predict(run_dir, tmp_path, input_dir=folder)
     assert "1 image(s) without a partner" in capsys.readouterr().err
@@ -77,11 +82,7 @@ def test_input_dir_predicts_every_readable_pair_and_lists_each_unreadable_image(
     run_dir, evaluated, data_dir, tmp_path, capsys
 ):
     root = data_dir / "synthetic"
-    folder = tmp_path / "in"
-    for row in evaluated[:3]:
-        for m in ("visible", "infrared"):
-            (folder / m).mkdir(parents=True, exist_ok=True)
-            shutil.copy(root / row[m], folder / m / Path(row[m]).name)
+    folder = _pairs_folder(tmp_path / "in", root, evaluated[:3])
     broken = folder / "visible" / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(16))  # a PNG signature and nothing decodable
     shutil.copy(root / evaluated[3]["infrared"], folder / "infrared" / "broken.png")
