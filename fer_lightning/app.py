@@ -22,7 +22,7 @@ from hydra.errors import (
 from omegaconf import DictConfig
 
 from fer_lightning import resolvers  # noqa: F401  (registers the config resolvers every command's config uses)
-from fer_lightning.errors import FERError
+from fer_lightning.errors import FERError, shortened
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -95,19 +95,21 @@ def hydra_entry(main: Callable[[], object]) -> None:
     """Runs a ``@hydra.main`` function so that Hydra's own errors end as one ``error:`` line, exit 2.
 
     Hydra prints its composition errors itself and exits 1; with HYDRA_FULL_ERROR it raises them instead, and
-    they are reported here. A failing multirun job keeps its own record (``sweep_summary.json``) and exit 1.
+    they are reported here. A sweep in which any job failed exits 1, whatever the job's error (a bad value
+    included: that is exit 2 only for a single run); ``sweep_summary.json`` and the summary printed at exit give
+    each failed job's error and run dir.
     """
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         main()
     except (OverrideParseException, ConfigCompositionException) as exc:
         fail(hydra_error_line(exc))
-    except FERError as exc:  # raised while the sweep is set up, outside any job
-        fail(str(exc))
     except Exception as exc:
         if "-m" in sys.argv or "--multirun" in sys.argv:
-            # The sweep summary (printed at exit) lists each failed job, its error and its run dir.
-            fail(f"a sweep job failed: {' '.join(str(exc).split())[:200]}", status=1)
+            # Hydra's sweeper re-raises the first failed job's exception once every job has run.
+            fail(f"a sweep job failed: {shortened(exc, 200)}", status=1)
+        if isinstance(exc, FERError):
+            fail(str(exc))
         raise
 
 

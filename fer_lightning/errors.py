@@ -22,3 +22,16 @@ class Preempted(FERError):
 def one_line(value: object) -> str:
     """``value`` as text with its whitespace collapsed, so a cause (an OS or server message) fits one line."""
     return " ".join(str(value).split())
+
+
+def shortened(value: object, width: int = 120) -> str:
+    """:func:`one_line` of ``value``; longer than ``width``, it ends at the last sentence (or else word) that fits,
+    with an ellipsis."""
+    line = one_line(value)
+    if len(line) <= width:
+        return line
+    cut = line[: width - 3]
+    # a sentence end, else a word end, in the second half; a word longer than that (a path) is cut inside
+    sentence, word, half = cut.rfind(". "), cut.rfind(" "), width // 2
+    end = sentence if sentence > half else word if word > half else len(cut)
+    return cut[:end].rstrip(" ,;:.") + "..."

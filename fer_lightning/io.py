@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from fer_lightning.errors import FERError
+from fer_lightning.errors import FERError, shortened
 
 TMP_MARK = ".tmp"
 # Another machine's temporary on a shared file system cannot be checked for a live writer: it is removed only once
@@ -218,4 +218,4 @@ def _looks_like_pickle(path: Path) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:120] or type(exc).__name__
+    return shortened(exc) or type(exc).__name__

@@ -3,7 +3,8 @@
 One sample prints a JSON object (the predicted label and the probability of each class); ``input_dir``
 predicts every image (single-modality model) or every visible/infrared pair (fusion model: ``<dir>/visible/``
 and ``<dir>/infrared/``, paired by file stem) and writes predictions.csv (``label`` empty: the true class is
-unknown; ``pred`` the predicted one).
+unknown; ``pred`` the predicted one) and rejected.csv beside it (``file, reason``: each image left out, unreadable or
+without a partner). It fails only when no sample can be read.
 """
 
 from __future__ import annotations

@@ -9,9 +9,10 @@ import re
 import socket
 import stat
 import threading
+import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -46,25 +47,34 @@ def image_bytes(seed: int, fmt: str = "JPEG", size: int = 8, mode: str = "RGB") 
     return buf.getvalue()
 
 
-def build_zip(path: Path, members: Mapping[str, bytes], *, symlinks: Mapping[str, str] | None = None) -> Path:
+Members = Mapping[str, bytes] | Iterable[tuple[str, bytes]]  # pairs: one name may appear twice
+
+
+def _pairs(members: Members) -> Iterable[tuple[str, bytes]]:
+    return members.items() if isinstance(members, Mapping) else members
+
+
+def build_zip(path: Path, members: Members, *, symlinks: Mapping[str, str] | None = None) -> Path:
     """Write a zip with ``members`` (names are stored verbatim, even unsafe ones) and symlink entries."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
-        for name, target in (symlinks or {}).items():
-            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
-            info.create_system = 3  # unix, so external_attr carries the file type
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(info, target)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Duplicate name", UserWarning)
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name, data in _pairs(members):
+                zf.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
+            for name, target in (symlinks or {}).items():
+                info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+                info.create_system = 3  # unix, so external_attr carries the file type
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+                zf.writestr(info, target)
     return path
 
 
-def build_7z(path: Path, members: Mapping[str, bytes]) -> Path:
+def build_7z(path: Path, members: Members) -> Path:
     """Write a 7z archive; names py7zr would refuse (``../x``) are written through its unchecked path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with py7zr.SevenZipFile(path, "w") as sz:
-        for name, data in members.items():
+        for name, data in _pairs(members):
             sz._writestr(data, name)
     return path
 

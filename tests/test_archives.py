@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -483,6 +484,58 @@ def test_7z_empty_and_backslash_entries(tmp_path):
     assert result.skipped == [("a/empty.png", "empty file")]
     assert (tmp_path / "out/a/b/1.JPG").read_bytes() == image_bytes(1)
     assert safe_extract(archive, tmp_path / "out").reused
+
+
+@pytest.mark.parametrize("fmt", ["zip", "7z"])
+@pytest.mark.parametrize("later", ["Sad/s0_0.png", "sad/S0_0.PNG"], ids=["same name", "case only"])
+def test_a_repeated_name_keeps_the_first_entry_and_reports_the_later(tmp_path, fmt, later):
+    first, other = image_bytes(1, "PNG"), image_bytes(2, "PNG")
+    members = [("Sad/s0_0.png", first), ("Sad/s1_0.png", image_bytes(3, "PNG")), (later, other)]
+    archive = (build_zip if fmt == "zip" else build_7z)(tmp_path / f"VIRI-Sad-Vis.{fmt}", members)
+    out = tmp_path / "out"
+    result = safe_extract(archive, out)
+    on_disk = hashlib.sha1((out / "Sad/s0_0.png").read_bytes()).hexdigest()
+    assert on_disk == hashlib.sha1(first).hexdigest() != hashlib.sha1(other).hexdigest()
+    assert _tree(out) - {"Sad"} == {"Sad/s0_0.png", "Sad/s1_0.png", EXTRACTED_MARKER_NAME}
+    assert result.images == [Path("Sad/s0_0.png"), Path("Sad/s1_0.png")]
+    assert result.skipped == [(later, "same name (case aside) as the earlier entry 'Sad/s0_0.png', which is kept")]
+
+
+def _zero_filled(fmt: str, path: Path, mb: float) -> Path:
+    """An archive with one real image and ``zero.png``, ``mb`` MiB of zeros (a few KB compressed)."""
+    members = {"ok.png": image_bytes(1, "PNG"), "zero.png": bytes(int(mb * (1 << 20)))}
+    return (build_zip if fmt == "zip" else build_7z)(path.with_suffix(f".{fmt}"), members)
+
+
+@pytest.mark.parametrize("fmt", ["zip", "7z"])
+@pytest.mark.parametrize(
+    "caps, key", [((1, 100), "max_entry_mb=1"), ((10, 1), "max_archive_mb=1")], ids=["entry", "archive"]
+)
+def test_an_entry_or_archive_over_its_size_cap_is_refused_and_nothing_is_kept(tmp_path, fmt, caps, key):
+    archive = _zero_filled(fmt, tmp_path / "in" / "a", 1.5)
+    assert archive.stat().st_size < (1 << 20) or fmt == "zip"
+    work = tmp_path / "work"
+    with pytest.raises(FERError) as info:
+        safe_extract(archive, work / "extracted" / "a", caps=extract.SizeCaps(*caps))
+    message = str(info.value)
+    _one_line(message)
+    assert message.startswith(f"{archive}: ") and "'zero.png'" in message and "1.5 MB" in message
+    assert f"dataset.extract.{key};" in message and "raise dataset.extract." in message
+    assert _tree(work) == set()
+
+
+@pytest.mark.parametrize("fmt", ["zip", "7z"])
+def test_sizes_understated_by_the_headers_are_capped_while_writing(tmp_path, fmt, monkeypatch):
+    archive = _zero_filled(fmt, tmp_path / "in" / "a", 1.5)
+    listing = extract._list_zip if fmt == "zip" else extract._list_7z
+
+    def understated(path):
+        return [dataclasses.replace(e, size=min(e.size, 10)) for e in listing(path)]
+
+    monkeypatch.setattr(extract, f"_list_{fmt}", understated)
+    with pytest.raises(FERError, match=r"'zero\.png' expands to 1\.\d MB, over dataset\.extract\.max_entry_mb=1;"):
+        safe_extract(archive, tmp_path / "work" / "a", caps=extract.SizeCaps(1, 100))
+    assert _tree(tmp_path / "work") == set()
 
 
 def test_extraction_is_idempotent(tmp_path, monkeypatch):

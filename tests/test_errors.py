@@ -18,16 +18,16 @@ from tests.conftest import REPO, TINY
 from tests.eval_runs import tiny_run
 
 
-def train_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python -m fer_lightning.train`` as a user runs it, in-process (``hydra_entry`` + ``@hydra.main``)."""
+def train_cli(tmp_path: Path, *args: str, command: str = "train") -> subprocess.CompletedProcess:
+    """``python -m fer_lightning.<command>`` as a user runs it, in-process (``hydra_entry`` + ``@hydra.main``)."""
     from hydra.core.global_hydra import GlobalHydra
 
     flags = [a for a in args if a.startswith("-")]  # argparse wants -m before the overrides
-    argv = ["train", *flags, "logger=none", f"hydra.run.dir={tmp_path / 'run'}", *(a for a in args if a not in flags)]
+    argv = [command, *flags, "logger=none", f"hydra.run.dir={tmp_path / 'run'}", *(a for a in args if a not in flags)]
     GlobalHydra.instance().clear()
     err = io.StringIO()
     with mock.patch.object(sys, "argv", argv), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
-        runpy.run_module("fer_lightning.train", run_name="__main__")
+        runpy.run_module(f"fer_lightning.{command}", run_name="__main__")
     GlobalHydra.instance().clear()
     return subprocess.CompletedProcess(argv, exc.value.code, "", err.getvalue())
 
@@ -61,12 +61,34 @@ def test_the_command_line_exits_2_with_one_line(tmp_path):
         ),
         ("trainer.max_epochs=0", "trainer.max_epochs=0: train for at least one epoch"),
         ("no_such.key=1", "no_such.key: Key 'no_such' is not in struct; check the key name"),
+        ("model.optimizer.lr=-1", "model.optimizer.lr=-1: use a finite number > 0, e.g. 0.001"),
+        ("model.optimizer.lr=0", "model.optimizer.lr=0: use a finite number > 0, e.g. 0.001 (with 0 the model"),
+        ("model.optimizer.lr=nan", "model.optimizer.lr=nan: use a finite number > 0"),
+        ("+model.optimizer.weight_decay=-1", "model.optimizer.weight_decay=-1: use a finite number >= 0"),
     ],
 )
 def test_bad_override_is_one_line(tmp_path, override, expected):
     line = one_error_line(train_cli(tmp_path, override))
     assert expected in line
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+# The grid's settings are refused before any checkpoint is read (this one does not exist), naming the key as typed.
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("severities=[high]", "severities=[high]: 'high' is not a severity; use integers from 0 (none) to 5 (worst)"),
+        ("severities=[1,9]", "severities=[1,9]: 9 is not a severity; use integers from 0 (none) to 5"),
+        ("severities=[]", "severities=[]: no severity to test; use integers from 0 (none) to 5"),
+        ("modalities=[foo]", "modalities=[foo]: no such modality 'foo'; use some of visible, infrared, or"),
+        ("kinds=[]", "kinds=[]: no corruption to test; use some of noise, blur, occlusion"),
+        ("kinds=[fog]", "kinds=[fog]: unknown corruption 'fog'; use some of noise, blur"),
+        ("corrupt_seed=-1", "corrupt_seed=-1: use an integer >= 0"),
+    ],
+)
+def test_bad_robustness_grids_are_one_line_naming_the_key_as_typed(tmp_path, override, expected):
+    proc = train_cli(tmp_path, f"ckpt_path={tmp_path / 'none.ckpt'}", override, command="robustness")
+    assert expected in one_error_line(proc)
 
 
 def test_a_run_that_never_validated_writes_no_result_and_says_how_to_fix_it(tmp_path, data_dir):
@@ -122,3 +144,26 @@ def test_only_last_ckpt_carries_the_optimiser_state(visible_ckpt):
     assert b["state_dict"].keys() == last["state_dict"].keys()
     assert b["hyper_parameters"]["class_names"] and b["SyntheticDataModule"]["stats"]  # what evaluate reads
     assert best.stat().st_size < 0.6 * visible_ckpt.stat().st_size
+
+
+def test_a_long_cause_is_cut_at_a_sentence_or_word_with_an_ellipsis(tmp_path):
+    import torch
+
+    from fer_lightning.errors import FERError, one_line, shortened
+    from fer_lightning.io import read_checkpoint
+
+    path = tmp_path / "cut.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(FERError) as exc:
+        read_checkpoint(path)
+    with pytest.raises(RuntimeError) as cause:
+        torch.load(path, weights_only=True)
+    full = one_line(cause.value)
+    assert len(full) > 120  # torch's own text, several sentences
+    reason = str(exc.value).split(": not a readable checkpoint (", 1)[1].rsplit("); it may be truncated", 1)[0]
+    assert len(reason) <= 120 and reason.endswith("...")
+    kept = reason.removesuffix("...")
+    assert full.startswith(kept) and full[len(kept)] in " ."  # whole words: the cut falls on a boundary
+    assert shortened("a" * 300) == "a" * 117 + "..."  # one long word (a path) is cut inside, not dropped
+    assert shortened("short and sweet") == "short and sweet"

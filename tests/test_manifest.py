@@ -141,7 +141,16 @@ def test_group_regex_fills_the_subject_column():
     [
         (SplitSpec(holdout_regex=".*"), r"holdout_regex='\.\*' matches all 54 samples"),
         (SplitSpec(holdout_regex="_A_"), r"holdout_regex='_A_' matches every sample of class\(es\) \['A'\]"),
-        (SplitSpec(ratios=(1.0, 0.0, 0.0)), r"ratios=\[1\.0, 0\.0, 0\.0\] leaves the val/test split empty"),
+        (
+            SplitSpec(ratios=(1.0, 0.0, 0.0)),
+            r"ratios=\[1\.0, 0\.0, 0\.0\] leaves the val/test split empty for 54 samples; give the val/test split a "
+            r"share \(a ratio > 0\)$",
+        ),
+        (  # every split has a share, but too small a one for 54 samples
+            SplitSpec(ratios=(0.98, 0.01, 0.01)),
+            r"ratios=\[0\.98, 0\.01, 0\.01\] leaves the val/test split empty for 54 samples; too few samples for "
+            r"these ratios: add samples, or raise the val/test share$",
+        ),
         (SplitSpec(group_regex="^(s)"), r"group_regex='\^\(s\)' finds 1 group"),
         (SplitSpec(folds=50), r"folds=50: .* fewer folds"),
     ],

@@ -1,3 +1,5 @@
+import functools
+import math
 import urllib.error
 
 import pytest
@@ -256,5 +258,32 @@ def test_mixup_loss_is_the_blend_of_the_two_labels_losses():
     target = 0.3 * F.one_hot(a, 3).float() + 0.7 * F.one_hot(b, 3).float()
     expected = 0.3 * F.cross_entropy(logits, a) + 0.7 * F.cross_entropy(logits, b)
     assert model.loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-5)
-    with pytest.raises(FERError, match=r"model\.mixup_alpha=-1"):
-        SingleModalityModule("visible", {"name": "resnet18"}, {"hidden": 8}, num_classes=3, mixup_alpha=-1)
+    for alpha in (-1, math.inf, math.nan):
+        with pytest.raises(FERError, match=rf"model\.mixup_alpha={alpha}: use a finite number >= 0"):
+            SingleModalityModule("visible", {"name": "resnet18"}, {"hidden": 8}, num_classes=3, mixup_alpha=alpha)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "scheduler", "message"),
+    [
+        ({"lr": -1}, {}, "model.optimizer.lr=-1: use a finite number > 0"),
+        ({"lr": math.nan}, {}, "model.optimizer.lr=nan: use a finite number > 0"),
+        ({"lr": 1e-3, "weight_decay": -0.1}, {}, "model.optimizer.weight_decay=-0.1: use a finite number >= 0"),
+        ({"lr": 1e-3, "betas": [0.9, 1.0]}, {}, "model.optimizer.betas=[0.9,1.0]: use two numbers in [0, 1)"),
+        ({"lr": 1e-3}, {"T_max": 0}, "model.scheduler.T_max=0: use an integer >= 1"),
+        ({"lr": 1e-3}, {"T_max": 3, "eta_min": -1}, "model.scheduler.eta_min=-1: use a finite number >= 0"),
+    ],
+)
+def test_optimiser_numbers_that_cannot_train_are_one_line_naming_the_key(optimizer, scheduler, message):
+    """Checked when fitting starts (torch would raise, or accept lr=0 / T_max=0 and fail later)."""
+    model = SingleModalityModule(
+        "visible",
+        {"name": "resnet18"},
+        {"hidden": 8},
+        num_classes=3,
+        optimizer=functools.partial(torch.optim.Adam, **optimizer),
+        scheduler=functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, **{"T_max": 3, **scheduler}),
+    )
+    with pytest.raises(FERError) as exc:
+        model.configure_optimizers()
+    assert str(exc.value).startswith(message) and "\n" not in str(exc.value)

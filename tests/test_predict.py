@@ -34,6 +34,15 @@ def _predict(run_dir: Path, out: Path, **inputs) -> dict | Path:
     return predict(compose_app("predict", overrides, out))
 
 
+def _pairs_folder(folder: Path, root: Path, rows: list[dict]) -> Path:
+    """An input_dir with the visible and infrared images of ``rows`` (manifest paths under ``root``)."""
+    for row in rows:
+        for m in ("visible", "infrared"):
+            (folder / m).mkdir(parents=True, exist_ok=True)
+            shutil.copy(root / row[m], folder / m / Path(row[m]).name)
+    return folder
+
+
 def test_prediction_matches_evaluate_on_the_same_images(run_dir, evaluated, data_dir, tmp_path, capsys):
     root = data_dir / "synthetic"
     for row in evaluated[:4]:
@@ -47,11 +56,7 @@ def test_prediction_matches_evaluate_on_the_same_images(run_dir, evaluated, data
 
 def test_input_dir_writes_predictions_csv(run_dir, evaluated, data_dir, tmp_path, capsys):
     root = data_dir / "synthetic"
-    folder = tmp_path / "in"
-    for row in evaluated[:5]:
-        for m in ("visible", "infrared"):
-            (folder / m).mkdir(parents=True, exist_ok=True)
-            shutil.copy(root / row[m], folder / m / Path(row[m]).name)
+    folder = _pairs_folder(tmp_path / "in", root, evaluated[:5])
     shutil.copy(root / evaluated[5]["visible"], folder / "visible" / "lonely.png")  # no infrared partner
     path = _predict(run_dir, tmp_path, input_dir=folder)
     assert "1 image(s) without a partner" in capsys.readouterr().err
@@ -59,6 +64,10 @@ def test_input_dir_writes_predictions_csv(run_dir, evaluated, data_dir, tmp_path
         rows = list(csv.DictReader(f))
     assert path == tmp_path / "predictions.csv"
     assert len(rows) == 5
+    with open(tmp_path / "rejected.csv") as f:
+        assert list(csv.DictReader(f)) == [
+            {"file": str(folder / "visible" / "lonely.png"), "reason": "no infrared image with the same file stem"}
+        ]
     by_visible = {Path(r["visible"]).name: r for r in rows}
     for row in evaluated[:5]:
         got = by_visible[Path(row["visible"]).name]
@@ -67,6 +76,37 @@ def test_input_dir_writes_predictions_csv(run_dir, evaluated, data_dir, tmp_path
         for k, v in got.items():
             if k.startswith("p_"):
                 assert float(v) == pytest.approx(float(row[k]), abs=1e-5)
+
+
+def test_input_dir_predicts_every_readable_pair_and_lists_each_unreadable_image(
+    run_dir, evaluated, data_dir, tmp_path, capsys
+):
+    root = data_dir / "synthetic"
+    folder = _pairs_folder(tmp_path / "in", root, evaluated[:3])
+    broken = folder / "visible" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(16))  # a PNG signature and nothing decodable
+    shutil.copy(root / evaluated[3]["infrared"], folder / "infrared" / "broken.png")
+    path = _predict(run_dir, tmp_path / "out", input_dir=folder)
+    err = capsys.readouterr().err
+    assert f"1 unreadable image(s) skipped, e.g. {broken} (unreadable image (" in err
+    with open(path) as f:
+        assert sorted(Path(r["visible"]).name for r in csv.DictReader(f)) == sorted(
+            Path(r["visible"]).name for r in evaluated[:3]
+        )
+    with open(tmp_path / "out" / "rejected.csv") as f:
+        rejected = {r["file"]: r["reason"] for r in csv.DictReader(f)}
+    assert set(rejected) == {str(broken), str(folder / "infrared" / "broken.png")}
+    assert rejected[str(broken)].startswith("unreadable image (") and str(broken) not in rejected[str(broken)]
+    assert rejected[str(folder / "infrared" / "broken.png")] == "its visible partner broken.png is unreadable"
+
+    for row in evaluated[:3]:  # nothing readable left: refused, nothing written
+        (folder / "visible" / Path(row["visible"]).name).write_bytes(b"not an image")
+    with pytest.raises(
+        FERError, match=rf"^input_dir={folder}: no sample could be read \(4 unreadable image\(s\)"
+    ) as exc:
+        _predict(run_dir, tmp_path / "none", input_dir=folder)
+    assert "\n" not in str(exc.value)
+    assert not (tmp_path / "none" / "predictions.csv").exists() and not (tmp_path / "none" / "rejected.csv").exists()
 
 
 def test_wrong_inputs_for_the_modality_are_one_line(run_dir, data_dir, tmp_path):

@@ -203,6 +203,56 @@ def test_archive_class_folder_disagreeing_with_its_name_is_reported(tmp_path, pu
     assert sum(r["label"] == "Sad" for r in rows) == 4  # labels follow the archive name
 
 
+def _rewrite_sad_visible(raw: Path, monkeypatch, published, extra: list[tuple[str, bytes]]) -> None:
+    """VIRI-Sad-Vis.zip with its own members followed by ``extra``; the table pins its new blob id."""
+    with zipfile.ZipFile(raw / "VIRI-Sad-Vis.zip") as zf:
+        members = [(i.filename, zf.read(i)) for i in zf.infolist()]
+    build_zip(raw / "VIRI-Sad-Vis.zip", members + extra)
+    blobs = {**published["viri"][1], "VIRI-Sad-Vis.zip": file_blob_id(raw / "VIRI-Sad-Vis.zip")}
+    monkeypatch.setitem(PUBLISHED_ARCHIVES, "viri", specs_with_blobs("viri", blobs))
+
+
+def test_a_repeated_name_in_an_archive_keeps_the_first_in_manifest_and_on_disk(tmp_path, published, monkeypatch):
+    data = tmp_path / "data"
+    raw = copy_raw(published, "viri", data)
+    name = "Sad/S01/IMG_001_vis.JPG"
+    with zipfile.ZipFile(raw / "VIRI-Sad-Vis.zip") as zf:
+        first = zf.read(name)
+    _rewrite_sad_visible(raw, monkeypatch, published, [(name, image_bytes(4242))])
+    prepare(prepare_cfg(["dataset=viri", "dataset.download=false", SMALL_SPLIT], data))
+    root = data / "viri"
+    row = next(r for r in read_manifest(root / "manifest.csv") if r["visible"].endswith(name))
+    assert row["label"] == "Sad"
+    assert row["visible_sha1"] == hashlib.sha1((root / row["visible"]).read_bytes()).hexdigest()
+    assert row["visible_sha1"] == hashlib.sha1(first).hexdigest()
+    assert (
+        rejected(root)[f"VIRI-Sad-Vis.zip/{name}"]
+        == f"same name (case aside) as the earlier entry {name!r}, which is kept"
+    )
+
+
+def test_an_archive_over_the_entry_cap_is_refused_naming_the_key(tmp_path, published, monkeypatch):
+    data = tmp_path / "data"
+    raw = copy_raw(published, "viri", data)
+    _rewrite_sad_visible(raw, monkeypatch, published, [("Sad/zero.png", bytes(3 << 20))])
+    cfg = prepare_cfg(["dataset=viri", "dataset.download=false", "dataset.extract.max_entry_mb=2"], data)
+    with pytest.raises(FERError) as info:
+        prepare(cfg)
+    message = str(info.value)
+    assert "\n" not in message and "VIRI-Sad-Vis.zip: entry 'Sad/zero.png' expands to 3.0 MB" in message
+    assert "over dataset.extract.max_entry_mb=2;" in message
+    extracted = data / "viri" / "extracted"
+    assert not (extracted / "VIRI-Sad-Vis").exists() and not list(extracted.glob(".VIRI-Sad-Vis*"))
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "abc"])
+def test_a_bad_extraction_cap_is_one_line_naming_the_key(tmp_path, value):
+    with pytest.raises(FERError, match=rf"^dataset\.extract\.max_archive_mb='?{value}'?: use a number >= 1"):
+        prepare(
+            prepare_cfg(["dataset=viri", "dataset.download=false", f"dataset.extract.max_archive_mb={value}"], tmp_path)
+        )
+
+
 def test_no_archives_and_no_network_is_one_line_and_exit_2(tmp_path):
     data = tmp_path / "data"
     proc = subprocess.run(
@@ -332,6 +382,20 @@ def test_folder_dataset_pairs_converts_and_records_rejects(tmp_path):
     visible.prepare_data()
     visible.setup("fit")
     assert sum(len(visible._datasets[s]) for s in ("train", "val", "test")) == 15
+
+
+def test_fusion_names_an_unpaired_converted_image_by_its_own_name(tmp_path):
+    src = make_folder(tmp_path / "src", n=5)
+    write_image(src / "infrared" / "happy" / "png16.png", 99, "I;16")  # converted to converted/.../png16.png.png
+    data = tmp_path / "data"
+    prepare(folder_cfg(src, data))
+    fusion = build_datamodule(
+        compose_cfg(["dataset=folder", f"dataset.root={src}", *FAST_TRAIN], tmp_path, data).dataset
+    )
+    fusion.prepare_data()
+    with pytest.raises(FERError) as exc:
+        fusion.setup("fit")
+    assert "class 'Happy': 1 infrared without visible (png16.png);" in str(exc.value)
 
 
 def test_folder_rerun_is_idempotent_and_a_fixed_range_reconverts(tmp_path):

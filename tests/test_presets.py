@@ -284,10 +284,18 @@ def test_preset_composes_to_its_snapshot(name, tmp_path):
         "callbacks.preemption._target_": "fer_lightning.checkpointing.PreemptionCheckpoint",
         "callbacks.preemption.signals": ["SIGUSR2"],
     }
+    expected |= {  # and the users issue: a plain progress line per validation check
+        "callbacks.progress_log._target_": "fer_lightning.callbacks.ProgressLog",
+        "callbacks.progress_log.log_name": "train.log",
+        "callbacks.progress_log.output_dir": "$[paths.output_dir]",
+    }
     # the speed settings follow the chosen trainer.accelerator, not whether the host has a GPU
     for key, value in expected.items():
         if value in ("$[fer_on_cuda:]", "$[fer_precision:]"):
             expected[key] = value.replace(":]", ":$[trainer.accelerator]]")
+    # added by the untrusted-input issue: what an archive of the published datasets may expand to
+    caps = OmegaConf.load(CONF / "dataset" / f"{dataset}.yaml").extract
+    expected |= {f"dataset.extract.{k}": v for k, v in caps.items()}
     assert resolved_preset(name, tmp_path) == expected
 
 

@@ -69,3 +69,15 @@ def test_the_grid_writes_its_table_and_plot(ckpt, tmp_path):
     assert grid == {("noise", "1"), ("noise", "5"), ("dead", "1"), ("dead", "5")}
     assert all(0 <= float(r["accuracy_lo"]) <= float(r["accuracy"]) <= float(r["accuracy_hi"]) <= 1 for r in table)
     assert (tmp_path / "robustness.png").stat().st_size > 0
+
+
+def test_a_modality_the_model_does_not_read_is_refused(tmp_path_factory, data_dir, tmp_path):
+    """Corrupting a camera the model never sees would report its clean accuracy as robustness."""
+    visible = tiny_run(tmp_path_factory, data_dir, "visible") / "checkpoints" / "last.ckpt"
+    cfg = compose_app("robustness", [f"ckpt_path={visible}", "modalities=[infrared]"], tmp_path)
+    with pytest.raises(FERError) as exc:
+        robustness_grid(cfg)
+    message = str(exc.value)
+    assert message.startswith("modalities=[infrared]: ") and "\n" not in message
+    assert "is a visible model and reads no infrared image; use modalities=[visible] or null" in message
+    assert not (tmp_path / "robustness.csv").exists()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hydra.core.utils import JobReturn, JobStatus
@@ -16,6 +17,7 @@ from omegaconf import OmegaConf
 from fer_lightning.errors import FERError
 from fer_lightning.sweep import STATUS, SUMMARY, format_summary, job_record, summarise
 from tests.conftest import REPO
+from tests.test_errors import train_cli
 from tests.test_resume import CLI, prepare_tiny
 
 ONE_EPOCH = [*CLI, "trainer.max_epochs=1"]
@@ -87,6 +89,28 @@ def test_job_record_keeps_the_error_line_and_traceback(tmp_path):
     assert (done["status"], done["return_value"], done["error"]) == ("completed", 0.75, None)
 
 
+@pytest.mark.parametrize(
+    "error", [FERError("dataset.split.fold=9: there are only 3 folds"), RuntimeError("CUDA out of memory")]
+)
+def test_a_sweep_with_a_failed_job_exits_1_whatever_the_error(tmp_path, error):
+    """A single run exits 2 on a bad value; a sweep exits 1 when any job failed, and its summary says why."""
+    import fer_lightning.train
+
+    sweep = tmp_path / "sweep"
+    with (
+        mock.patch.object(fer_lightning.train, "train", side_effect=[{"best_val_accuracy": 0.5}, error]),
+        mock.patch("fer_lightning.sweep.atexit.register") as at_exit,  # the summary hook, run here, not at exit
+    ):
+        proc = train_cli(tmp_path, "-m", "seed=0,1", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == f"error: a sweep job failed: {error}"
+    (hook,), _ = at_exit.call_args
+    hook()
+    summary = json.loads((sweep / SUMMARY).read_text())
+    assert (summary["n_jobs"], summary["n_completed"], summary["n_failed"]) == (2, 1, 1)
+    assert summary["failed"][0]["error"] == f"{type(error).__name__}: {error}"
+
+
 @pytest.fixture(scope="module")
 def tiny_data(data_dir, tmp_path_factory) -> Path:
     prepare_tiny(data_dir, tmp_path_factory.mktemp("prepare"))
@@ -124,7 +148,7 @@ def test_fold_multirun_gives_one_result_per_fold(fold_sweep):
 @pytest.mark.slow
 def test_a_failing_job_fails_alone_and_the_sweep_exits_non_zero(fold_sweep):
     sweep, proc = fold_sweep
-    assert proc.returncode != 0
+    assert proc.returncode == 1, proc.stderr[-2000:]  # a sweep with a failed job, even one failed on a bad value
     summary = json.loads((sweep / SUMMARY).read_text())
     assert (summary["n_jobs"], summary["n_completed"], summary["n_failed"]) == (4, 3, 1)
     (failed,) = summary["failed"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fer_lightning.data import synthetic
 from fer_lightning.data.build import ImageOptions, build
+from fer_lightning.data.extract import DEFAULT_CAPS, MAX_ARCHIVE_KEY, MAX_ENTRY_KEY, SizeCaps
 from fer_lightning.data.manifest_datamodule import ManifestDataModule, number
 from fer_lightning.data.sources.folder import folder_sources
 from fer_lightning.data.sources.published import EXTRACTED, published_sources
@@ -74,16 +75,30 @@ class PublishedDataModule(ImageFilesDataModule):
         base_url: where archives are fetched from: a prefix, or a template with ``{name}`` and ``{commit}``;
             null is the study's repository at its pinned commit.
         retries: download retries per archive, with exponential backoff.
+        extract: ``{"max_entry_mb", "max_archive_mb"}``: what one image and one archive may expand to.
     """
 
     def __init__(
-        self, download: bool = True, verify: bool = True, base_url: str | None = None, retries: int = 3, **kwargs
+        self,
+        download: bool = True,
+        verify: bool = True,
+        base_url: str | None = None,
+        retries: int = 3,
+        extract: dict | None = None,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.download = download
         self.verify = verify
         self.base_url = base_url
         self.retries = number("dataset.retries", retries, 0)
+        caps = {**vars(DEFAULT_CAPS), **(extract or {})}
+        self.caps = SizeCaps(
+            number(MAX_ENTRY_KEY, caps.pop("max_entry_mb"), 1, float),
+            number(MAX_ARCHIVE_KEY, caps.pop("max_archive_mb"), 1, float),
+        )
+        if caps:
+            raise FERError(f"dataset.extract.{sorted(caps)[0]}: no such key; use max_entry_mb or max_archive_mb")
 
     def build_dataset(self) -> None:
         sources = published_sources(
@@ -94,6 +109,7 @@ class PublishedDataModule(ImageFilesDataModule):
             verify=self.verify,
             base_url=self.base_url,
             retries=self.retries,
+            caps=self.caps,
         )
         build(self.root, sources, self.image_options)
 

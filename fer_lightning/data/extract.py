@@ -9,6 +9,7 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
 import zipfile
 import zlib
 from collections.abc import Iterable, Sequence
@@ -30,6 +31,33 @@ _CHUNK = 1 << 20
 _JUNK_FOLDERS = frozenset({"__macosx"})
 _JUNK_FILES = frozenset({"thumbs.db", ".ds_store", "desktop.ini"})
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_MB = 1 << 20
+MAX_ENTRY_KEY = "dataset.extract.max_entry_mb"
+MAX_ARCHIVE_KEY = "dataset.extract.max_archive_mb"
+
+
+@dataclass(frozen=True)
+class SizeCaps:
+    """The most one entry and one archive may expand to, in MiB (README "## Data" says why these defaults)."""
+
+    max_entry_mb: float = 64
+    max_archive_mb: float = 2048
+
+    def check(self, archive: Path, entry: str, entry_bytes: int, archive_bytes: int) -> None:
+        """Refuses ``archive`` when ``entry`` (``entry_bytes`` so far) or all of it (``archive_bytes``) is over."""
+        for what, size, cap, key in (
+            (f"entry {entry!r} expands", entry_bytes, self.max_entry_mb, MAX_ENTRY_KEY),
+            (f"its images up to {entry!r} expand", archive_bytes, self.max_archive_mb, MAX_ARCHIVE_KEY),
+        ):
+            if size > cap * _MB:
+                raise FERError(
+                    f"{archive}: {what} to {size / _MB:.1f} MB, over {key}={cap:g}; refusing to extract this "
+                    f"archive (nothing of it is kept): delete it and download it again, or raise {key} if its "
+                    "images really are that large"
+                )
+
+
+DEFAULT_CAPS = SizeCaps()
 
 
 @dataclass
@@ -90,8 +118,14 @@ def skip_reason(parts: tuple[str, ...]) -> str | None:
     return None
 
 
-def _plan(archive: Path, dest: Path, entries: Sequence[_Entry]) -> tuple[dict[str, Path], list[tuple[str, str]]]:
-    """Validate every entry before anything is written; map entries to extract to relative paths."""
+def _plan(
+    archive: Path, dest: Path, entries: Sequence[_Entry], caps: SizeCaps
+) -> tuple[dict[int, Path], list[tuple[str, str]]]:
+    """Validate every entry before anything is written; map the indices of entries to extract to relative paths.
+
+    Of entries whose paths differ at most in case, the first is kept and later ones are reported: the rest of the
+    pipeline matches names without case, and a case-insensitive file system would let the last one win.
+    """
     for entry in entries:
         reason = _unsafe_reason(entry)
         if reason is not None:
@@ -100,27 +134,45 @@ def _plan(archive: Path, dest: Path, entries: Sequence[_Entry]) -> tuple[dict[st
                 "(delete it and download it again)"
             )
     root = dest.resolve()
-    targets: dict[str, Path] = {}
-    seen: set[tuple[str, ...]] = set()
+    targets: dict[int, Path] = {}
+    kept: dict[tuple[str, ...], str] = {}  # case-folded path -> the entry kept for it
     skipped: list[tuple[str, str]] = []
-    for entry in entries:
+    total = 0
+    for index, entry in enumerate(entries):
         parts = _relative_parts(entry.name)
         if entry.is_dir or not parts:
             continue
+        folded = tuple(p.casefold() for p in parts)
         reason = skip_reason(parts)
         if reason is None and entry.size == 0:
             reason = "empty file"
-        if reason is None and parts in seen:
-            reason = "duplicate entry"
+        if reason is None and folded in kept:
+            reason = f"same name (case aside) as the earlier entry {kept[folded]!r}, which is kept"
         if reason is not None:
             skipped.append((entry.name, reason))
             continue
         relative = Path(*parts)
         if not (root / relative).resolve().is_relative_to(root):
             raise FERError(f"{archive}: entry {entry.name!r} resolves outside {dest}; refusing to extract")
-        seen.add(parts)
-        targets[entry.name] = relative
+        total += entry.size
+        caps.check(archive, entry.name, entry.size, total)
+        kept[folded] = entry.name
+        targets[index] = relative
     return targets, skipped
+
+
+class _Meter:
+    """Counts the bytes actually written, so an archive whose headers understate its sizes is still capped."""
+
+    def __init__(self, archive: Path, caps: SizeCaps):
+        self.archive, self.caps = archive, caps
+        self.total = 0
+        self.lock = threading.Lock()  # py7zr may decompress folders in threads
+
+    def add(self, entry: str, entry_bytes: int, n: int) -> None:
+        with self.lock:
+            self.total += n
+            self.caps.check(self.archive, entry, entry_bytes, self.total)
 
 
 def _zip_kind(info: zipfile.ZipInfo) -> str | None:
@@ -137,16 +189,21 @@ def _list_zip(archive: Path) -> list[_Entry]:
         return [_Entry(i.filename, i.is_dir(), _zip_kind(i), i.file_size) for i in zf.infolist()]
 
 
-def _extract_zip(archive: Path, tmp: Path, targets: dict[str, Path]) -> None:
+def _extract_zip(archive: Path, tmp: Path, targets: dict[int, Path], meter: _Meter) -> None:
     with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            relative = targets.get(info.filename)
+        # By position, not name: a later entry of the same name must not overwrite the kept one.
+        for index, info in enumerate(zf.infolist()):
+            relative = targets.get(index)
             if relative is None:
                 continue
             out = tmp / relative
             out.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(info) as src, out.open("wb") as dst:
-                shutil.copyfileobj(src, dst, _CHUNK)
+                written = 0
+                while chunk := src.read(_CHUNK):
+                    written += len(chunk)
+                    meter.add(info.filename, written, len(chunk))
+                    dst.write(chunk)
 
 
 def _7z_kind(f: Any) -> str | None:
@@ -160,11 +217,13 @@ def _7z_kind(f: Any) -> str | None:
 class _FileWriter(Py7zIO):
     """Streams one 7z member straight to its planned file."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, name: str, meter: _Meter):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = path.open("wb")
+        self._name, self._meter = name, meter
 
     def write(self, s: bytes | bytearray) -> int:
+        self._meter.add(self._name, self._fh.tell() + len(s), len(s))
         return self._fh.write(s)
 
     def read(self, size: int | None = None) -> bytes:
@@ -206,17 +265,19 @@ class _Discard(Py7zIO):
 class _PlannedWriters(WriterFactory):
     """Sends each planned member to ``tmp/<relative path>`` so py7zr itself never picks a path."""
 
-    def __init__(self, tmp: Path, relatives: Iterable[Path]):
+    def __init__(self, tmp: Path, relatives: Iterable[Path], meter: _Meter):
         self.tmp = tmp
         self.planned = {r.parts: r for r in relatives}
         self.writers: list[_FileWriter] = []
+        self.meter = meter
 
     def create(self, filename: str) -> Py7zIO:
-        # py7zr passes its own cleaned-up member name; cleaned the same way, it names our plan entry.
+        # py7zr passes its own cleaned-up member name; cleaned the same way, it names our plan entry. It renames
+        # a later entry of a name already seen (``x.png_0``), so the first one always gets the planned file.
         relative = self.planned.pop(_relative_parts(filename), None)
-        if relative is None:  # a later duplicate of a name already written
+        if relative is None:
             return _Discard()
-        writer = _FileWriter(self.tmp / relative)
+        writer = _FileWriter(self.tmp / relative, relative.as_posix(), self.meter)
         self.writers.append(writer)
         return writer
 
@@ -232,11 +293,12 @@ def _list_7z(archive: Path) -> list[_Entry]:
         return [_Entry(f.filename, f.is_directory, _7z_kind(f), f.uncompressed or 0) for f in sz.files]
 
 
-def _extract_7z(archive: Path, tmp: Path, targets: dict[str, Path]) -> None:
-    factory = _PlannedWriters(tmp, targets.values())
+def _extract_7z(archive: Path, tmp: Path, targets: dict[int, Path], meter: _Meter) -> None:
+    factory = _PlannedWriters(tmp, targets.values(), meter)
     try:
         with py7zr.SevenZipFile(archive, mode="r") as sz:
-            sz.extract(targets=list(targets), factory=factory)
+            names = [f.filename for f in sz.files]
+            sz.extract(targets=[names[i] for i in targets], factory=factory)
     finally:
         factory.close_all()
 
@@ -290,18 +352,22 @@ def _remove_stale_extractions(dest: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def safe_extract(archive: str | Path, dest: str | Path, *, blob_id: str | None = None) -> ExtractResult:
+def safe_extract(
+    archive: str | Path, dest: str | Path, *, blob_id: str | None = None, caps: SizeCaps = DEFAULT_CAPS
+) -> ExtractResult:
     """Extract the images of a zip or 7z ``archive`` into ``dest``, refusing unsafe entries.
 
     Every entry name is validated before anything is written: an absolute path, a drive letter, a
-    ``..`` component, a symlink or a special file makes the whole archive fail. Images are streamed
+    ``..`` component, a symlink, a special file, or an image expanding past ``caps`` makes the whole archive fail
+    (the caps are checked again on the bytes written). Of entries whose names differ at most in case, the first is
+    extracted and the later ones are reported. Images are streamed
     into a temporary sibling folder that is renamed to ``dest`` once complete, so ``dest`` is either
     absent or a whole extraction; a marker (``.extracted.json``, recording the archive's name, size,
     mtime and blob id) makes a second call return at once. OS junk and non-images are skipped and
     reported. ``blob_id`` (when the caller already knows it) saves hashing the archive.
 
     Raises:
-        FERError: unsafe entry, unreadable archive, or ``dest`` exists but is not an extraction.
+        FERError: unsafe or oversized entry, unreadable archive, or ``dest`` exists but is not an extraction.
     """
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
@@ -315,7 +381,7 @@ def safe_extract(archive: str | Path, dest: str | Path, *, blob_id: str | None =
         raise FERError(f"{dest}: exists but holds no complete extraction of {archive.name}; delete it and rerun")
     try:
         entries = _list_zip(archive) if fmt == "zip" else _list_7z(archive)
-        targets, skipped = _plan(archive, dest, entries)
+        targets, skipped = _plan(archive, dest, entries, caps)
     except _ARCHIVE_ERRORS as exc:
         raise _cannot_extract(archive, exc) from exc
     blob = blob_id if blob_id is not None else git_blob_sha1(archive)
@@ -324,7 +390,7 @@ def safe_extract(archive: str | Path, dest: str | Path, *, blob_id: str | None =
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
         try:
-            (_extract_zip if fmt == "zip" else _extract_7z)(archive, tmp, targets)
+            (_extract_zip if fmt == "zip" else _extract_7z)(archive, tmp, targets, _Meter(archive, caps))
         except _ARCHIVE_ERRORS as exc:
             raise _cannot_extract(archive, exc) from exc
         images = sorted(targets.values(), key=lambda p: p.as_posix())

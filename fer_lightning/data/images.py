@@ -24,6 +24,12 @@ _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 class UnreadableImage(FERError):
     """An image file that Pillow cannot decode completely."""
 
+    def reason(self, path: str | Path) -> str:
+        """Why, without the file's name: a rejected.csv row names it already, and short reasons group."""
+        cause = self.__cause__
+        detail = " ".join(str(cause).split()) if cause is not None else str(self)
+        return detail.replace(f"'{path}'", "").replace(str(path), "").strip(" :") or "undecodable"
+
 
 def is_image_name(name: str | Path) -> bool:
     """True when the file extension (any case) is one of :data:`IMAGE_EXTENSIONS`."""

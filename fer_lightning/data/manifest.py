@@ -259,10 +259,14 @@ def check_splits(rows: list[dict], spec: SplitSpec) -> None:
                 f"dataset.split.group_regex={spec.group_regex!r} finds {found} group(s) in {n} samples, which "
                 f"{problem}; use a pattern that captures the subject, or set it to null"
             )
-        raise FERError(
-            f"dataset.split.ratios={list(spec.ratios)} {problem} for {n} samples; give every split a share, "
-            "or add samples"
+        short = empty or ["train"]
+        unshared = [s for s in short if not dict(zip(SPLITS, spec.ratios, strict=True))[s] > 0]
+        fix = (
+            f"give the {'/'.join(unshared)} split a share (a ratio > 0)"
+            if unshared
+            else f"too few samples for these ratios: add samples, or raise the {'/'.join(short)} share"
         )
+        raise FERError(f"dataset.split.ratios={list(spec.ratios)} {problem} for {n} samples; {fix}")
     if spec.folds:
         used = {r["fold"] for r in rows if r["split"] != "test"}
         if len(used) < spec.folds:

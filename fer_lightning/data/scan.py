@@ -35,10 +35,7 @@ def _scan_one(path: Path) -> dict:
         with Image.open(path) as img:
             entry["mode"] = img.mode
     except UnreadableImage as exc:
-        cause = exc.__cause__
-        detail = " ".join(str(cause).split()) if cause is not None else str(exc)
-        # rejected.csv names the file already; the reason stays short and groups in the summary
-        entry["error"] = detail.replace(f"'{path}'", "").replace(str(path), "").strip(" :") or "undecodable"
+        entry["error"] = exc.reason(path)
     return entry
 
 

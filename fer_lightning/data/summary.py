@@ -21,7 +21,8 @@ def unpaired_message(manifest: Path, rows: list[dict]) -> str:
     for r in rows:
         for m in MODALITIES:
             if r[m] and not all(r[x] for x in MODALITIES):
-                by_class[r["label"]][m].append(Path(r[m]).name)
+                # the sample id is the source image's path: r[m] may be its 8-bit copy (converted/<name>.png)
+                by_class[r["label"]][m].append(Path(r["sample_id"]).name)
     parts = []
     for label, sides in sorted(by_class.items()):
         listed = []

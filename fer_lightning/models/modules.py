@@ -9,7 +9,7 @@ modality needs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,39 @@ from fer_lightning.models.fusion import (
 )
 from fer_lightning.models.heads import build_head
 from fer_lightning.models.mixup import mixup
+
+_FINITE_NONNEGATIVE = (lambda v: 0 <= v < math.inf, "a finite number >= 0")
+# Numbers of model.optimizer / model.scheduler that torch refuses with a traceback, or accepts and never learns
+# (lr=0, a cosine period below one): key -> (test, what to use). betas are tested one by one.
+_NUMBER_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "lr": (lambda v: 0 < v < math.inf, "a finite number > 0, e.g. 0.001 (with 0 the model never learns)"),
+    "weight_decay": _FINITE_NONNEGATIVE,
+    "momentum": _FINITE_NONNEGATIVE,
+    "eps": _FINITE_NONNEGATIVE,
+    "eta_min": _FINITE_NONNEGATIVE,
+    "betas": (lambda v: 0 <= v < 1, "two numbers in [0, 1), e.g. [0.9,0.999]"),
+    "gamma": (lambda v: 0 < v < math.inf, "a finite number > 0"),
+    "T_max": (lambda v: v >= 1 and float(v).is_integer(), "an integer >= 1 (it follows trainer.max_epochs unless set)"),
+    "step_size": (lambda v: v >= 1 and float(v).is_integer(), "an integer >= 1"),
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_optimizer_numbers(part: str, keywords: Mapping[str, Any] | None) -> None:
+    """One line naming ``model.<part>.<key>`` for a number among ``keywords`` (the config node, or the partial's
+    keywords) that cannot train."""
+    for key, value in (keywords or {}).items():
+        if key not in _NUMBER_RULES:
+            continue
+        test, use = _NUMBER_RULES[key]
+        pair = key == "betas" and isinstance(value, Sequence) and not isinstance(value, str)
+        values = list(value) if pair else [value]
+        if not all(_is_number(v) and test(v) for v in values) or (key == "betas" and len(values) != 2):
+            shown = f"[{','.join(map(str, values))}]" if pair else value
+            raise FERError(f"model.{part}.{key}={shown}: use {use}")
 
 
 class FERModule(L.LightningModule):
@@ -72,8 +105,8 @@ class FERModule(L.LightningModule):
         mixup_alpha: float = 0.0,
     ):
         super().__init__()
-        if isinstance(mixup_alpha, bool) or not isinstance(mixup_alpha, int | float) or not 0 <= mixup_alpha < math.inf:
-            raise FERError(f"model.mixup_alpha={mixup_alpha}: must be >= 0 (0 turns mixup off)")
+        if not _is_number(mixup_alpha) or not 0 <= mixup_alpha < math.inf:
+            raise FERError(f"model.mixup_alpha={mixup_alpha}: use a finite number >= 0 (0 turns mixup off)")
         self.mixup_alpha = float(mixup_alpha)
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
@@ -170,6 +203,9 @@ class FERModule(L.LightningModule):
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise FERError("model.optimizer is not set; add an optimizer config with _partial_: true")
+        # Here, not in __init__: evaluation builds the model too, and never steps an optimiser.
+        check_optimizer_numbers("optimizer", getattr(self.optimizer_factory, "keywords", None))
+        check_optimizer_numbers("scheduler", getattr(self.scheduler_factory, "keywords", None))
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer

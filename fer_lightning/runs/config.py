@@ -5,6 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fer_lightning.errors import FERError
+from fer_lightning.models.modules import check_optimizer_numbers
 
 # Keys of evaluate's own config; every other override is applied to the run's saved config.
 OWN_KEYS = (
@@ -61,6 +62,8 @@ def check_run_config(cfg: DictConfig) -> None:
     Dataset values (sizes, batch sizes, regexes) are checked where they enter, by the datamodule.
     """
     _int(cfg, "seed", 0, "the seed must be a non-negative integer, e.g. seed=3")
+    # Before any data is prepared; the scheduler's numbers follow the budget, so the model checks those.
+    check_optimizer_numbers("optimizer", OmegaConf.select(cfg, "model.optimizer"))
     _int(cfg, "trainer.max_epochs", 1, "train for at least one epoch (trainer.max_epochs=12), or -1 with max_steps")
     if OmegaConf.select(cfg, "trainer.max_epochs") == -1:
         return

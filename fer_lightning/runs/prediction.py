@@ -8,10 +8,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from fer_lightning.data.images import is_image_name
+from fer_lightning.data.images import UnreadableImage, is_image_name
+from fer_lightning.data.manifest import REJECTED, rejected_text
 from fer_lightning.data.pairing import normalise_stem
 from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_write_text
@@ -58,16 +60,68 @@ def collect_inputs(input_dir: Path, modalities: tuple[str, ...]) -> tuple[list[d
     return [{m: found[m][k] for m in modalities} for k in keys], unpaired
 
 
+def _readable(
+    predictor: Predictor, samples: list[dict[str, Path]]
+) -> tuple[list[dict[str, Path]], list[dict[str, np.ndarray]], list[tuple[str, str]]]:
+    """The samples whose every image decodes, their decoded images, and ``(file, reason)`` for each image of the
+    others (an unreadable one, and its readable partner)."""
+    kept, decoded, rejected = [], [], []
+    for sample in samples:
+        images, bad = {}, {}
+        for m, path in sample.items():
+            try:
+                images[m] = predictor.decode(path)
+            except UnreadableImage as exc:
+                bad[m] = f"unreadable image ({exc.reason(path)})"
+        if not bad:
+            kept.append(sample)
+            decoded.append(images)
+            continue
+        for m, path in sample.items():
+            other = next(iter(set(bad) - {m}), None)
+            rejected.append((str(path), bad.get(m) or f"its {other} partner {sample[other].name} is unreadable"))
+    return kept, decoded, rejected
+
+
 def predict_folder(predictor: Predictor, input_dir: Path, output: Path) -> Path:
+    """predictions.csv for every readable sample of ``input_dir``, and rejected.csv (``file, reason``) beside it for
+    every image left out (unreadable, or without a partner); refused only when no sample is readable."""
     samples, unpaired = collect_inputs(input_dir, predictor.modalities)
+    rejected: list[tuple[str, str]] = []
+    for path in unpaired:
+        other = next(m for m in predictor.modalities if m != path.relative_to(input_dir).parts[0])
+        rejected.append((str(path), f"no {other} image with the same file stem"))
+    kept, probs = [], []
+    for i in range(0, len(samples), BATCH):
+        readable, decoded, unreadable = _readable(predictor, samples[i : i + BATCH])
+        kept += readable
+        rejected += unreadable
+        if decoded:
+            probs.append(predictor.predict_batch(decoded))
+    unread = [r for r in rejected if r[1].startswith("unreadable")]
+    if not kept:
+        file, reason = unread[0]
+        raise FERError(
+            f"input_dir={input_dir}: no sample could be read ({len(unread)} unreadable image(s), e.g. {file}: "
+            f"{reason}); replace them with images Pillow can open"
+        )
+    rejected_csv = output.with_name(REJECTED)
     if unpaired:
         print(f"warning: {len(unpaired)} image(s) without a partner skipped, e.g. {unpaired[0]}", file=sys.stderr)
-    probs = torch.cat([predictor.predict_batch(samples[i : i + BATCH]) for i in range(0, len(samples), BATCH)])
-    ids = [str(s[predictor.modalities[0]].relative_to(input_dir)) for s in samples]
-    paths = {m: [str(s[m]) for s in samples] for m in predictor.modalities}
-    text = predictions_text(ids, [None] * len(samples), probs.numpy(), predictor.classes, paths)
+    if unread:
+        file, reason = unread[0]
+        print(
+            f"warning: {len(unread)} unreadable image(s) skipped, e.g. {file} ({reason}); each is listed in "
+            f"{rejected_csv}",
+            file=sys.stderr,
+        )
+    ids = [str(s[predictor.modalities[0]].relative_to(input_dir)) for s in kept]
+    paths = {m: [str(s[m]) for s in kept] for m in predictor.modalities}
+    text = predictions_text(ids, [None] * len(kept), torch.cat(probs).numpy(), predictor.classes, paths)
+    atomic_write_text(rejected_csv, rejected_text(rejected))
     atomic_write_text(output, text)
-    print(json.dumps({"predictions": str(output), "n": len(samples), "unpaired": len(unpaired)}))
+    summary = {"predictions": str(output), "n": len(kept), "unpaired": len(unpaired), "unreadable": len(unread)}
+    print(json.dumps({**summary, "rejected": str(rejected_csv)}))
     return output
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fer_lightning.data.cache import decode_resized, stored_size
@@ -75,19 +76,23 @@ class Predictor:
                 raise FERError(f"{m}={p}: no such image file")
         return paths
 
-    def batch(self, samples: list[dict[str, Path]]) -> dict[str, torch.Tensor]:
-        """The normalised network input for samples of image paths per modality."""
+    def decode(self, path: Path) -> np.ndarray:
+        """One image decoded and resized as the run's cache stores it; :class:`UnreadableImage` when it cannot be."""
+        return decode_resized(path, self.stored)
+
+    def batch(self, samples: list[dict[str, Path | np.ndarray]]) -> dict[str, torch.Tensor]:
+        """The normalised network input for samples of image paths (or :meth:`decode`'s arrays) per modality."""
         present = [m for m in self.modalities if m in samples[0]]
         transform = self.transform if len(present) == len(self.modalities) else PairTransform(present, self.size)
         tensors = []
-        for paths in samples:
-            images = {m: decode_resized(paths[m], self.stored) for m in present}
+        for sample in samples:
+            images = {m: sample[m] if isinstance(sample[m], np.ndarray) else self.decode(sample[m]) for m in present}
             tensors.append(transform(images, seed=0))  # the evaluation transform draws nothing
         batch = {m: torch.stack([t[m] for t in tensors]).to(self.device) for m in present}
         return self._normalizer(batch, {m: self.stats[m] for m in present})
 
     @torch.no_grad()
-    def predict_batch(self, samples: list[dict[str, Path]]) -> torch.Tensor:
+    def predict_batch(self, samples: list[dict[str, Path | np.ndarray]]) -> torch.Tensor:
         """Class probabilities (N, C)."""
         return self.model.predict_step(self.batch(samples), 0).cpu()
 

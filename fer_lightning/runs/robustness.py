@@ -6,12 +6,13 @@ import csv
 import io
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
-from fer_lightning.data.corruptions import KINDS
+from fer_lightning.data.corruptions import KINDS, SEVERITIES
 from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_write_text
 from fer_lightning.metrics import classification_report
+from fer_lightning.modalities import MODALITIES
 from fer_lightning.plots import robustness_figure
 from fer_lightning.runs.checkpoint import load_run_checkpoint
 from fer_lightning.runs.config import evaluation_config
@@ -32,15 +33,52 @@ def _model_label(run_cfg: DictConfig, ckpt: Path, taken: set[str]) -> str:
     return label
 
 
+def _listed(cfg: DictConfig, key: str) -> list | None:
+    """``key``'s values as a list (one value is a list of one), or None when null."""
+    value = cfg.get(key)
+    if value is None:
+        return None
+    return list(value) if isinstance(value, ListConfig | list | tuple) else [value]
+
+
+def _typed(key: str, values: list) -> str:
+    return f"{key}=[{','.join(map(str, values))}]"
+
+
+def grid_settings(cfg: DictConfig) -> tuple[list[str], list[int], list[str] | None, int]:
+    """The grid's kinds, severities, modalities (None: every one the model reads) and seed, checked before any
+    checkpoint is read; a bad value is one line naming the key as typed."""
+    kinds = _listed(cfg, "kinds") or []
+    bad = [k for k in kinds if k not in KINDS]
+    if not kinds or bad:
+        what = f"unknown corruption {bad[0]!r}" if bad else "no corruption to test"
+        raise FERError(f"{_typed('kinds', kinds)}: {what}; use some of {', '.join(KINDS)}, e.g. kinds=[noise,blur]")
+    severities = _listed(cfg, "severities") or []
+    bad = [s for s in severities if isinstance(s, bool) or not isinstance(s, int) or s not in SEVERITIES]
+    if not severities or bad:
+        what = f"{bad[0]!r} is not a severity" if bad else "no severity to test"
+        raise FERError(
+            f"{_typed('severities', severities)}: {what}; use integers from 0 (none) to 5 (worst), "
+            "e.g. severities=[1,3,5]"
+        )
+    modalities = _listed(cfg, "modalities") or None
+    bad = [m for m in modalities or () if m not in MODALITIES]
+    if bad:
+        raise FERError(
+            f"{_typed('modalities', modalities)}: no such modality {bad[0]!r}; use some of "
+            f"{', '.join(MODALITIES)}, or modalities=null for every one the model reads"
+        )
+    seed = cfg.get("corrupt_seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise FERError(f"corrupt_seed={seed!r}: use an integer >= 0")
+    return [str(k) for k in kinds], severities, modalities, seed
+
+
 def robustness_grid(cfg: DictConfig) -> list[dict]:
     paths = [str(p) for p in (cfg.get("ckpt_paths") or [])] or ([str(cfg.ckpt_path)] if cfg.get("ckpt_path") else [])
     if not paths:
         raise FERError("ckpt_path is not set; pass ckpt_path=<ckpt> or ckpt_paths=[a.ckpt,b.ckpt]")
-    kinds = [str(k) for k in cfg.kinds]
-    bad = [k for k in kinds if k not in KINDS]
-    if bad:
-        raise FERError(f"kinds: unknown corruption {bad[0]!r}; use some of {', '.join(KINDS)}")
-    severities = [int(s) for s in cfg.severities]
+    kinds, severities, wanted, seed = grid_settings(cfg)
     rows: list[dict] = []
     taken: set[str] = set()
     for path in paths:
@@ -48,7 +86,13 @@ def robustness_grid(cfg: DictConfig) -> list[dict]:
         run_cfg, _ = evaluation_config(ckpt.config, cfg)
         run = Run.from_checkpoint(ckpt, run_cfg, allow_manifest_change=bool(cfg.get("allow_manifest_change")))
         label = _model_label(run_cfg, ckpt.path, taken)
-        modalities = [str(m) for m in (cfg.get("modalities") or run.datamodule.modalities)]
+        modalities = wanted or list(run.datamodule.modalities)
+        unread = [m for m in modalities if m not in run.datamodule.modalities]
+        if unread:
+            raise FERError(
+                f"{_typed('modalities', modalities)}: {ckpt.path} is a {run_cfg.modality} model and reads no "
+                f"{unread[0]} image; use modalities=[{','.join(run.datamodule.modalities)}] or null"
+            )
 
         def measure(spec: CorruptionSpec | None, modality: str, kind: str, severity, run=run, label=label, ckpt=ckpt):
             outcome = run.test(str(cfg.split), corruption=spec)
@@ -68,7 +112,7 @@ def robustness_grid(cfg: DictConfig) -> list[dict]:
         for m in modalities:
             for kind in kinds:
                 for s in severities:
-                    measure(CorruptionSpec(**{m: kind}, severity=s, seed=int(cfg.corrupt_seed)), m, kind, s)
+                    measure(CorruptionSpec(**{m: kind}, severity=s, seed=seed), m, kind, s)
             if cfg.get("include_missing") and getattr(run.model, "supports_missing", False):
                 measure(CorruptionSpec(missing=m), m, "missing", "")
     out = Path(cfg.paths.output_dir)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_lightning.data.download import DownloadError, download
-from fer_lightning.data.extract import ExtractResult, safe_extract
+from fer_lightning.data.extract import DEFAULT_CAPS, ExtractResult, SizeCaps, safe_extract
 from fer_lightning.data.pairing import normalise_stem
 from fer_lightning.data.sources import Sources
 from fer_lightning.errors import FERError, one_line
@@ -314,11 +314,11 @@ def _missing_message(
 
 
 def extract_all(
-    archives: Iterable[tuple[ArchiveSpec, Path]], extract_root: str | Path
+    archives: Iterable[tuple[ArchiveSpec, Path]], extract_root: str | Path, caps: SizeCaps = DEFAULT_CAPS
 ) -> list[tuple[ArchiveSpec, ExtractResult]]:
     """:func:`safe_extract` each archive into ``extract_root/<archive name without extension>``."""
     root = Path(extract_root)
-    return [(spec, safe_extract(path, root / spec.folder_name)) for spec, path in archives]
+    return [(spec, safe_extract(path, root / spec.folder_name, caps=caps)) for spec, path in archives]
 
 
 def collect_images(
@@ -340,11 +340,12 @@ def published_sources(
     verify: bool,
     base_url: str | None = None,
     retries: int = 3,
+    caps: SizeCaps = DEFAULT_CAPS,
 ) -> Sources:
     """The images of dataset ``name``'s archives in ``raw_dir`` (fetched when missing and ``download``), extracted
     under ``extract_root``; labels come from the archive names."""
     archives = ensure_archives(name, raw_dir, download=download, verify=verify, base_url=base_url, retries=retries)
-    extracted = extract_all(archives, extract_root)
+    extracted = extract_all(archives, extract_root, caps)
     rejected = [
         (f"{result.archive.name}/{entry}", reason) for _, result in extracted for entry, reason in result.skipped
     ]
