@@ -129,6 +129,8 @@ def test_cli_reports_a_missing_checkpoint_in_one_line(tmp_path):
         ("budget.steps=10", "does not train"),
         ("trainer.max_epochs=3", "tests the whole split"),
         ("+trainer.limit_test_batches=1", "tests the whole split"),
+        ("dataset.generator.n_subjects=12", "prepares nothing"),
+        ("+dataset.download=false", "prepares nothing"),
     ],
 )
 def test_an_override_evaluation_cannot_apply_is_refused(run_dir, tmp_path, override, why):

@@ -178,21 +178,9 @@ def test_a_crafted_run_config_instantiates_nothing(trained, tmp_path, capsys, ca
 @pytest.mark.slow
 def test_cli_refuses_a_crafted_run_config_in_one_line(trained, tmp_path):
     ckpt, marker = _crafted_run(trained, tmp_path, "model.backbone.kwargs.x.y")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fer_lightning.predict",
-            f"ckpt_path={ckpt}",
-            "visible=v.png",
-            "infrared=i.png",
-            f"hydra.run.dir={tmp_path / 'out'}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = [f"ckpt_path={ckpt}", *_IMAGES, f"hydra.run.dir={tmp_path / 'out'}"]
+    command = [sys.executable, "-m", "fer_lightning.predict", *args]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         f"error: {ckpt.parent.parent / '.hydra' / 'config.yaml'}: model.backbone.kwargs.x.y names shutil.copyfile, "
@@ -206,6 +194,12 @@ def _conf_files() -> list[Path]:
     return [p for p in sorted((REPO / "conf").rglob("*.yaml")) if "hydra" not in p.relative_to(REPO / "conf").parts]
 
 
+def _targets(node) -> set[str]:
+    if isinstance(node, dict):
+        return {node.get("_target_")} - {None} | {t for v in node.values() for t in _targets(v)}
+    return {t for v in node for t in _targets(v)} if isinstance(node, list) else set()
+
+
 def test_every_component_and_resolver_the_configs_use_is_allowed():
     targets = set()
     for path in _conf_files():
@@ -213,8 +207,7 @@ def test_every_component_and_resolver_the_configs_use_is_allowed():
         if isinstance(container, dict):
             container.pop("hydra", None)
         assert untrusted(container) is None, path
-        text = path.read_text()
-        targets |= {line.split("_target_:")[1].strip() for line in text.splitlines() if "_target_:" in line}
+        targets |= _targets(container)
     # what the project ships: the LightningModules, datamodules, Trainer, optimiser and scheduler, augmentations
     assert {"fer_lightning.models.modules.FusionModule", "lightning.pytorch.Trainer", "torch.optim.Adam"} <= targets
     assert all(is_component(t) for t in targets)

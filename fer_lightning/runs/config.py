@@ -42,6 +42,17 @@ EVAL_TRAINER_KEYS = (
     "enable_progress_bar",
     "inference_mode",
 )
+# Dataset keys that only preparing reads (the datamodules' build_dataset); evaluation prepares nothing.
+PREPARATION_KEYS = (
+    "generator",
+    "download",
+    "verify",
+    "base_url",
+    "retries",
+    "pairing",
+    "sixteen_bit",
+    "sixteen_bit_range",
+)
 # Keys an evaluation cannot apply, and why: it would otherwise record an override that changed nothing.
 NOT_AT_EVALUATION = {
     "model": "the checkpoint's model is rebuilt from its own saved settings and weights; train a run with it instead",
@@ -121,12 +132,17 @@ def apply_overrides(run_cfg: DictConfig, composed: DictConfig, overrides: list[s
 def _check_applies(override: str, node: str) -> None:
     """Refuses an override that evaluation cannot apply (one line that says why)."""
     top, _, rest = node.partition(".")
-    why = NOT_AT_EVALUATION.get(top)
-    if why is None and top == "trainer" and rest and rest.split(".")[0] not in EVAL_TRAINER_KEYS:
+    first = rest.split(".")[0]
+    if top in NOT_AT_EVALUATION:
+        why = NOT_AT_EVALUATION[top]
+    elif top == "trainer" and rest and first not in EVAL_TRAINER_KEYS:
         keep = ", ".join(k for k in EVAL_TRAINER_KEYS if not k.startswith("_"))
         why = f"evaluation tests the whole split and takes only the trainer's {keep}"
-    if why is not None:
-        raise FERError(f"{override}: not applied at evaluation: {why}")
+    elif top == "dataset" and first in PREPARATION_KEYS:
+        why = "evaluation reads the prepared dataset and prepares nothing; give it to python -m fer_lightning.prepare"
+    else:
+        return
+    raise FERError(f"{override}: not applied at evaluation: {why}")
 
 
 def evaluation_config(run_config: DictConfig, composed: DictConfig) -> tuple[DictConfig, list[str]]:
