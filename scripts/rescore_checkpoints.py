@@ -20,7 +20,7 @@ from fer_lightning.runs.checkpoint import load_run_checkpoint
 def rescore(checkpoint: Path) -> dict:
     run = load_run_checkpoint(checkpoint)
     model = model_from_checkpoint(run).eval()
-    datamodule = build_datamodule(run.config.dataset)
+    datamodule = build_datamodule(run.config.dataset, read_only=True)
     datamodule.setup("test")
     hits = {"plain": 0, "hflip_tta": 0}
     n = 0

@@ -43,7 +43,7 @@ def test_evaluate_reproduces_the_runs_test_metrics(run_dir, run_results, tmp_pat
         assert ours[key] == pytest.approx(theirs[key]), key
     assert results["test_samples"] == run_results["test_samples"]
     assert results["dataset"] == "synthetic" and results["modality"] == "fusion"
-    assert results["manifest_changed"] is False
+    assert results["manifest_changed"] is False and results["split_source"] == "prepared"
     assert (tmp_path / "results.json").is_file() and (tmp_path / "confusion_matrix.png").is_file()
     with open(tmp_path / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
@@ -116,3 +116,59 @@ def test_cli_reports_a_missing_checkpoint_in_one_line(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: ckpt_path={tmp_path / 'nope.ckpt'}: no such checkpoint file"]
+
+
+@pytest.mark.parametrize(
+    ("override", "why"),
+    [
+        ("model.backbone.name=resnet34", "rebuilt from its own saved settings"),
+        ("model.backbone.name=timm/does_not_exist", "rebuilt from its own saved settings"),
+        ("model.fusion=foo", "rebuilt from its own saved settings"),
+        ("model=resnet18", "rebuilt from its own saved settings"),
+        ("augment=none", "does not augment"),
+        ("budget.steps=10", "does not train"),
+        ("trainer.max_epochs=3", "tests the whole split"),
+        ("+trainer.limit_test_batches=1", "tests the whole split"),
+        ("dataset.generator.n_subjects=12", "prepares nothing"),
+        ("+dataset.download=false", "prepares nothing"),
+    ],
+)
+def test_an_override_evaluation_cannot_apply_is_refused(run_dir, tmp_path, override, why):
+    with pytest.raises(FERError, match=why) as exc:
+        _evaluate(run_dir / "checkpoints" / "last.ckpt", tmp_path, override)
+    assert str(exc.value).startswith(f"{override}: not applied at evaluation: ") and "\n" not in str(exc.value)
+    assert not (tmp_path / "results.json").exists()
+
+
+def _prepared_copy(data_dir: Path, target: Path, *overrides: str) -> Path:
+    """A copy of the session's prepared synthetic data, prepared again with ``overrides`` (e.g. another split)."""
+    from fer_lightning.runs import build_datamodule
+    from tests.conftest import TINY, compose_cfg
+
+    shutil.copytree(data_dir / "synthetic", target / "synthetic", ignore=shutil.ignore_patterns("cache"))
+    build_datamodule(compose_cfg([*TINY, *overrides], target / "prep", target).dataset).prepare_data()
+    return target / "synthetic"
+
+
+def test_a_checkpoint_of_another_split_is_tested_on_its_own_and_the_prepared_data_is_not_touched(
+    run_dir, run_results, data_dir, tmp_path, capsys
+):
+    shared = _prepared_copy(data_dir, tmp_path / "data", "dataset.split.seed=1")
+    files = {f: (shared / f).read_bytes() for f in ("manifest.csv", "split.json")}
+    assert json.loads(files["split.json"])["seed"] == 1  # the tiny run was trained on split seed 0
+    capsys.readouterr()
+    results = _evaluate(Path(run_results["best_checkpoint"]), tmp_path / "e", f"paths.data_dir={tmp_path / 'data'}")
+    assert {f: (shared / f).read_bytes() for f in files} == files
+    assert results["split_source"] == "recomputed" and results["manifest_changed"] is False
+    assert results["manifest_sha1"] == run_results["manifest_sha1"]  # exactly the checkpoint's split
+    assert results["test_samples"] == run_results["test_samples"]
+    assert results["test"]["confusion_matrix"] == run_results["test"]["confusion_matrix"]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "dataset.split.seed=1" in warnings[0] and "dataset.split.seed=0" in warnings[0]
+
+
+def test_evaluate_prepares_nothing(run_dir, tmp_path):
+    empty = tmp_path / "no_data"
+    with pytest.raises(FERError, match="no prepared dataset; evaluation only reads data"):
+        _evaluate(run_dir / "checkpoints" / "last.ckpt", tmp_path / "e", f"paths.data_dir={empty}")
+    assert not empty.exists()

@@ -10,6 +10,7 @@ silently gets another test set: new settings re-split, and checkpoints record th
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_lightning.errors import FERError
-from fer_lightning.io import atomic_write_text, file_sha1
+from fer_lightning.io import atomic_write_bytes, atomic_write_text, file_sha1
 
 COLUMNS = (
     "sample_id",
@@ -92,13 +93,18 @@ class SplitSpec:
         return d
 
 
-def write_manifest(path: Path, rows: Iterable[dict]) -> None:
+def manifest_bytes(rows: Iterable[dict]) -> bytes:
+    """The manifest file's exact content, so a split held in memory has the sha1 its file would have."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
-    atomic_write_text(path, buf.getvalue())
+    return buf.getvalue().encode("utf-8")
+
+
+def write_manifest(path: Path, rows: Iterable[dict]) -> None:
+    atomic_write_bytes(path, manifest_bytes(rows))
 
 
 def rejected_text(rejected: Iterable[tuple[str, str]]) -> str:
@@ -312,22 +318,56 @@ def split_state(manifest_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def ensure_splits(manifest_dir: Path, spec: SplitSpec, log=print) -> list[dict]:
-    """Makes the manifest's splits match ``spec``: reused when they already do, re-drawn (and said) when not."""
-    path = manifest_dir / MANIFEST
-    rows = read_manifest(path, allow_unsplit=True)
-    state = split_state(manifest_dir)
-    if state == spec.to_json() and all(r["split"] for r in rows):
-        return rows
+def _draw_splits(manifest_dir: Path, rows: list[dict], spec: SplitSpec) -> list[dict]:
+    """``rows`` split by ``spec``, checked (trainable, no leakage); reads image files only to hash them."""
     rows = assign_splits(rows, spec)
     check_splits(rows, spec)
-    if state is not None:
-        log(f"split settings changed ({state} -> {spec.to_json()}): re-drawing the splits of {path}")
     for r in rows:
         for mod in ("visible", "infrared"):
             if r[mod] and not r.get(f"{mod}_sha1"):
                 r[f"{mod}_sha1"] = file_sha1(manifest_dir / r[mod])
     check_leakage(rows)
+    return rows
+
+
+def _prepared(manifest_dir: Path, spec: SplitSpec) -> tuple[list[dict], dict | None, bool]:
+    """The manifest's rows, the settings in split.json, and whether those rows are split as ``spec`` says."""
+    rows = read_manifest(manifest_dir / MANIFEST, allow_unsplit=True)
+    state = split_state(manifest_dir)
+    return rows, state, state == spec.to_json() and all(r["split"] for r in rows)
+
+
+def ensure_splits(manifest_dir: Path, spec: SplitSpec, log=print) -> list[dict]:
+    """Makes the manifest's splits match ``spec``: reused when they already do, re-drawn (and said) when not."""
+    path = manifest_dir / MANIFEST
+    rows, state, current = _prepared(manifest_dir, spec)
+    if current:
+        return rows
+    rows = _draw_splits(manifest_dir, rows, spec)
+    if state is not None:
+        log(f"split settings changed ({state} -> {spec.to_json()}): re-drawing the splits of {path}")
     write_manifest(path, rows)
     atomic_write_text(manifest_dir / "split.json", json.dumps(spec.to_json(), indent=2) + "\n")
     return rows
+
+
+@dataclass(frozen=True)
+class ReadSplit:
+    """A split read without writing: the rows, the sha1 their manifest file has (or would have), where they came
+    from (``prepared``: the manifest as it is; ``recomputed``: drawn in memory by ``spec``) and the prepared
+    split settings (split.json) they differ from."""
+
+    rows: list[dict]
+    manifest_sha1: str
+    source: str
+    prepared: dict | None
+
+
+def read_splits(manifest_dir: Path, spec: SplitSpec) -> ReadSplit:
+    """The manifest split by ``spec`` without changing the prepared files: evaluating a checkpoint of another
+    split leaves another user's prepared split as it is."""
+    rows, state, current = _prepared(manifest_dir, spec)
+    if current:
+        return ReadSplit(rows, file_sha1(manifest_dir / MANIFEST), "prepared", state)
+    rows = _draw_splits(manifest_dir, rows, spec)
+    return ReadSplit(rows, hashlib.sha1(manifest_bytes(rows)).hexdigest(), "recomputed", state)

@@ -26,7 +26,7 @@ from fer_lightning.data.datasets import (
     offline_expand,
     resolve_workers,
 )
-from fer_lightning.data.manifest import MANIFEST, SPLITS, SplitSpec, apply_fold, ensure_splits
+from fer_lightning.data.manifest import MANIFEST, SPLITS, SplitSpec, apply_fold, ensure_splits, read_splits
 from fer_lightning.data.normalize import NORMALIZATIONS, Normalizer, Stats, modality_stats
 from fer_lightning.data.summary import unpaired_message
 from fer_lightning.data.transforms import PairTransform, offline_variants
@@ -147,6 +147,11 @@ class ManifestDataModule(L.LightningDataModule):
         self.test_split = "test"
         # called on each uint8 batch on the device before normalisation (robustness corruptions), or None
         self.batch_hook = None
+        # evaluation: the prepared dataset is only read; a split other than the prepared one is drawn in memory
+        self.read_only = False
+        # "prepared", or "recomputed" (read-only, split settings other than split.json's), and those settings
+        self.split_source = "prepared"
+        self.prepared_split: dict | None = None
 
     @property
     def root(self) -> Path:
@@ -168,7 +173,18 @@ class ManifestDataModule(L.LightningDataModule):
         locks.mkdir(parents=True, exist_ok=True)
         return FileLock(locks / f"{self.root.relative_to(self.data_dir).as_posix().replace('/', '_')}.lock")
 
+    def _require_prepared(self) -> None:
+        if not self.manifest_path.is_file():
+            raise FERError(
+                f"{self.manifest_path}: no prepared dataset; evaluation only reads data: prepare it first "
+                f"(python -m fer_lightning.prepare dataset={self.name} with the run's dataset settings), or pass "
+                "paths.data_dir=<the data dir the run was trained on>"
+            )
+
     def prepare_data(self) -> None:
+        if self.read_only:
+            self._require_prepared()
+            return
         with self._lock():
             remove_stale_temporaries(self.root)  # left by a killed prepare (e.g. the contact sheet's)
             self.build_dataset()
@@ -190,9 +206,16 @@ class ManifestDataModule(L.LightningDataModule):
 
     def _read_splits(self) -> list[dict]:
         """The manifest's rows with the configured split (drawn now when it differs) and fold applied."""
+        if self.read_only:
+            self._require_prepared()
         with self._lock():
-            rows = ensure_splits(self.root, self.split_spec, log=log.warning)
-            self.manifest_sha1 = file_sha1(self.manifest_path)
+            if self.read_only:
+                split = read_splits(self.root, self.split_spec)
+                rows, self.manifest_sha1 = split.rows, split.manifest_sha1
+                self.split_source, self.prepared_split = split.source, split.prepared
+            else:
+                rows = ensure_splits(self.root, self.split_spec, log=log.warning)
+                self.manifest_sha1 = file_sha1(self.manifest_path)
         return apply_fold(rows, self.split_spec.folds, self.fold)
 
     def _usable(self, rows: list[dict]) -> list[dict]:

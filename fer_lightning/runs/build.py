@@ -13,10 +13,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fer_lightning.data.manifest_datamodule import ManifestDataModule
 from fer_lightning.errors import FERError
-from fer_lightning.runs.checkpoint import RUN_CONFIG, RunCheckpoint
+from fer_lightning.models.modules import FusionModule, SingleModalityModule
+from fer_lightning.runs.checkpoint import RunCheckpoint, checkpoint_modality
+from fer_lightning.runs.config import EVAL_TRAINER_KEYS
 
-# Trainer limits that make a debug run short; evaluation always tests the whole split.
-RUN_LIMITS = ("fast_dev_run", "limit_test_batches", "max_steps", "limit_train_batches", "limit_val_batches")
+MODULES = {"fusion": FusionModule, "visible": SingleModalityModule, "infrared": SingleModalityModule}
 
 
 def _instantiate(node: Any, **kwargs: Any) -> Any:
@@ -32,11 +33,14 @@ def _instantiate(node: Any, **kwargs: Any) -> Any:
         raise
 
 
-def build_datamodule(dataset_cfg: DictConfig) -> ManifestDataModule:
+def build_datamodule(dataset_cfg: DictConfig, read_only: bool = False) -> ManifestDataModule:
+    """The datamodule of ``dataset_cfg``; ``read_only`` (evaluation) reads the prepared dataset and writes none."""
     spec = OmegaConf.to_container(dataset_cfg, resolve=True)
     # run dirs saved before the recipes held model.backbone.weights carry it here as dataset.pretrained
     spec.pop("pretrained", None)
-    return _instantiate(spec)
+    datamodule = _instantiate(spec)
+    datamodule.read_only = read_only
+    return datamodule
 
 
 def build_model(model_cfg: DictConfig, classes: list[str]) -> L.LightningModule:
@@ -61,33 +65,46 @@ def build_trainer(trainer_cfg: DictConfig, callbacks: list | None = None, logger
     return _instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
 
 
-def eval_trainer(trainer_cfg: DictConfig) -> L.Trainer:
-    """The run's trainer settings (device, precision) without its limits, callbacks or loggers."""
-    cfg = trainer_cfg.copy()
-    with open_dict(cfg):
-        for key in RUN_LIMITS:
-            cfg.pop(key, None)
-    return build_trainer(cfg)
+def eval_trainer(trainer_cfg: DictConfig, output_dir: str) -> L.Trainer:
+    """The run's device and precision settings (:data:`EVAL_TRAINER_KEYS`), writing under ``output_dir``: no
+    limits (evaluation tests the whole split), callbacks, loggers, profilers or a root dir of the config's own."""
+    spec = {k: trainer_cfg[k] for k in EVAL_TRAINER_KEYS if k in trainer_cfg}
+    spec = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in spec.items()}
+    return build_trainer(OmegaConf.create({**spec, "default_root_dir": output_dir}))
 
 
-def model_from_checkpoint(run: RunCheckpoint, classes: list[str] | None = None) -> L.LightningModule:
-    """The run's model class and settings with the checkpoint's weights, in eval mode."""
-    model_cfg = run.config.model.copy()
-    with open_dict(model_cfg):
-        # The checkpoint holds every weight: no ImageNet download, no infrared-branch init file needed.
-        model_cfg.backbone.weights = None
-        if "infrared_backbone" in model_cfg and model_cfg.infrared_backbone:
-            model_cfg.infrared_backbone.weights = None
-        if "infrared_init" in model_cfg:
-            model_cfg.infrared_init = None
-    model = build_model(model_cfg, classes or run.classes)
+def _without_weights_files(hparams: dict) -> dict:
+    """The checkpoint holds every weight: no ImageNet download, no weights or infrared-branch init file read."""
+    out = dict(hparams)
+    for key in ("backbone", "infrared_backbone"):
+        if isinstance(out.get(key), dict):
+            out[key] = {**out[key], "weights": None}
+    if "infrared_init" in out:
+        out["infrared_init"] = None
+    # evaluation neither compiles nor converts the weights to channels-last (both happen when fitting starts)
+    return {**out, "compile": False, "channels_last": False}
+
+
+def model_from_checkpoint(run: RunCheckpoint) -> L.LightningModule:
+    """The checkpoint's own model, in eval mode: the class its weights are of, built from the settings Lightning
+    saved in it (``hyper_parameters``), never from the run's editable config."""
+    module = MODULES.get(checkpoint_modality(run.checkpoint))
+    if module is None:
+        raise FERError(f"ckpt_path={run.path}: no fer-lightning model weights in it; pick a file from checkpoints/")
+    try:
+        model = module(**_without_weights_files(run.hyper_parameters))
+    except TypeError as exc:
+        raise FERError(
+            f"ckpt_path={run.path}: its model settings (hyper_parameters) do not fit {module.__name__} ({exc}); "
+            "use a checkpoint written by python -m fer_lightning.train"
+        ) from exc
     try:
         model.load_state_dict(run.checkpoint["state_dict"])
     except RuntimeError as exc:
         lines = str(exc).splitlines()
         first = lines[1].strip() if len(lines) > 1 else str(exc)
         raise FERError(
-            f"ckpt_path={run.path}: weights do not fit the run config's model ({first[:100]}); "
-            f"was {run.run_dir / RUN_CONFIG} edited?"
+            f"ckpt_path={run.path}: its weights do not fit its model settings ({first[:100]}); "
+            "use a checkpoint written by python -m fer_lightning.train"
         ) from exc
     return model.eval()

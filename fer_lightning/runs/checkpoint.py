@@ -3,7 +3,9 @@
 Every checkpoint in the project is read by :func:`fer_lightning.io.read_checkpoint`, with
 ``torch.load(weights_only=True)``: a pickle that would build arbitrary objects (``__reduce__`` calling
 ``os.system``) is refused before anything in it runs. Lightning's own checkpoints hold only tensors, numbers,
-strings and plain containers, so nothing needs allow-listing.
+strings and plain containers, so nothing needs allow-listing. The run's config beside it is checked by
+:mod:`fer_lightning.runs.trust` before anything is built from it, and the model is rebuilt from the checkpoint's
+own ``hyper_parameters``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fer_lightning.errors import FERError
 from fer_lightning.io import read_checkpoint
+from fer_lightning.runs.trust import untrusted
 
 RUN_CONFIG = Path(".hydra") / "config.yaml"
 # The last checkpoint a run wrote (Lightning's ``save_last``), which ``ckpt_path=last`` resumes.
@@ -65,6 +68,11 @@ class RunCheckpoint:
         return str(self.config.modality)
 
     @property
+    def hyper_parameters(self) -> dict:
+        """The model's constructor arguments, as Lightning's ``save_hyperparameters`` stored them."""
+        return dict(self.checkpoint.get("hyper_parameters") or {})
+
+    @property
     def datamodule_state(self) -> dict | None:
         """What the datamodule's ``state_dict`` saved: Lightning stores it under the class's qualified name."""
         target = str(OmegaConf.select(self.config, "dataset._target_", default="") or "")
@@ -90,4 +98,25 @@ def load_run_checkpoint(ckpt_path: str | Path | None) -> RunCheckpoint:
         config = OmegaConf.load(config_path)
     except (OmegaConfBaseException, OSError, ValueError) as exc:
         raise FERError(f"{config_path}: unreadable run config ({type(exc).__name__}); restore it from the run") from exc
+    check_run(path, checkpoint, config_path, config)
     return RunCheckpoint(path=path, checkpoint=checkpoint, run_dir=run_dir, config=config)
+
+
+def check_run(path: Path, checkpoint: dict, config_path: Path, config: Any) -> None:
+    """Refuses, before anything is built, a run config that could instantiate more than fer-lightning's own
+    components, model settings that are not plain values, and a config whose modality is not the weights'."""
+    if not isinstance(config, DictConfig):
+        raise FERError(f"{config_path}: not a run config (no key: value mapping); restore it from the run")
+    problem = untrusted(OmegaConf.to_container(config, resolve=False))
+    if problem:
+        raise FERError(f"{config_path}: {problem}; restore the run's config")
+    hparams = checkpoint.get("hyper_parameters")
+    problem = untrusted(hparams, "hyper_parameters") if isinstance(hparams, dict) else "no hyper_parameters"
+    if problem:
+        raise FERError(f"ckpt_path={path}: {problem}; use a checkpoint written by python -m fer_lightning.train")
+    found = checkpoint_modality(checkpoint)
+    if str(config.get("modality")) != found:
+        raise FERError(
+            f"{config_path}: modality={config.get('modality')}, but {path.name} holds a {found} model; "
+            "restore the run's config"
+        )

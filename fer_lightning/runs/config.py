@@ -29,6 +29,38 @@ OWN_KEYS = (
 # Config groups that would replace the run's settings wholesale (dataset= would reset its split, size and
 # classes): they would change what the checkpoint is, so they cannot be overridden at evaluation.
 GLOBAL_GROUPS = ("dataset", "modality", "experiment", "recipe", "debug", "hparams_search")
+# What evaluation takes from a run's trainer settings (runs/build.eval_trainer): where and how precisely to
+# compute; nothing that limits the split tested or writes files.
+EVAL_TRAINER_KEYS = (
+    "_target_",
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "precision",
+    "deterministic",
+    "benchmark",
+    "enable_progress_bar",
+    "inference_mode",
+)
+# Dataset keys that only preparing reads (the datamodules' build_dataset); evaluation prepares nothing.
+PREPARATION_KEYS = (
+    "generator",
+    "download",
+    "verify",
+    "base_url",
+    "retries",
+    "pairing",
+    "sixteen_bit",
+    "sixteen_bit_range",
+)
+# Keys an evaluation cannot apply, and why: it would otherwise record an override that changed nothing.
+NOT_AT_EVALUATION = {
+    "model": "the checkpoint's model is rebuilt from its own saved settings and weights; train a run with it instead",
+    "augment": "evaluation does not augment; only training uses it",
+    "budget": "evaluation does not train; only training uses it",
+    "callbacks": "evaluation does not train; only training uses it",
+}
 
 
 def _hydra():
@@ -91,12 +123,29 @@ def apply_overrides(run_cfg: DictConfig, composed: DictConfig, overrides: list[s
                 "instead (e.g. dataset.split.fold=1)"
             )
         node = key.replace("/", ".")
+        _check_applies(ov.input_line, node)
         # A config group such as augment=none takes the whole composed node; a key takes its value.
         value = None if ov.is_delete() else OmegaConf.select(composed, node)
         with open_dict(run_cfg):
             OmegaConf.update(run_cfg, node, value, merge=False, force_add=True)
         applied.append(ov.input_line)
     return applied
+
+
+def _check_applies(override: str, node: str) -> None:
+    """Refuses an override that evaluation cannot apply (one line that says why)."""
+    top, _, rest = node.partition(".")
+    first = rest.split(".")[0]
+    if top in NOT_AT_EVALUATION:
+        why = NOT_AT_EVALUATION[top]
+    elif top == "trainer" and rest and first not in EVAL_TRAINER_KEYS:
+        keep = ", ".join(k for k in EVAL_TRAINER_KEYS if not k.startswith("_"))
+        why = f"evaluation tests the whole split and takes only the trainer's {keep}"
+    elif top == "dataset" and first in PREPARATION_KEYS:
+        why = "evaluation reads the prepared dataset and prepares nothing; give it to python -m fer_lightning.prepare"
+    else:
+        return
+    raise FERError(f"{override}: not applied at evaluation: {why}")
 
 
 def evaluation_config(run_config: DictConfig, composed: DictConfig) -> tuple[DictConfig, list[str]]:

@@ -126,12 +126,14 @@ class Run:
     def from_checkpoint(cls, run: RunCheckpoint, run_cfg: DictConfig, allow_manifest_change: bool = False) -> Run:
         """The checkpoint's model on its run's data (``run_cfg``: the run's config with any overrides applied).
 
-        Normalisation uses the statistics stored in the checkpoint, not ones recomputed from today's data.
-        A manifest that changed since training (splits or samples may differ) is refused unless allowed.
+        The prepared dataset is only read: a split other than the prepared one (another ``dataset.split.seed``)
+        is drawn in memory and said in one warning. Normalisation uses the statistics stored in the
+        checkpoint, not ones recomputed from today's data. A manifest that changed since training (splits or
+        samples may differ) is refused unless allowed.
         """
         Path(run_cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
         L.seed_everything(int(run_cfg.seed), verbose=False)
-        datamodule = build_datamodule(run_cfg.dataset)
+        datamodule = build_datamodule(run_cfg.dataset, read_only=True)
         datamodule.prepare_data()
         datamodule.setup("test")
         if run.classes and datamodule.classes != run.classes:
@@ -139,9 +141,11 @@ class Run:
                 f"{datamodule.manifest_path}: classes {datamodule.classes} differ from the checkpoint's "
                 f"{run.classes}; evaluate on the dataset the model was trained for"
             )
+        if datamodule.split_source != "prepared":
+            print(f"warning: {_split_difference(datamodule)}", file=sys.stderr, flush=True)
         state = dict(run.datamodule_state or {})
         saved = state.pop("manifest_sha1", None)
-        self = cls(run_cfg, datamodule, model_from_checkpoint(run, datamodule.classes))
+        self = cls(run_cfg, datamodule, model_from_checkpoint(run))
         self.manifest_changed = bool(saved and saved != datamodule.manifest_sha1)
         if self.manifest_changed:
             self._check_manifest(run, saved, allow_manifest_change)
@@ -228,7 +232,7 @@ class Run:
         unread = [m for m in unread if m not in self.datamodule.modalities]
         if unread:
             raise FERError(f"corrupt.{unread[0]}: this {self.datamodule.modality} model reads no {unread[0]} image")
-        trainer = self.trainer if self.trainer is not None else eval_trainer(self.cfg.trainer)
+        trainer = self.trainer if self.trainer is not None else eval_trainer(self.cfg.trainer, str(self.output_dir))
         self.datamodule.test_split = split
         self.datamodule.batch_hook = BatchCorruption(corruption) if corruption and corruption.active else None
         try:
@@ -258,6 +262,20 @@ class Run:
         )
         print_summary(results, path)
         return results
+
+
+def _split_difference(dm: ManifestDataModule) -> str:
+    """The warning for a checkpoint whose split is not the prepared one, naming the keys that differ."""
+    ours, prepared = dm.split_spec.to_json(), dm.prepared_split or {}
+    keys = [k for k in ours if prepared.get(k) != ours[k]] if prepared else []
+    theirs = ", ".join(f"dataset.split.{k}={prepared.get(k)}" for k in keys) or (
+        "rows without a split" if prepared else "no split settings"
+    )
+    mine = ", ".join(f"dataset.split.{k}={ours[k]}" for k in keys) or "its own"
+    return (
+        f"{dm.root / 'split.json'}: the prepared split ({theirs}) is not this checkpoint's ({mine}); testing on "
+        "the checkpoint's, drawn in memory (split_source=recomputed); the prepared files are left unchanged"
+    )
 
 
 def _conditions(root: Path) -> dict[str, dict] | None:
@@ -321,6 +339,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_cfg: DictConfig, run: RunCheckpoint
             "evaluated_run_dir": str(run.run_dir.resolve()),
             "overrides": applied,
             "manifest_changed": ev.manifest_changed,
+            "split_source": ev.datamodule.split_source,
             "allow_manifest_change": allow,
             "corruption": corruption.record(),
         },

@@ -37,7 +37,7 @@ class Predictor:
         self.modalities = tuple(m for m in MODALITIES if m in state["stats"])
         self.stats = {m: tuple(v) for m, v in state["stats"].items()}
         self._normalizer = Normalizer()
-        self.model = model_from_checkpoint(run, self.classes).to(self.device)
+        self.model = model_from_checkpoint(run).to(self.device)
         dataset = run.config.dataset
         # the side the run's cache decoded to (cache_scale=auto depends on the source files, so it is stored)
         scale = dataset.get("cache_scale", 1.0)
@@ -55,7 +55,7 @@ class Predictor:
         if need and allow_missing and len(need) < len(self.modalities):
             if not getattr(self.model, "supports_missing", False):
                 raise FERError(
-                    f"allow_missing=true: this {self.run.modality} model ({self.run.config.model.get('fusion')}) "
+                    f"allow_missing=true: this {self.run.modality} model ({getattr(self.model, 'fusion', None)}) "
                     f"cannot predict without {need[0]}; only late and gated fusion can, pass both images"
                 )
             need = []

@@ -47,6 +47,9 @@ REPORT_FIELDS = {
     "overrides": [],
     "manifest_changed": False,
     "allow_manifest_change": False,
+    # the split tested: "prepared" (the manifest as prepared), or "recomputed" (evaluate: the checkpoint's own
+    # split settings differ from split.json's, so its split was drawn in memory and the prepared files left as is)
+    "split_source": "prepared",
     "corruption": None,
     "budget": None,
 }
