@@ -35,6 +35,8 @@ COMPONENTS = frozenset(
         "lightning.pytorch.Trainer",
         "fer_lightning.checkpointing.AtomicModelCheckpoint",
         "fer_lightning.checkpointing.StepSeed",
+        "fer_lightning.checkpointing.PreemptionCheckpoint",
+        "fer_lightning.callbacks.ProgressLog",
         "fer_lightning.callbacks.RunFigures",
         "lightning.pytorch.callbacks.RichProgressBar",
         "fer_lightning.loggers.AppendingCSVLogger",
