@@ -15,6 +15,8 @@ from fer_lightning.runs.checkpoint import RUN_CONFIG, RunCheckpoint
 
 # Trainer limits that make a debug run short; evaluation always tests the whole split.
 RUN_LIMITS = ("fast_dev_run", "limit_test_batches", "max_steps", "limit_train_batches", "limit_val_batches")
+# Where a run trained on several devices or nodes: evaluation scores on one device, as a single-device run would
+DEVICE_KEYS = ("devices", "strategy", "num_nodes")
 
 
 def _instantiate(node: Any, **kwargs: Any) -> Any:
@@ -52,13 +54,31 @@ def build_trainer(trainer_cfg: DictConfig, callbacks: list | None = None, logger
     return _instantiate(trainer_cfg, callbacks=callbacks or [], logger=loggers or False)
 
 
-def eval_trainer(trainer_cfg: DictConfig) -> L.Trainer:
-    """The run's trainer settings (device, precision) without its limits, callbacks or loggers."""
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def world_size(trainer_cfg: DictConfig) -> int:
+    """The number of processes the trainer settings train with (devices x nodes), as Lightning resolves them
+    (``devices=auto`` or ``-1`` on a GPU host: every visible GPU); nothing is launched."""
+    spec = {k: _plain(trainer_cfg[k]) for k in ("_target_", "accelerator", *DEVICE_KEYS) if k in trainer_cfg}
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    return int(_instantiate(spec, **quiet).world_size)
+
+
+def eval_trainer(
+    trainer_cfg: DictConfig, callbacks: list | None = None, loggers: list | None = None, devices: int | list = 1
+) -> L.Trainer:
+    """The run's trainer settings (accelerator, precision) on one device, without its limits.
+
+    ``devices``: which one, as Lightning takes it (1: the first; ``[2]``: GPU 2).
+    """
     cfg = trainer_cfg.copy()
     with open_dict(cfg):
-        for key in RUN_LIMITS:
+        for key in (*RUN_LIMITS, *DEVICE_KEYS):
             cfg.pop(key, None)
-    return build_trainer(cfg)
+        cfg.devices = devices
+    return build_trainer(cfg, callbacks, loggers)
 
 
 def model_from_checkpoint(run: RunCheckpoint, classes: list[str] | None = None) -> L.LightningModule:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fer_lightning.errors import FERError
+from fer_lightning.runs.distributed import check_strategy
 
 # Keys of evaluate's own config; every other override is applied to the run's saved config.
 OWN_KEYS = (
@@ -28,6 +29,18 @@ OWN_KEYS = (
 # Config groups that would replace the run's settings wholesale (dataset= would reset its split, size and
 # classes): they would change what the checkpoint is, so they cannot be overridden at evaluation.
 GLOBAL_GROUPS = ("dataset", "modality", "experiment", "recipe", "debug", "hparams_search")
+
+
+# evaluation scores on one device whatever the run trained on (runs/build.py eval_trainer)
+ONE_DEVICE_KEYS = {"trainer.devices": (1, "1"), "trainer.strategy": ("auto",), "trainer.num_nodes": (1, "1")}
+
+
+def _check_one_device(key: str, value) -> None:
+    if value not in ONE_DEVICE_KEYS[key]:
+        raise FERError(
+            f"{key}={value}: evaluation scores the whole split on one device (the first one; choose it with "
+            "CUDA_VISIBLE_DEVICES); drop the override"
+        )
 
 
 def _hydra():
@@ -61,6 +74,7 @@ def check_run_config(cfg: DictConfig) -> None:
     Dataset values (sizes, batch sizes, regexes) are checked where they enter, by the datamodule.
     """
     _int(cfg, "seed", 0, "the seed must be a non-negative integer, e.g. seed=3")
+    check_strategy(OmegaConf.select(cfg, "trainer.strategy"))
     _int(cfg, "trainer.max_epochs", 1, "train for at least one epoch (trainer.max_epochs=12), or -1 with max_steps")
     if OmegaConf.select(cfg, "trainer.max_epochs") == -1:
         return
@@ -87,6 +101,9 @@ def apply_overrides(run_cfg: DictConfig, composed: DictConfig, overrides: list[s
                 f"{key}={ov.value()}: evaluate uses the checkpoint's own {key}; override single keys "
                 "instead (e.g. dataset.split.fold=1)"
             )
+        if key in ONE_DEVICE_KEYS:
+            _check_one_device(key, ov.value())
+            continue
         node = key.replace("/", ".")
         # A config group such as augment=none takes the whole composed node; a key takes its value.
         value = None if ov.is_delete() else OmegaConf.select(composed, node)
