@@ -273,6 +273,8 @@ def test_preset_composes_to_its_snapshot(name, tmp_path):
     # and which weights a run tests: ours its final ones (its LR anneals to zero), paper the best-validation ones
     ours_test = OmegaConf.load(CONF / "recipe" / "ours.yaml").callbacks.model_checkpoint.test_checkpoint
     expected["callbacks.model_checkpoint.test_checkpoint"] = ours_test if name.startswith("ours_") else "best"
+    # added by the multi-GPU issue: the strategy and node count as keys, Lightning's defaults
+    expected |= {"trainer.strategy": "auto", "trainer.num_nodes": 1}
     assert resolved_preset(name, tmp_path) == expected
 
 
