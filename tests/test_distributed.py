@@ -172,6 +172,8 @@ def _check_once_scored(run_dir: Path, tmp_path: Path) -> dict:
     assert evaluated["test"]["n"] == TEST_N
     assert evaluated["test"]["accuracy"] == results["test"]["accuracy"]
     assert evaluated["test"]["confusion_matrix"] == results["test"]["confusion_matrix"]
+    # the same computation: every probability to the printed digits (rank 0 tests with the process's threads)
+    assert (Path(evaluated["run_dir"]) / "predictions.csv").read_text() == (run_dir / "predictions.csv").read_text()
     return results
 
 

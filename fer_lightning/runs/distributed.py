@@ -130,6 +130,24 @@ def job_environment() -> Iterator[None]:
         end_process_group()
 
 
+@contextlib.contextmanager
+def kept_threads() -> Iterator[None]:
+    """Lightning gives each rank its share of the CPU threads (``torch.set_num_threads``, ``OMP_NUM_THREADS``)
+    when it launches them; afterwards rank 0 tests alone, and a sweep's next job trains, with the threads the
+    process had (and computes what ``evaluate`` computes, to the last bit on a CPU)."""
+    import torch
+
+    threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp
+
+
 def external_rank() -> int | None:
     """This process's rank where a launcher outside Lightning started every rank (torchrun; by hand on several
     nodes: ``NODE_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set for each node's first process); else None."""

@@ -34,7 +34,7 @@ from fer_lightning.runs.build import (
 from fer_lightning.runs.checkpoint import LAST, RunCheckpoint, check_resumable
 from fer_lightning.runs.config import check_run_config, experiment_name, task_overrides
 from fer_lightning.runs.corruption import BatchCorruption, CorruptionSpec
-from fer_lightning.runs.distributed import end_process_group, rank_failure, wait_for_ranks
+from fer_lightning.runs.distributed import end_process_group, kept_threads, rank_failure, wait_for_ranks
 from fer_lightning.runs.results import RESULTS, TestOutcome, print_summary, read_results, write_report
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,8 @@ class Run:
             for lg in self.loggers:
                 lg.log_hyperparams(hparams)
         try:
-            self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, weights_only=True)
+            with kept_threads():
+                self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, weights_only=True)
         except FERError:
             raise
         except BaseException as exc:
