@@ -64,7 +64,8 @@ def test_spawned_and_forked_strategies_are_refused(strategy, tmp_path):
 
 
 def test_ddp_spawn_on_the_command_line_is_one_error_line(tmp_path):
-    proc = command("fer_lightning.train", [*TINY, *DDP[:2], "trainer.strategy=ddp_spawn"], tmp_path)
+    args = [*TINY, *DDP[:2], "trainer.strategy=ddp_spawn", f"paths.log_dir={tmp_path}"]
+    proc = command("fer_lightning.train", args, tmp_path)
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert lines[-1].startswith("error: trainer.strategy=ddp_spawn") and "use trainer.strategy=ddp" in lines[-1]
@@ -166,9 +167,10 @@ def _check_once_scored(run_dir: Path, tmp_path: Path) -> dict:
         ids = [r["sample_id"] for r in csv.DictReader(f)]
     assert len(ids) == len(set(ids)) == TEST_N
     assert not (run_dir / ".hydra" / "history").exists()
-    proc = command("fer_lightning.evaluate", [f"ckpt_path={results['best_checkpoint']}", "logger=csv"], tmp_path)
+    checkpoint = f"ckpt_path={results['best_checkpoint']}"
+    proc = command("fer_lightning.evaluate", [checkpoint, "logger=csv", f"hydra.run.dir={tmp_path / 'eval'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    evaluated = json.loads(Path(proc.stdout.split("results: ")[-1].split()[0]).read_text())
+    evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert evaluated["test"]["n"] == TEST_N
     assert evaluated["test"]["accuracy"] == results["test"]["accuracy"]
     assert evaluated["test"]["confusion_matrix"] == results["test"]["confusion_matrix"]
@@ -195,6 +197,12 @@ def test_ddp_visible_scores_the_test_set_once_and_counts_global_steps(tmp_path, 
     assert last["global_step"] == budget["steps"] == budget["lr_horizon_steps"]
     schedule = last["lr_schedulers"][0]
     assert schedule["last_epoch"] == schedule["T_max"] == 10 and schedule["_last_lr"] == [schedule["eta_min"]]
+    # robustness scores on one device too: every row over the whole split
+    grid = ["kinds=[noise]", "severities=[1]", f"hydra.run.dir={tmp_path / 'robustness'}"]
+    proc = command("fer_lightning.robustness", [f"ckpt_path={results['best_checkpoint']}", *grid], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(tmp_path / "robustness" / "robustness.csv") as f:
+        assert [int(r["n"]) for r in csv.DictReader(f)] == [TEST_N, TEST_N]
     (wandb_run,) = offline_runs(run_dir)
     assert read_run(wandb_run)["summary"]["test/n"] == TEST_N
     with open(run_dir / "csv" / "metrics.csv") as f:
