@@ -6,6 +6,10 @@ number of training images. ``budget.val_checks`` spreads a fixed number of valid
 in step mode the LR schedule anneals over the same steps, stepped once per optimiser step. With
 ``budget.steps=null`` the run takes ``trainer.max_epochs`` epochs as configured (the synthetic default, and the
 presets that pin the study's budget in epochs).
+
+Steps are global optimiser steps: on N devices each step takes one batch of ``dataset.batch_size`` per device
+(Lightning's DistributedSampler gives each rank ``ceil(images / N)`` of them), so an epoch is N times shorter and
+``budget.steps`` trains for as many steps, and anneals the LR over them, as on one device.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 from fer_lightning.errors import FERError
@@ -36,6 +41,8 @@ class Budget:
     val_checks: int
     # the optimiser steps the LR schedule anneals over (step mode); None: model.scheduler as configured
     lr_horizon_steps: int | None
+    world_size: int  # processes (devices x nodes); each draws dataset.batch_size images per step
+    global_batch: int  # images per optimiser step: dataset.batch_size x world_size
     passes_per_epoch: int = 1
 
     def record(self) -> dict[str, Any]:
@@ -44,10 +51,12 @@ class Budget:
 
     def describe(self) -> str:
         lr = f", LR annealed over {self.lr_horizon_steps} steps" if self.lr_horizon_steps else ""
+        devices = f" on {self.world_size} devices" if self.world_size > 1 else ""
         passes = f" in {self.passes_per_epoch} passes" if self.passes_per_epoch > 1 else ""
         return (
             f"budget ({self.mode}): {self.steps} optimiser steps = {self.epochs} epochs x {self.steps_per_epoch} "
-            f"steps ({self.train_images} training images per epoch{passes}), {self.val_checks} validation checks "
+            f"steps ({self.train_images} training images per epoch{passes}, {self.global_batch} per step{devices}), "
+            f"{self.val_checks} validation checks "
             f"(every {self.check_val_every_n_epoch} epochs){lr}"
         )
 
@@ -85,20 +94,22 @@ def plan(
     max_epochs: int,
     check_val_every_n_epoch: int = 1,
     limit_train_batches: int | float = 1.0,
+    world_size: int = 1,
 ) -> Budget:
     """The run's budget for ``n_train`` training images (before the study's ``offline_copies`` expansion).
 
     Step mode rounds up to whole epochs, and up to a whole number of validation intervals, so the run takes at
     least ``budget.steps`` steps and ``budget.val_checks`` checks, and its last epoch is validated.
-    ``limit_train_batches`` is the Trainer's; ``passes``: training-set passes per epoch
-    (``dataset.passes_per_epoch``).
+    ``limit_train_batches`` is the Trainer's (per rank); ``batch_size`` is per device; ``passes``: training-set
+    passes per epoch (``dataset.passes_per_epoch``).
     """
     budget = budget or {}
     steps, val_checks = _positive(budget, "steps"), _positive(budget, "val_checks")
     if n_train < 1 or batch_size < 1:
         raise FERError(f"budget: {n_train} training images at batch {batch_size}; add training data")
     images = n_train * max(1, offline_copies) * max(1, passes)
-    per_epoch = math.ceil(images / batch_size)
+    # ceil(ceil(images / world_size) / batch_size): each rank's padded share, in batches
+    per_epoch = math.ceil(images / (batch_size * world_size))
     if isinstance(limit_train_batches, int):
         per_epoch = min(per_epoch, limit_train_batches)
     else:  # a fraction, as Lightning counts it
@@ -121,6 +132,8 @@ def plan(
         check_val_every_n_epoch=every,
         val_checks=epochs // every,
         lr_horizon_steps=epochs * per_epoch if steps else None,
+        world_size=world_size,
+        global_batch=batch_size * world_size,
         passes_per_epoch=max(1, passes),
     )
 
@@ -141,25 +154,28 @@ def auto_passes(budget: Mapping | None, steps_per_pass: int) -> int:
     return max(1, min(math.ceil(MIN_EPOCH_STEPS / steps_per_pass), per_check // steps_per_pass))
 
 
-def apply_budget(cfg: DictConfig, datamodule: L.LightningDataModule, overrides: Sequence[str] = ()) -> Budget:
-    """Plans the budget for the set-up ``datamodule`` and writes it into ``cfg`` before the trainer and model are
-    built (step mode: the trainer's epochs and the scheduler's ``T_max``; the validation interval where
-    ``budget.val_checks`` sets it); prints it."""
+def apply_budget(
+    cfg: DictConfig, datamodule: L.LightningDataModule, world_size: int = 1, overrides: Sequence[str] = ()
+) -> Budget:
+    """Plans the budget for the set-up ``datamodule`` on ``world_size`` processes and writes it into ``cfg``
+    before the trainer and model are built (step mode: the trainer's epochs and the scheduler's ``T_max``; the
+    validation interval where ``budget.val_checks`` sets it); prints it (rank 0)."""
     loader = datamodule.train_dataloader()  # after the offline copies, if any: len(dataset) = originals x copies
     copies = max(1, int(getattr(datamodule, "offline_copies", 0) or 0))
     trainer = cfg.trainer
     if getattr(datamodule, "passes_setting", 1) == "auto":
-        datamodule.passes_per_epoch = auto_passes(cfg.get("budget"), math.ceil(len(loader.dataset) / loader.batch_size))
-    passes = int(getattr(datamodule, "passes_per_epoch", 1))
+        per_pass = math.ceil(len(loader.dataset) / (loader.batch_size * world_size))
+        datamodule.passes_per_epoch = auto_passes(cfg.get("budget"), per_pass)
     result = plan(
         cfg.get("budget"),
         n_train=len(loader.dataset) // copies,
         batch_size=int(loader.batch_size),
         offline_copies=copies,
-        passes=passes,
+        passes=int(getattr(datamodule, "passes_per_epoch", 1)),
         max_epochs=int(trainer.get("max_epochs") or 1000),  # Lightning's default when neither is set
         check_val_every_n_epoch=int(trainer.get("check_val_every_n_epoch") or 1),
         limit_train_batches=trainer.get("limit_train_batches", 1.0),
+        world_size=world_size,
     )
     with open_dict(cfg):
         if result.mode == "steps":
@@ -169,16 +185,17 @@ def apply_budget(cfg: DictConfig, datamodule: L.LightningDataModule, overrides: 
                 scheduler.T_max = result.lr_horizon_steps
         if result.mode == "steps" or (cfg.get("budget") or {}).get("val_checks"):
             trainer.check_val_every_n_epoch = result.check_val_every_n_epoch
-    print(result.describe())
     given = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] == "trainer.max_epochs"]
-    if result.mode == "steps" and given:
-        print(
-            f"warning: {given[0]} is ignored: budget.steps={cfg.budget.steps} "
-            f"sets the run's length ({result.epochs} epochs here); pass budget.steps=null budget.val_checks=null "
-            "to train for trainer.max_epochs epochs, or recipe=quick for a short first run",
-            file=sys.stderr,
-            flush=True,
-        )
+    if rank_zero_only.rank == 0:
+        print(result.describe())
+        if result.mode == "steps" and given:
+            print(
+                f"warning: {given[0]} is ignored: budget.steps={cfg.budget.steps} "
+                f"sets the run's length ({result.epochs} epochs here); pass budget.steps=null budget.val_checks=null "
+                "to train for trainer.max_epochs epochs, or recipe=quick for a short first run",
+                file=sys.stderr,
+                flush=True,
+            )
     return result
 
 

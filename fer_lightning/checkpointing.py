@@ -319,8 +319,10 @@ class RunConfigHistory(HydraCallback):
     IGNORED = ("ckpt_path",)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.output_subdir is None:  # this start writes no .hydra/ (a DDP rank other than 0)
+            return
         run_dir = Path(str(config.hydra.run.dir))
-        saved = run_dir / str(config.hydra.output_subdir or ".hydra")
+        saved = run_dir / str(config.hydra.output_subdir)
         if not (saved / "config.yaml").is_file():
             return
         history = saved / "history"

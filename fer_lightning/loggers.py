@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from fer_lightning.io import atomic_write_text
@@ -93,8 +94,10 @@ def results_summary(results: dict) -> dict[str, float | int]:
     return summary
 
 
+@rank_zero_only
 def log_results(loggers: Iterable[Logger], results: dict, run_dir: Path) -> None:
-    """Puts :func:`results_summary` into each wandb run's summary and logs the run dir's figures as images."""
+    """Puts :func:`results_summary` into each wandb run's summary and logs the run dir's figures as images (rank 0:
+    the other ranks of a multi-device run hold no wandb run)."""
     wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbLogger)]
     if not wandb_loggers:
         return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
@@ -9,13 +11,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from fer_lightning import resolvers  # noqa: F401  (registers the config resolvers)
-from fer_lightning.app import hydra_entry, quiet_libraries, report_errors
+from fer_lightning.app import fail, hydra_entry, quiet_libraries, report_errors
+from fer_lightning.errors import FERError
 from fer_lightning.loggers import finish_wandb
 from fer_lightning.runs import train_and_test
+from fer_lightning.runs.distributed import job_environment, join_run, publish_run_dir
 
 
-def train(cfg: DictConfig) -> dict:
-    """Fits and tests one model as ``cfg`` describes; returns the contents of results.json."""
+def train(cfg: DictConfig) -> dict | None:
+    """Fits and tests one model as ``cfg`` describes; returns the contents of results.json (None on a rank other
+    than 0 of a multi-device run)."""
     results, _ = train_and_test(cfg)
     return results
 
@@ -23,12 +28,16 @@ def train(cfg: DictConfig) -> dict:
 def run(cfg: DictConfig) -> float | None:
     """Trains, always closing wandb; returns the best validation accuracy for sweepers."""
     quiet_libraries()
+    publish_run_dir()
     try:
-        results = train(cfg)
+        with job_environment():
+            results = train(cfg)
     except BaseException:
         finish_wandb(exit_code=1)
         raise
     finish_wandb()
+    if results is None:
+        return None
     value = results["best_val_accuracy"]
     return None if value is None or np.isnan(value) else value
 
@@ -48,4 +57,9 @@ if __name__ == "__main__":
     from fer_lightning import train as _importable
 
     run = _importable.run
+    # a rank other than 0 takes rank 0's job and run dir (fer_lightning/runs/distributed.py)
+    try:
+        sys.argv = join_run(sys.argv)
+    except FERError as exc:
+        fail(str(exc))
     hydra_entry(main)

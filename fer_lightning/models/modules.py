@@ -164,7 +164,10 @@ class FERModule(L.LightningModule):
         metrics = self.metrics[f"{stage}_metrics"]
         metrics.update(logits.detach(), labels)
         bs = labels.shape[0]
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=bs)
+        # sync_dist: the mean over every rank's samples (one reduction per epoch; the metrics sync themselves)
+        self.log(
+            f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=bs, sync_dist=True
+        )
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=bs)
         if stage == "test":
             chunk = {"probs": logits.detach().float().softmax(1), "labels": labels, "index": batch["index"]}

@@ -18,6 +18,8 @@ from fer_lightning.runs.checkpoint import RunCheckpoint, checkpoint_modality
 from fer_lightning.runs.config import EVAL_TRAINER_KEYS
 
 MODULES = {"fusion": FusionModule, "visible": SingleModalityModule, "infrared": SingleModalityModule}
+# Where a run trained on several devices or nodes: evaluation scores on one device, as a single-device run would
+DEVICE_KEYS = ("devices", "strategy", "num_nodes")
 
 
 def _instantiate(node: Any, **kwargs: Any) -> Any:
@@ -65,12 +67,36 @@ def build_trainer(trainer_cfg: DictConfig, callbacks: list | None = None, logger
     return _instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
 
 
-def eval_trainer(trainer_cfg: DictConfig, output_dir: str) -> L.Trainer:
-    """The run's device and precision settings (:data:`EVAL_TRAINER_KEYS`), writing under ``output_dir``: no
-    limits (evaluation tests the whole split), callbacks, loggers, profilers or a root dir of the config's own."""
-    spec = {k: trainer_cfg[k] for k in EVAL_TRAINER_KEYS if k in trainer_cfg}
-    spec = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in spec.items()}
-    return build_trainer(OmegaConf.create({**spec, "default_root_dir": output_dir}))
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def world_size(trainer_cfg: DictConfig) -> int:
+    """The number of processes the trainer settings train with (devices x nodes), as Lightning resolves them
+    (``devices=auto`` or ``-1`` on a GPU host: every visible GPU); nothing is launched."""
+    spec = {k: _plain(trainer_cfg[k]) for k in ("_target_", "accelerator", *DEVICE_KEYS) if k in trainer_cfg}
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    return int(_instantiate(spec, **quiet).world_size)
+
+
+def eval_trainer(
+    trainer_cfg: DictConfig,
+    output_dir: str | None = None,
+    callbacks: list | None = None,
+    loggers: list | None = None,
+    devices: int | list = 1,
+) -> L.Trainer:
+    """The run's accelerator and precision settings (:data:`EVAL_TRAINER_KEYS`) on one device, writing under
+    ``output_dir``: no limits (evaluation tests the whole split), and no callbacks, loggers, profilers or root dir
+    of the config's own.
+
+    ``devices``: which one, as Lightning takes it (1: the first; ``[2]``: GPU 2).
+    """
+    spec = {k: _plain(trainer_cfg[k]) for k in EVAL_TRAINER_KEYS if k in trainer_cfg and k not in DEVICE_KEYS}
+    spec["devices"] = devices
+    if output_dir is not None:
+        spec["default_root_dir"] = output_dir
+    return build_trainer(OmegaConf.create(spec), callbacks, loggers)
 
 
 def _without_weights_files(hparams: dict) -> dict:

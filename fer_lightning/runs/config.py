@@ -6,6 +6,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fer_lightning.errors import FERError
 from fer_lightning.models.modules import check_optimizer_numbers
+from fer_lightning.runs.distributed import check_strategy
 
 # Keys of evaluate's own config; every other override is applied to the run's saved config.
 OWN_KEYS = (
@@ -63,6 +64,18 @@ NOT_AT_EVALUATION = {
 }
 
 
+# evaluation scores on one device whatever the run trained on (runs/build.py eval_trainer)
+ONE_DEVICE_KEYS = {"trainer.devices": (1, "1"), "trainer.strategy": ("auto",), "trainer.num_nodes": (1, "1")}
+
+
+def _check_one_device(key: str, value) -> None:
+    if value not in ONE_DEVICE_KEYS[key]:
+        raise FERError(
+            f"{key}={value}: evaluation scores the whole split on one device (the first one; choose it with "
+            "CUDA_VISIBLE_DEVICES); drop the override"
+        )
+
+
 def _hydra():
     from hydra.core.hydra_config import HydraConfig
 
@@ -96,6 +109,7 @@ def check_run_config(cfg: DictConfig) -> None:
     _int(cfg, "seed", 0, "the seed must be a non-negative integer, e.g. seed=3")
     # Before any data is prepared; the scheduler's numbers follow the budget, so the model checks those.
     check_optimizer_numbers("optimizer", OmegaConf.select(cfg, "model.optimizer"))
+    check_strategy(OmegaConf.select(cfg, "trainer.strategy"))
     _int(cfg, "trainer.max_epochs", 1, "train for at least one epoch (trainer.max_epochs=12), or -1 with max_steps")
     if OmegaConf.select(cfg, "trainer.max_epochs") == -1:
         return
@@ -122,6 +136,9 @@ def apply_overrides(run_cfg: DictConfig, composed: DictConfig, overrides: list[s
                 f"{key}={ov.value()}: evaluate uses the checkpoint's own {key}; override single keys "
                 "instead (e.g. dataset.split.fold=1)"
             )
+        if key in ONE_DEVICE_KEYS:
+            _check_one_device(key, ov.value())
+            continue
         node = key.replace("/", ".")
         _check_applies(ov.input_line, node)
         # A config group such as augment=none takes the whole composed node; a key takes its value.

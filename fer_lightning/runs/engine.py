@@ -31,10 +31,12 @@ from fer_lightning.runs.build import (
     build_trainer,
     eval_trainer,
     model_from_checkpoint,
+    world_size,
 )
 from fer_lightning.runs.checkpoint import LAST, RunCheckpoint, check_resumable
 from fer_lightning.runs.config import check_run_config, experiment_name, task_overrides
 from fer_lightning.runs.corruption import BatchCorruption, CorruptionSpec
+from fer_lightning.runs.distributed import end_process_group, kept_threads, rank_failure, wait_for_ranks
 from fer_lightning.runs.results import RESULTS, TestOutcome, print_summary, read_results, write_report
 
 log = logging.getLogger(__name__)
@@ -117,7 +119,7 @@ class Run:
         datamodule.setup("fit")
         # epochs, validation checks and the LR horizon from the train-set size, written into cfg before the
         # model and trainer are built
-        budget = apply_budget(cfg, datamodule, task_overrides())
+        budget = apply_budget(cfg, datamodule, world_size(cfg.trainer), task_overrides())
         run = cls(cfg, datamodule, build_model(cfg.model, datamodule.classes))
         run.budget = budget
         return run
@@ -188,7 +190,17 @@ class Run:
             hparams = OmegaConf.to_container(OmegaConf.merge(hparams, {"paths": cfg.paths}), resolve=True)
             for lg in self.loggers:
                 lg.log_hyperparams(hparams)
-        self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, weights_only=True)
+        try:
+            with kept_threads():
+                self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except FERError:
+            raise
+        except BaseException as exc:
+            failure = rank_failure(self.trainer, wait=30.0)  # another rank failed first: this one lost its peers
+            if failure is not None:
+                raise failure from exc
+            raise
+        end_process_group(self.trainer)
         if "val/accuracy" not in self.trainer.callback_metrics:
             t = cfg.trainer
             raise FERError(
@@ -197,6 +209,9 @@ class Run:
                 "is no result to report: let it validate at least once (trainer.limit_val_batches > 0, "
                 "trainer.check_val_every_n_epoch <= trainer.max_epochs)"
             )
+        failure = wait_for_ranks(self.trainer)
+        if failure is not None:
+            raise failure
         ckpt_cb = self.trainer.checkpoint_callback
         best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
         score = ckpt_cb.best_model_score if ckpt_cb is not None else None
@@ -232,7 +247,7 @@ class Run:
         unread = [m for m in unread if m not in self.datamodule.modalities]
         if unread:
             raise FERError(f"corrupt.{unread[0]}: this {self.datamodule.modality} model reads no {unread[0]} image")
-        trainer = self.trainer if self.trainer is not None else eval_trainer(self.cfg.trainer, str(self.output_dir))
+        trainer = self._test_trainer()
         self.datamodule.test_split = split
         self.datamodule.batch_hook = BatchCorruption(corruption) if corruption and corruption.active else None
         try:
@@ -240,6 +255,18 @@ class Run:
         finally:
             self.datamodule.batch_hook = None
         return TestOutcome.from_module(self.model.test_outputs, self.datamodule.rows, self.datamodule.classes)
+
+    def _test_trainer(self) -> L.Trainer:
+        """The fit's trainer where it ran on one device; else one device (rank 0's) with the run's loggers and
+        callbacks: every test sample scored once, as ``evaluate`` scores it (no sampler padding, no split)."""
+        if self.trainer is None:
+            return eval_trainer(self.cfg.trainer, str(self.output_dir))
+        if self.trainer.world_size == 1:
+            return self.trainer
+        root = self.trainer.strategy.root_device
+        devices = [root.index] if root.type == "cuda" and root.index is not None else 1
+        callbacks = build_group(self.cfg.get("callbacks"))
+        return eval_trainer(self.cfg.trainer, str(self.output_dir), callbacks, self.loggers, devices)
 
     def header(self) -> dict:
         """The results.json keys that describe the run (the ``test`` object is added by the report)."""
@@ -295,10 +322,13 @@ def _previous_results(run_dir: Path) -> dict:
         return {}
 
 
-def train_and_test(cfg: DictConfig) -> tuple[dict, Run]:
-    """Fits ``cfg``, tests its best-validation checkpoint and reports; returns results.json and the run."""
+def train_and_test(cfg: DictConfig) -> tuple[dict | None, Run]:
+    """Fits ``cfg``, tests its best-validation checkpoint and reports; returns results.json (None on a rank other
+    than 0) and the run."""
     run = Run.for_training(cfg)
     fit = run.fit()
+    if not run.trainer.is_global_zero:  # rank 0 alone tests and writes every file
+        return None, run
     outcome = run.test(ckpt_path=fit.best_checkpoint)
     results = run.report(
         outcome,
