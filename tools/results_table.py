@@ -7,7 +7,7 @@ Every block
     <!-- /results -->
 
 is replaced by the table ``python -m fer_lightning.report <dir>`` prints for the ``results.json`` files under
-``<dir>`` (relative to the repository root), so a table on the docs site is never retyped by hand.
+``<dir>`` (relative to the repository root, or ``--root``), so a table on the docs site is never retyped by hand.
 
     python tools/results_table.py docs/benchmarks.md           # rewrite the blocks
     python tools/results_table.py --check docs/benchmarks.md   # exit 1 when a block differs from its files
@@ -49,13 +49,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python tools/results_table.py", description=__doc__.splitlines()[0])
     parser.add_argument("pages", nargs="+", type=Path, help="Markdown pages holding results blocks")
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is stale")
+    parser.add_argument("--root", type=Path, default=REPO, help="the folder block dirs are relative to (the repo)")
     args = parser.parse_args(argv)
     stale = []
     for page in args.pages:
         text = page.read_text()
         if not BLOCK.search(text):
             raise FERError(f"{page}: holds no '<!-- results: <dir> -->' block")
-        new = render(text)
+        new = render(text, args.root)
         if new == text:
             continue
         if args.check:
