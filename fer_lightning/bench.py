@@ -12,7 +12,7 @@ same generated images for a fixed number of steps:
 The model and the augmentation come from the project's own config (``conf/train.yaml`` composed by Hydra, the
 model built as ``train`` builds it); trailing ``KEY=VALUE`` arguments are Hydra overrides on top, e.g.
 ``model.backbone.kwargs={img_size:64}`` for a ViT at 64 px. The last line printed is one JSON object (see
-``README``); images/s count pairs for ``--modality fusion``.
+``docs/clusters.md#data-loading``); images/s count pairs for ``--modality fusion``.
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def classification_report(
     n_resamples: int = N_BOOTSTRAP,
     seed: int = 0,
 ) -> dict:
-    """The ``test`` object of ``results.json`` (see the results.json schema in the README).
+    """The ``test`` object of ``results.json`` (its schema: docs/schemas.md#resultsjson).
 
     A class never predicted (or never present) scores 0 (``zero_division=0``); macro means average over the
     classes present in the labels or the predictions, since a class absent from both says nothing about the model.

@@ -74,7 +74,7 @@ def test_preset_composes_to_the_study_model(family, ds, mod, tmp_path):
     classes = DATASETS[ds]
     assert (cfg.dataset.name, cfg.modality, cfg.dataset.modality) == (ds, mod, mod)
     assert weights == "imagenet" and cfg.dataset.image_size == 224 and cfg.dataset.batch_size == 64
-    # the study's double softmax: both recipes keep it (the small-data measurement, README)
+    # the study's double softmax: both recipes keep it (the small-data measurement, docs/benchmarks.md#small-data)
     assert cfg.model.softmax_before_loss is True
     model = build_model(cfg.model, classes)
     branches = ["visible", "infrared"] if mod == "fusion" else [mod]
@@ -252,7 +252,7 @@ def test_preset_composes_to_its_snapshot(name, tmp_path):
         expected["model.aux_loss_weight"] = 0.0
         # the timm issue: the infrared branch's name / weights / kwargs, null (as model.backbone) unless given
         expected |= {f"model.infrared_backbone.{k}": None for k in ("name", "weights", "kwargs")}
-        if name.startswith("ours_"):  # the measured mode (README, "Fusion modes"); paper keeps the study's
+        if name.startswith("ours_"):  # the measured mode (docs/benchmarks.md#fusion-modes); paper keeps the study's
             expected |= {"model.fusion": "gated", "model.aux_loss_weight": 1.0}
     expected |= {
         "model.backbone.kwargs": None,
@@ -263,8 +263,8 @@ def test_preset_composes_to_its_snapshot(name, tmp_path):
         "logger.wandb.config.seed": expected["seed"],
         "logger.wandb.config.fold": expected["dataset.split.fold"],
     }
-    # changed by the real-data issue, measured there (README, "Small data"): the cache keeps the source resolution
-    # for the warps, and the study's perspective and shear at torchvision's strength
+    # changed by the real-data issue, measured there (docs/benchmarks.md#small-data): the cache keeps the source
+    # resolution for the warps, and the study's perspective and shear at torchvision's strength
     paper_geometric = OmegaConf.to_container(OmegaConf.load(CONF / "augment" / "paper.yaml").geometric)
     assert expected["augment.geometric"] == expected["dataset.augment.geometric"]
     expected |= {"dataset.cache_scale": "auto", "augment.geometric": paper_geometric}

@@ -17,7 +17,7 @@ from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_write_text
 from fer_lightning.runs import RESULTS
 
-# The source study's test accuracy (%), Naseem et al. 2025 (docs/study.md); not the archive table of data.archives.
+# The source study's test accuracy (%), Naseem et al. 2025 (docs/study.md).
 STUDY_TEST_ACCURACY = {
     ("viri", "visible"): 82.22,
     ("viri", "infrared"): 41.11,

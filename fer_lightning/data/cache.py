@@ -38,8 +38,8 @@ CHECK_ROWS = 32
 
 
 # cache_scale=auto caches at the source's size, at most max(AUTO_MAX_SIDE, AUTO_MAX_SCALE * image_size): enough
-# for warps not to be interpolated at the input size (at 64 px, a 1.125x cache cost 0.16 accuracy on small real
-# data, issue 14), without holding 4k photos in memory.
+# for warps not to be interpolated at the input size (a small cache cost accuracy on small real data:
+# docs/benchmarks.md#on-real-held-out-sets), without holding 4k photos in memory.
 AUTO_MAX_SIDE = 256
 AUTO_MAX_SCALE = 2
 # Source sizes are read from at most this many image headers, spread over the manifest.

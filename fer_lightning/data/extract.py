@@ -38,7 +38,7 @@ MAX_ARCHIVE_KEY = "dataset.extract.max_archive_mb"
 
 @dataclass(frozen=True)
 class SizeCaps:
-    """The most one entry and one archive may expand to, in MiB (README "## Data" says why these defaults)."""
+    """The most one entry and one archive may expand to, in MiB (why these defaults: docs/datasets.md#viri-and-nvie)."""
 
     max_entry_mb: float = 64
     max_archive_mb: float = 2048

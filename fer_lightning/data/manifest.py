@@ -37,7 +37,7 @@ COLUMNS = (
 )
 REQUIRED = COLUMNS[:6]
 SPLITS = ("train", "val", "test")
-# The files of a prepared dataset (README, "What a prepared dataset holds"), beside split.json.
+# The files of a prepared dataset (docs/schemas.md#a-prepared-dataset), beside split.json.
 MANIFEST = "manifest.csv"
 REJECTED = "rejected.csv"
 CONTACT_SHEET = "contact_sheet.png"

@@ -383,8 +383,8 @@ class FusionModule(FERModule):
         if self.fusion == "gated":
             if len(feats) == 1 and self.aux_loss_weight:
                 # One camera: its own classifier, trained on every sample of that branch, not the fused head,
-                # which never saw a feature without its partner's share (synthetic, missing=infrared, seed 0:
-                # 0.573 through the fused head).
+                # which never saw a feature without its partner's share and scores far lower on one camera
+                # (docs/benchmarks.md#single-settings-of-the-fusion-model).
                 ((m, f),) = feats.items()
                 logits = self.aux_heads[m](f)
                 return {"logits": logits, "branch_logits": {m: logits}, "weights": weights}

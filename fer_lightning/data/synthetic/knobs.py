@@ -12,8 +12,8 @@ class Knobs:
     """Difficulty settings. Fractions are per sample; with ``disjoint_failures`` the visible failures
     (bad light) and the infrared failures (artifacts) never hit the same sample."""
 
-    # Expression strength range, 1 = full expression. The default exaggerates a little: at 64 px and 12 epochs
-    # from scratch, (0.9, 1.2) left fusion at 0.876 test accuracy (n=225), (1.05, 1.3) reached 0.933.
+    # Expression strength range, 1 = full expression. The default exaggerates a little, so that the 12-epoch
+    # default job at 64 px from scratch can learn it (docs/benchmarks.md#the-synthetic-datas-difficulty).
     intensity: tuple[float, float] = (1.05, 1.3)
     pose_jitter: float = 1.0  # multiplier on rotation/translation/scale jitter
     clutter: float = 1.0  # background clutter amount in both modalities
