@@ -47,12 +47,12 @@ def test_a_step_budget_says_it_overrides_max_epochs(tmp_path, data_dir, capsys):
     dm = build_datamodule(cfg.dataset)
     dm.prepare_data()
     dm.setup("fit")
-    budget = apply_budget(cfg, dm, ["trainer.max_epochs=1"])
+    budget = apply_budget(cfg, dm, overrides=["trainer.max_epochs=1"])
     err = capsys.readouterr().err
     assert budget.epochs > 1
     assert f"warning: trainer.max_epochs=1 is ignored: budget.steps=20 sets the run's length ({budget.epochs}" in err
     assert "budget.steps=null" in err
-    apply_budget(cfg, dm, ["seed=1"])
+    apply_budget(cfg, dm, overrides=["seed=1"])
     assert "ignored" not in capsys.readouterr().err
 
 
