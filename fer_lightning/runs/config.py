@@ -18,6 +18,7 @@ OWN_KEYS = (
     "allow_manifest_change",
     "corrupt",
     "missing",
+    "calibrate",
     # robustness
     "ckpt_paths",
     "kinds",
