@@ -54,8 +54,9 @@ def test_ece_equals_torchmetrics_and_its_interval_uses_the_accuracy_bootstrap():
     assert acc == pytest.approx(bootstrap_ci(labels, probs.argmax(1), 5)["accuracy"])
     one_hot = np.eye(5)[labels]
     assert report["brier"] == pytest.approx(((probs - one_hot) ** 2).sum(1).mean())
-    assert report["nll"] == pytest.approx(float(torch.nn.functional.nll_loss(torch.log(torch.from_numpy(probs)),
-                                                                              torch.from_numpy(labels))))
+    assert report["nll"] == pytest.approx(
+        float(torch.nn.functional.nll_loss(torch.log(torch.from_numpy(probs)), torch.from_numpy(labels)))
+    )
 
 
 @pytest.mark.parametrize("true_t", [0.5, 2.5])
