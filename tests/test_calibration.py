@@ -24,7 +24,7 @@ from fer_lightning.evaluate import evaluate
 from fer_lightning.metrics import bootstrap_ci, bootstrap_interval
 from fer_lightning.runs import calibrate
 from fer_lightning.runtime import rescale, softmax
-from tests.eval_runs import compose_app, tiny_run
+from tests.eval_runs import compose_app, isolated_checkpoint, tiny_run
 
 
 def test_ece_of_a_hand_computed_case():
@@ -84,7 +84,8 @@ def test_rescale_of_probabilities_equals_scaling_the_logits():
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory, data_dir):
-    return tiny_run(tmp_path_factory, data_dir) / "checkpoints" / "last.ckpt"
+    # its own run dir: calibrate=temperature stores the temperature beside the checkpoint
+    return isolated_checkpoint(tiny_run(tmp_path_factory, data_dir), tmp_path_factory.mktemp("calibrated_run"))
 
 
 def _split_ids(data_dir, split: str) -> set[str]:

@@ -9,7 +9,7 @@ import pytest
 from fer_lightning.errors import FERError
 from fer_lightning.evaluate import evaluate
 from fer_lightning.runs.robustness import robustness_grid
-from tests.eval_runs import compose_app, tiny_run
+from tests.eval_runs import compose_app, isolated_checkpoint, tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,7 @@ def test_the_grid_writes_its_table_and_plot(ckpt, tmp_path):
 
 def test_the_calibrated_grid_uses_one_validation_temperature(ckpt, tmp_path):
     """calibrate=temperature: every cell scaled by the temperature evaluate fits; the clean cell is evaluate's."""
+    ckpt = isolated_checkpoint(ckpt.parent.parent, tmp_path / "run")
     args = [f"ckpt_path={ckpt}", "calibrate=temperature"]
     evaluated = evaluate(compose_app("eval", args, tmp_path / "eval"))
     cfg = compose_app("robustness", [*args, "kinds=[dead]", "severities=[5]", "modalities=[infrared]"], tmp_path)

@@ -19,6 +19,11 @@ OWN_KEYS = (
     "corrupt",
     "missing",
     "calibrate",
+    # export
+    "format",
+    "parity_samples",
+    "tolerance",
+    "opset",
     # robustness
     "ckpt_paths",
     "kinds",
