@@ -17,6 +17,8 @@ from fer_lightning.calibration import (
     fit_temperature,
     reliability_bins,
     sidecar_path,
+    store,
+    stored_temperature,
     top_label,
 )
 from fer_lightning.errors import FERError
@@ -77,6 +79,21 @@ def test_temperature_fit_recovers_a_known_temperature(true_t):
 def test_rescale_of_probabilities_equals_scaling_the_logits():
     logits = np.random.default_rng(2).normal(size=(50, 7)) * 10
     assert np.allclose(rescale(softmax(logits), 1.7), softmax(logits, 1.7), atol=1e-12)
+
+
+def test_a_stored_temperature_applies_only_to_the_weights_it_was_fitted_for(tmp_path, capsys):
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"weights")
+    assert stored_temperature(ckpt) is None  # never calibrated
+    assert store(ckpt, {"temperature": 1.5}) == sidecar_path(ckpt) == tmp_path / "checkpoints" / "last.calibration.json"
+    assert stored_temperature(ckpt) == 1.5
+    ckpt.write_bytes(b"resumed and overwritten")
+    assert stored_temperature(ckpt) is None
+    assert "was fitted for other weights than last.ckpt now holds; not applied" in capsys.readouterr().err
+    sidecar_path(ckpt).write_text(json.dumps({"temperature": -1, "checkpoint_sha1": "x"}))
+    with pytest.raises(FERError, match=r"temperature=-1\.0 is not a positive number"):
+        stored_temperature(ckpt)
 
 
 # --- evaluate calibrate=temperature on a tiny run ---------------------------------------------------------------

@@ -51,6 +51,13 @@ def samples(data_dir) -> list[dict]:
     return [{m: root / r[m] for m in ("visible", "infrared")} for r in rows]
 
 
+def assert_same_prediction(a: dict, b: dict) -> None:
+    """The same JSON (keys, predicted class, inputs, missing camera), probabilities within 1e-5."""
+    assert {k: v for k, v in a.items() if k != "probabilities"} == {k: v for k, v in b.items() if k != "probabilities"}
+    assert list(a["probabilities"]) == list(b["probabilities"])
+    assert np.allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-5, rtol=0)
+
+
 def _predict(out: Path, source: str, **inputs) -> dict | Path:
     """predict with the command line's overrides (``model=`` renamed as the command does)."""
     args = command_line([source, *(f"{k}={v}" for k, v in inputs.items())])
@@ -87,15 +94,13 @@ def test_predict_from_the_onnx_model_equals_predict_from_the_checkpoint(exported
     for sample in samples:
         a = _predict(tmp_path / "a", f"ckpt_path={ckpt}", **sample)
         b = _predict(tmp_path / "b", f"model={exported / 'model.onnx'}", **sample)
-        assert set(a) == set(b) and a["label"] == b["label"]
-        for cls, p in a["probabilities"].items():
-            assert b["probabilities"][cls] == pytest.approx(p, abs=1e-5)
+        assert_same_prediction(a, b)
     # one camera, where the mode allows it
     one = {"visible": samples[0]["visible"], "allow_missing": "true"}
     a = _predict(tmp_path / "c", f"ckpt_path={ckpt}", **one)
     b = _predict(tmp_path / "d", f"model={exported / 'model.onnx'}", **one)
-    assert b["missing"] == ["infrared"] == a["missing"] and a["label"] == b["label"]
-    assert np.allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-5)
+    assert b["missing"] == ["infrared"]
+    assert_same_prediction(a, b)
 
 
 def test_the_predict_command_takes_model(exported, samples, tmp_path):
@@ -156,6 +161,7 @@ def test_a_stored_temperature_is_exported_and_applied(ckpt, samples, tmp_path):
         b = _predict(tmp_path / "b", f"model={tmp_path / 'export' / 'model.onnx'}", **samples[0])
         raw = _predict(tmp_path / "c", f"ckpt_path={ckpt}", calibrated="false", **samples[0])
         assert a["temperature"] == b["temperature"] == t and "temperature" not in raw
+        assert_same_prediction(a, b)
         p_raw = np.array(list(raw["probabilities"].values()))
         p_cal = softmax(np.log(p_raw), t)
         assert np.allclose(list(a["probabilities"].values()), p_cal, atol=1e-5)
@@ -201,6 +207,12 @@ def test_bad_export_settings_are_one_line(ckpt, tmp_path, args, message):
         export_checkpoint(compose_app("export", [f"ckpt_path={ckpt}", *args], tmp_path))
 
 
+def test_export_without_onnxruntime_is_one_line(ckpt, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as in a core install, without the [export] extra
+    with pytest.raises(FERError, match=r"the export needs onnx and onnxruntime \(onnxruntime is not installed\); pip"):
+        export_checkpoint(compose_app("export", [f"ckpt_path={ckpt}"], tmp_path))
+
+
 def test_predict_refuses_both_sources_and_a_model_without_json(exported, ckpt, tmp_path):
     with pytest.raises(FERError, match=r"pass either ckpt_path=<ckpt> or model=<model\.onnx>, not both"):
         _predict(tmp_path, f"ckpt_path={ckpt}", model=exported / "model.onnx")
@@ -219,8 +231,7 @@ def test_visible_export_parity(tmp_path_factory, data_dir, tmp_path):
     samples, _ = collect_inputs(data_dir / "synthetic" / "visible", ("visible",))
     a = _predict(tmp_path / "a", f"ckpt_path={ckpt}", visible=samples[0]["visible"])
     b = _predict(tmp_path / "b", f"model={tmp_path / 'model.onnx'}", visible=samples[0]["visible"])
-    assert a["label"] == b["label"]
-    assert np.allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-5)
+    assert_same_prediction(a, b)
 
 
 @pytest.mark.slow
