@@ -145,13 +145,12 @@ def _predictor(cfg: DictConfig) -> tuple[Predictor, float | None]:
         raise FERError(f"pass either ckpt_path=<ckpt> or model=<model.onnx>, not both (got model={model})")
     if not ckpt and not model:
         raise FERError("ckpt_path is not set; pass ckpt_path=<run dir>/checkpoints/<file>.ckpt or model=<model.onnx>")
+    calibrated = bool(cfg.get("calibrated", True))
     if model:
         predictor = OnnxPredictor(str(model))
-        temperature = predictor.temperature
-    else:
-        predictor = Predictor(load_run_checkpoint(ckpt), device=cfg.get("device") or "cpu")
-        temperature = stored_temperature(predictor.run.path)
-    return predictor, temperature if cfg.get("calibrated", True) else None
+        return predictor, predictor.temperature if calibrated else None
+    predictor = Predictor(load_run_checkpoint(ckpt), device=cfg.get("device") or "cpu")
+    return predictor, stored_temperature(predictor.run.path) if calibrated else None
 
 
 def predict(cfg: DictConfig) -> dict | Path:
