@@ -25,7 +25,7 @@ from fer_lightning.io import atomic_write_text
 
 # Hydra config groups whose choice names a run's recipe: they become tags and the single-run group's prefix.
 RECIPE_GROUPS = ("experiment", "recipe")
-FIGURES = ("curves.png", "confusion_matrix.png")
+FIGURES = ("curves.png", "confusion_matrix.png", "reliability.png")
 
 
 def _has_wandb_credentials() -> bool:

@@ -94,3 +94,44 @@ def robustness_figure(rows: list[dict], path: Path) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=8, bbox_to_anchor=(0.5, -0.12))
     fig.tight_layout()
     _save(fig, path)
+
+
+def reliability_figure(bins: dict[str, list], path: Path, title: str = "") -> None:
+    """The reliability diagram: accuracy against mean confidence per confidence bin (above; the diagonal is perfect
+    calibration, the red part of a bar its gap), and how many predictions fell in each bin (below, numbered)."""
+    edges = np.asarray(bins["edges"])
+    count = np.asarray(bins["count"])
+    acc = np.nan_to_num(np.asarray(bins["accuracy"], dtype=float))
+    conf = np.nan_to_num(np.asarray(bins["confidence"], dtype=float))
+    centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}, constrained_layout=True
+    )
+    filled = count > 0
+    top.bar(centres[filled], acc[filled], width[filled], edgecolor="black", color="tab:blue", label="accuracy")
+    top.bar(
+        centres[filled],
+        conf[filled] - acc[filled],
+        width[filled],
+        bottom=acc[filled],
+        color="tab:red",
+        alpha=0.35,
+        edgecolor="tab:red",
+        label="gap to mean confidence",
+    )
+    top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.legend(loc="upper left", fontsize=8)
+    top.grid(alpha=0.3)
+    bottom.bar(centres, count, width, edgecolor="black", color="grey")
+    for x, c in zip(centres, count, strict=True):
+        if c:
+            bottom.text(x, c, str(int(c)), ha="center", va="bottom", fontsize=7)
+    bottom.set_ylim(0, max(int(count.max()), 1) * 1.25)
+    bottom.set_xlim(0, 1)
+    bottom.set_xlabel("confidence (top probability)")
+    bottom.set_ylabel("count")
+    if title:
+        top.set_title(title)
+    _save(fig, path)

@@ -52,3 +52,14 @@ def compose_app(config_name: str, overrides: list[str], output_dir: Path) -> Dic
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+def isolated_checkpoint(run_dir: Path, tmp: Path, name: str = "last.ckpt") -> Path:
+    """``run_dir``'s checkpoint seen from a run dir of its own (the config copied, the weights linked), so a test that
+    writes beside the checkpoint (evaluate calibrate=temperature) leaves the shared run as other tests expect it."""
+    import shutil
+
+    shutil.copytree(run_dir / ".hydra", tmp / ".hydra")
+    (tmp / "checkpoints").mkdir()
+    (tmp / "checkpoints" / name).symlink_to(run_dir / "checkpoints" / name)
+    return tmp / "checkpoints" / name

@@ -100,7 +100,8 @@ def test_single_run_summary_holds_the_test_metrics_and_figures(tmp_path, data_di
     lo, hi = results["test"]["accuracy_ci95"]
     assert (summary["test/accuracy_ci95_lo"], summary["test/accuracy_ci95_hi"]) == pytest.approx((lo, hi))
     assert summary["train_seconds"] == pytest.approx(results["train_seconds"])
-    assert {"figures/curves", "figures/confusion_matrix"} <= logged["history_keys"]
+    assert summary["test/ece"] == pytest.approx(results["test"]["ece"]) and "test/ece_ci95_hi" in summary
+    assert {"figures/curves", "figures/confusion_matrix", "figures/reliability"} <= logged["history_keys"]
     # no experiment given: the recipe names the group (the synthetic default is recipe=short)
     assert logged["group"] == "short-synthetic-visible" and logged["job_type"] == "visible"
     assert {"synthetic", "visible"} <= set(logged["tags"])

@@ -9,7 +9,7 @@ import pytest
 from fer_lightning.errors import FERError
 from fer_lightning.evaluate import evaluate
 from fer_lightning.runs.robustness import robustness_grid
-from tests.eval_runs import compose_app, tiny_run
+from tests.eval_runs import compose_app, isolated_checkpoint, tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,23 @@ def test_the_grid_writes_its_table_and_plot(ckpt, tmp_path):
     grid = {(r["kind"], r["severity"]) for r in table[1:-1]}
     assert grid == {("noise", "1"), ("noise", "5"), ("dead", "1"), ("dead", "5")}
     assert all(0 <= float(r["accuracy_lo"]) <= float(r["accuracy"]) <= float(r["accuracy_hi"]) <= 1 for r in table)
+    assert all(0 <= float(r["ece_lo"]) <= float(r["ece"]) <= float(r["ece_hi"]) <= 1 for r in table)
+    assert all(float(r["nll"]) > 0 and 0 <= float(r["brier"]) <= 2 and r["temperature"] == "" for r in table)
     assert (tmp_path / "robustness.png").stat().st_size > 0
+
+
+def test_the_calibrated_grid_uses_one_validation_temperature(ckpt, tmp_path):
+    """calibrate=temperature: every cell scaled by the temperature evaluate fits; the clean cell is evaluate's."""
+    ckpt = isolated_checkpoint(ckpt.parent.parent, tmp_path / "run")
+    args = [f"ckpt_path={ckpt}", "calibrate=temperature"]
+    evaluated = evaluate(compose_app("eval", args, tmp_path / "eval"))
+    cfg = compose_app("robustness", [*args, "kinds=[dead]", "severities=[5]", "modalities=[infrared]"], tmp_path)
+    rows = robustness_grid(cfg)
+    assert {r["temperature"] for r in rows} == {evaluated["temperature"]}
+    clean = rows[0]
+    assert clean["kind"] == "none" and clean["accuracy"] == evaluated["test"]["accuracy"]
+    assert clean["ece"] == pytest.approx(evaluated["test"]["ece"])
+    assert clean["nll"] == pytest.approx(evaluated["test"]["nll"])
 
 
 def test_a_modality_the_model_does_not_read_is_refused(tmp_path_factory, data_dir, tmp_path):

@@ -24,6 +24,7 @@ LIBRARY_OF = {
     "bench": "fer_lightning.benchmark",
     "robustness": "fer_lightning.runs.robustness",
     "predict": "fer_lightning.runs.prediction",
+    "export": "fer_lightning.runs.export",
 }
 
 

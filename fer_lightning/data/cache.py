@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fer_lightning.data.images import load_rgb
+from fer_lightning.data.images import decode_resized
 from fer_lightning.io import atomic_path, atomic_write_text, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,6 @@ def source_side(manifest_dir: Path, paths: Sequence[str]) -> int:
 def auto_size(image_size: int, source: int) -> int:
     """``cache_scale=auto`` for a recipe that warps: the source side, capped, never below the input size."""
     return max(int(image_size), min(int(source), max(AUTO_MAX_SIDE, AUTO_MAX_SCALE * int(image_size))))
-
-
-def decode_resized(path: Path, size: int) -> np.ndarray:
-    img = Image.fromarray(load_rgb(path))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    return np.asarray(img, dtype=np.uint8)
 
 
 class CachedImages:

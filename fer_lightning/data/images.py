@@ -116,3 +116,14 @@ def _scale_high_bit(values: np.ndarray, sixteen_bit: str, fixed_range: tuple[flo
         values = np.nan_to_num(values, nan=lo, posinf=hi, neginf=lo)
     scaled = (values - lo) * (255.0 / (hi - lo))
     return np.rint(np.clip(scaled, 0, 255)).astype(np.uint8)
+
+
+def decode_resized(path: str | Path, size: int) -> np.ndarray:
+    """``path`` decoded (:func:`load_rgb`) and resized to ``size`` x ``size``: a row of the decode-once cache.
+
+    Here, not in the cache module, so that the ONNX runtime (:mod:`fer_lightning.runtime`) shares it without torch.
+    """
+    img = Image.fromarray(load_rgb(path))
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.asarray(img, dtype=np.uint8)

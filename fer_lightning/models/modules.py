@@ -389,7 +389,8 @@ class FusionModule(FERModule):
                 logits = self.aux_heads[m](f)
                 return {"logits": logits, "branch_logits": {m: logits}, "weights": weights}
             # Unit-RMS features, so that a weight is its branch's share of the fused feature.
-            fused = sum(w[m] * F.layer_norm(feats[m], feats[m].shape[1:]) for m in w)
+            # the width as a constant (the branches' out_features), so the ONNX export can trace the norm
+            fused = sum(w[m] * F.layer_norm(feats[m], (self.backbones[m].out_features,)) for m in w)
             return {"logits": self.head(fused), "weights": weights}
         branch = {m: self.head[m](f) for m, f in feats.items()}
         logits = sum(w[m] * branch[m] for m in w)
@@ -399,11 +400,12 @@ class FusionModule(FERModule):
         """(N, 2) modality weights of ``late`` / ``gated``: all on the present branch when only one is."""
         first = next(iter(feats.values()))
         if len(feats) == 1:
-            index = torch.full((len(first),), MODALITIES.index(next(iter(feats))), device=first.device)
-            return F.one_hot(index, len(MODALITIES)).to(first.dtype)
+            index = torch.tensor(MODALITIES.index(next(iter(feats))), device=first.device)
+            # shape[0], not len(): an ONNX export keeps the batch size a variable
+            return F.one_hot(index, len(MODALITIES)).to(first.dtype).expand(first.shape[0], -1)
         if self.fusion == "gated":
             return self.fuser(feats, images)
-        weights = self.fuser(len(first), first.device)
+        weights = self.fuser(first.shape[0], first.device)
         if mask is not None:  # a dropped branch's logits do not count
             weights = weights * torch.stack([mask[m] for m in MODALITIES], 1)
             weights = weights / weights.sum(1, keepdim=True)

@@ -19,6 +19,12 @@ OWN_KEYS = (
     "allow_manifest_change",
     "corrupt",
     "missing",
+    "calibrate",
+    # export
+    "format",
+    "parity_samples",
+    "tolerance",
+    "opset",
     # robustness
     "ckpt_paths",
     "kinds",

@@ -19,11 +19,13 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fer_lightning import calibration
 from fer_lightning.budget import Budget, apply_budget
 from fer_lightning.checkpointing import PREEMPTED
 from fer_lightning.data.manifest_datamodule import ManifestDataModule
 from fer_lightning.errors import FERError
 from fer_lightning.loggers import log_evaluation, log_results
+from fer_lightning.runs import calibrate
 from fer_lightning.runs.build import (
     build_datamodule,
     build_group,
@@ -351,9 +353,16 @@ def evaluate_checkpoint(cfg: DictConfig, run_cfg: DictConfig, run: RunCheckpoint
     """Tests ``run``'s checkpoint on ``cfg.split`` with ``run_cfg`` (its config plus the overrides applied)."""
     allow = bool(cfg.get("allow_manifest_change", False))
     corruption = CorruptionSpec.from_config(cfg)
+    method = calibrate.calibrate_method(cfg)
     ev = Run.from_checkpoint(run, run_cfg, allow_manifest_change=allow)
     split = str(cfg.get("split", "test"))
+    fit = calibrate.fit_on_val(ev) if method else None
     outcome = ev.test(split, corruption=corruption)
+    calibrated = {}
+    if fit is not None:
+        raw, outcome = outcome, calibrate.scaled(outcome, fit.temperature)
+        record = {**fit.record(), "tested_split": split, **calibrate.tested_split_record(raw, outcome)}
+        calibrated = {"temperature": fit.temperature, "calibration": record}
     previous = _previous_results(run.run_dir)
     results = ev.report(
         outcome,
@@ -372,8 +381,11 @@ def evaluate_checkpoint(cfg: DictConfig, run_cfg: DictConfig, run: RunCheckpoint
             "split_source": ev.datamodule.split_source,
             "allow_manifest_change": allow,
             "corruption": corruption.record(),
+            **calibrated,
         },
         split=split,
     )
+    if fit is not None:  # only once the evaluation has succeeded
+        calibration.store(run.path, {**fit.record(), "evaluate_run_dir": str(ev.output_dir.resolve())})
     log_evaluation(run_cfg, results, ev.output_dir, run.run_dir)
     return results

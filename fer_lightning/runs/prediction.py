@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
 
+from fer_lightning.calibration import stored_temperature
 from fer_lightning.data.images import UnreadableImage, is_image_name
 from fer_lightning.data.manifest import REJECTED, rejected_text
 from fer_lightning.data.pairing import normalise_stem
@@ -19,10 +19,20 @@ from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_write_text
 from fer_lightning.modalities import MODALITIES
 from fer_lightning.runs.checkpoint import load_run_checkpoint
+from fer_lightning.runs.onnx_predictor import OnnxPredictor
 from fer_lightning.runs.predictor import Predictor
 from fer_lightning.runs.results import predictions_text
+from fer_lightning.runtime import rescale
 
 BATCH = 32
+# conf/model/ is a config group, so Hydra would read the command line's model=<file> as a choice of model config: the
+# predict command renames it to this key before Hydra parses the command line (see :func:`command_line`)
+MODEL_KEY = "onnx_model"
+
+
+def command_line(argv: list[str]) -> list[str]:
+    """``argv`` with ``model=<model.onnx>`` given as :data:`MODEL_KEY`."""
+    return [f"{MODEL_KEY}={a.partition('=')[2]}" if a.startswith("model=") else a for a in argv]
 
 
 def _images(folder: Path) -> dict[str, Path]:
@@ -83,9 +93,10 @@ def _readable(
     return kept, decoded, rejected
 
 
-def predict_folder(predictor: Predictor, input_dir: Path, output: Path) -> Path:
+def predict_folder(predictor: Predictor, input_dir: Path, output: Path, temperature: float | None = None) -> Path:
     """predictions.csv for every readable sample of ``input_dir``, and rejected.csv (``file, reason``) beside it for
-    every image left out (unreadable, or without a partner); refused only when no sample is readable."""
+    every image left out (unreadable, or without a partner); refused only when no sample is readable. Probabilities
+    are scaled by ``temperature`` (None: as the model gives them)."""
     samples, unpaired = collect_inputs(input_dir, predictor.modalities)
     rejected: list[tuple[str, str]] = []
     for path in unpaired:
@@ -117,7 +128,8 @@ def predict_folder(predictor: Predictor, input_dir: Path, output: Path) -> Path:
         )
     ids = [str(s[predictor.modalities[0]].relative_to(input_dir)) for s in kept]
     paths = {m: [str(s[m]) for s in kept] for m in predictor.modalities}
-    text = predictions_text(ids, [None] * len(kept), torch.cat(probs).numpy(), predictor.classes, paths)
+    probs = rescale(np.concatenate([np.asarray(p) for p in probs]), temperature)
+    text = predictions_text(ids, [None] * len(kept), probs, predictor.classes, paths)
     atomic_write_text(rejected_csv, rejected_text(rejected))
     atomic_write_text(output, text)
     summary = {"predictions": str(output), "n": len(kept), "unpaired": len(unpaired), "unreadable": len(unread)}
@@ -125,17 +137,36 @@ def predict_folder(predictor: Predictor, input_dir: Path, output: Path) -> Path:
     return output
 
 
+def _predictor(cfg: DictConfig) -> tuple[Predictor, float | None]:
+    """The checkpoint's (``ckpt_path=``) or the exported model's (``model=``) predictor, and the temperature it
+    applies: the one evaluate calibrate=temperature stored (model.json carries it), unless ``calibrated=false``."""
+    ckpt, model = cfg.get("ckpt_path"), cfg.get(MODEL_KEY)
+    if ckpt and model:
+        raise FERError(f"pass either ckpt_path=<ckpt> or model=<model.onnx>, not both (got model={model})")
+    if not ckpt and not model:
+        raise FERError("ckpt_path is not set; pass ckpt_path=<run dir>/checkpoints/<file>.ckpt or model=<model.onnx>")
+    calibrated = bool(cfg.get("calibrated", True))
+    if model:
+        predictor = OnnxPredictor(str(model))
+        return predictor, predictor.temperature if calibrated else None
+    predictor = Predictor(load_run_checkpoint(ckpt), device=cfg.get("device") or "cpu")
+    return predictor, stored_temperature(predictor.run.path) if calibrated else None
+
+
 def predict(cfg: DictConfig) -> dict | Path:
     """Runs ``conf/predict.yaml``; returns the JSON object (one sample) or the predictions.csv path."""
-    predictor = Predictor(load_run_checkpoint(cfg.get("ckpt_path")), device=cfg.get("device") or "cpu")
+    predictor, temperature = _predictor(cfg)
     given = {m: cfg.get(m) for m in MODALITIES}
     if cfg.get("input_dir"):
         if any(given.values()):
             raise FERError("pass either input_dir=<dir> or visible=/infrared= images, not both")
         output = Path(cfg.output or Path(cfg.paths.output_dir) / "predictions.csv")
-        return predict_folder(predictor, Path(cfg.input_dir).expanduser(), output)
+        return predict_folder(predictor, Path(cfg.input_dir).expanduser(), output, temperature)
     paths = predictor.check_inputs(given, allow_missing=bool(cfg.get("allow_missing")))
-    out = {**predictor.as_dict(predictor.predict(paths)), **{m: str(p) for m, p in paths.items()}}
+    probs = rescale(np.asarray(predictor.predict(paths))[None], temperature)[0]
+    out = {**predictor.as_dict(probs), **{m: str(p) for m, p in paths.items()}}
+    if temperature is not None:
+        out["temperature"] = temperature
     missing = [m for m in predictor.modalities if m not in paths]
     if missing:
         out["missing"] = missing

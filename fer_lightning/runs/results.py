@@ -20,13 +20,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from fer_lightning.calibration import calibration_report, reliability_bins, top_label
 from fer_lightning.io import atomic_write_text
 from fer_lightning.metrics import classification_report, format_with_ci
 from fer_lightning.models.fusion import modality_weight_summary
-from fer_lightning.plots import confusion_matrix_figure
+from fer_lightning.plots import confusion_matrix_figure, reliability_figure
 
 RESULTS = "results.json"
 PREDICTIONS = "predictions.csv"
+RELIABILITY = "reliability.png"
 PROB_PREFIX = "p_"
 # per-sample columns of conditions.csv (synthetic data) that modality weights are summarised by
 CONDITION_COLUMNS = ("visible_condition", "infrared_condition")
@@ -52,6 +54,10 @@ REPORT_FIELDS = {
     "split_source": "prepared",
     "corruption": None,
     "budget": None,
+    # evaluate calibrate=temperature: the temperature the written probabilities are scaled by (fitted on the
+    # validation split), and ``calibration``: the fit and the tested split's ECE before and after it
+    "temperature": None,
+    "calibration": None,
 }
 
 
@@ -139,13 +145,15 @@ def _cell(value) -> str:
 def write_report(
     run_dir: Path, outcome: TestOutcome, header: dict, *, title: str, conditions: dict[str, dict] | None = None
 ) -> tuple[dict, Path]:
-    """Writes results.json (``header`` + the ``test`` object), predictions.csv and confusion_matrix.png."""
+    """Writes results.json (``header`` + the ``test`` object), predictions.csv, confusion_matrix.png and
+    reliability.png."""
     run_dir = Path(run_dir)
     unknown = set(header) - set(REPORT_FIELDS) - HEADER_KEYS
     if unknown:
         raise ValueError(f"results.json keys {sorted(unknown)} are not in REPORT_FIELDS")
     header = {**REPORT_FIELDS, **header}
     report = classification_report(outcome.labels, outcome.preds, outcome.classes)
+    report.update(calibration_report(outcome.labels, outcome.probs))
     weights = _weight_summary(outcome, conditions)
     if weights:
         report["modality_weights"] = weights
@@ -161,6 +169,11 @@ def write_report(
         outcome.classes,
         run_dir / "confusion_matrix.png",
         title=f"{title} (n={report['n']})",
+    )
+    reliability_figure(
+        reliability_bins(*top_label(outcome.probs, outcome.labels)),
+        run_dir / RELIABILITY,
+        title=f"{title}: ECE {report['ece']:.3f} (n={report['n']})",
     )
     return results, path
 
@@ -190,6 +203,11 @@ def print_summary(results: dict, path: Path | None = None, console: Console | No
     table.add_column("value [95% CI]")
     table.add_row("accuracy", format_with_ci(test["accuracy"], test["accuracy_ci95"], n))
     table.add_row("f1_macro", format_with_ci(test["f1_macro"], test["f1_macro_ci95"], n))
+    if "ece" in test:  # results.json written before calibration metrics existed have none
+        table.add_row("ECE (15 bins)", format_with_ci(test["ece"], test["ece_ci95"], n))
+        table.add_row("NLL / Brier", f"{test['nll']:.3f} / {test['brier']:.3f}")
+    if results.get("temperature") is not None:
+        table.add_row("temperature (fitted on val)", f"{results['temperature']:.3f}")
     for key in ("precision_macro", "recall_macro", "precision_weighted", "recall_weighted", "f1_weighted"):
         table.add_row(key, f"{test[key]:.3f}")
     best = results.get("best_val_accuracy")

@@ -1,4 +1,6 @@
-"""The robustness grid: checkpoints x corrupted modality x kind x severity, one accuracy (with its n and CI) each."""
+"""The robustness grid: checkpoints x corrupted modality x kind x severity, one accuracy (with its n and CI) and its
+calibration (ECE with its CI, NLL, Brier) each; with ``calibrate=temperature``, after one temperature per checkpoint
+fitted on its clean validation split."""
 
 from __future__ import annotations
 
@@ -8,18 +10,36 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig
 
+from fer_lightning.calibration import calibration_report
 from fer_lightning.data.corruptions import KINDS, SEVERITIES
 from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_write_text
 from fer_lightning.metrics import classification_report
 from fer_lightning.modalities import MODALITIES
 from fer_lightning.plots import robustness_figure
+from fer_lightning.runs import calibrate
 from fer_lightning.runs.checkpoint import load_run_checkpoint
 from fer_lightning.runs.config import evaluation_config
 from fer_lightning.runs.corruption import CorruptionSpec
 from fer_lightning.runs.engine import Run
 
-COLUMNS = ("model", "checkpoint", "modality", "kind", "severity", "n", "accuracy", "accuracy_lo", "accuracy_hi")
+COLUMNS = (
+    "model",
+    "checkpoint",
+    "modality",
+    "kind",
+    "severity",
+    "n",
+    "accuracy",
+    "accuracy_lo",
+    "accuracy_hi",
+    "ece",
+    "ece_lo",
+    "ece_hi",
+    "nll",
+    "brier",
+    "temperature",
+)
 
 
 def _model_label(run_cfg: DictConfig, ckpt: Path, taken: set[str]) -> str:
@@ -79,6 +99,7 @@ def robustness_grid(cfg: DictConfig) -> list[dict]:
     if not paths:
         raise FERError("ckpt_path is not set; pass ckpt_path=<ckpt> or ckpt_paths=[a.ckpt,b.ckpt]")
     kinds, severities, wanted, seed = grid_settings(cfg)
+    method = calibrate.calibrate_method(cfg)
     rows: list[dict] = []
     taken: set[str] = set()
     for path in paths:
@@ -93,20 +114,20 @@ def robustness_grid(cfg: DictConfig) -> list[dict]:
                 f"{_typed('modalities', modalities)}: {ckpt.path} is a {run_cfg.modality} model and reads no "
                 f"{unread[0]} image; use modalities=[{','.join(run.datamodule.modalities)}] or null"
             )
+        temperature = calibrate.fit_on_val(run).temperature if method else None
 
-        def measure(spec: CorruptionSpec | None, modality: str, kind: str, severity, run=run, label=label, ckpt=ckpt):
+        def measure(spec, modality: str, kind: str, severity, run=run, label=label, ckpt=ckpt, t=temperature):
             outcome = run.test(str(cfg.split), corruption=spec)
+            if t is not None:
+                outcome = calibrate.scaled(outcome, t)
             report = classification_report(outcome.labels, outcome.preds, outcome.classes)
-            lo, hi = report["accuracy_ci95"]
-            rows.append(
-                dict(
-                    zip(
-                        COLUMNS,
-                        (label, str(ckpt.path), modality, kind, severity, report["n"], report["accuracy"], lo, hi),
-                        strict=True,
-                    )
-                )
+            cal = calibration_report(outcome.labels, outcome.probs)
+            values = (
+                *(label, str(ckpt.path), modality, kind, severity, report["n"], report["accuracy"]),
+                *report["accuracy_ci95"],
+                *(cal["ece"], *cal["ece_ci95"], cal["nll"], cal["brier"], t),
             )
+            rows.append(dict(zip(COLUMNS, values, strict=True)))
 
         measure(None, "-", "none", 0)
         for m in modalities:
