@@ -151,7 +151,14 @@ def auto_passes(budget: Mapping | None, steps_per_pass: int) -> int:
     if not steps or steps_per_pass < 1:
         return 1
     per_check = steps // (val_checks or 1)
-    return max(1, min(math.ceil(MIN_EPOCH_STEPS / steps_per_pass), per_check // steps_per_pass))
+    target = max(1, min(math.ceil(MIN_EPOCH_STEPS / steps_per_pass), per_check // steps_per_pass))
+
+    def rounded(passes: int) -> int:  # the steps run once the budget is rounded up to whole epochs
+        return math.ceil(steps / (passes * steps_per_pass)) * passes * steps_per_pass
+
+    # longer epochs must not make the run overshoot budget.steps by more than one pass would (or 1 %)
+    allowed = max(rounded(1), steps * 1.01)
+    return next(p for p in range(target, 0, -1) if rounded(p) <= allowed)
 
 
 def apply_budget(

@@ -41,10 +41,15 @@ def test_one_pass_draws_what_the_sampler_always_drew_and_more_passes_cover_each_
 def test_auto_passes_make_short_epochs_longer_only_in_a_step_budget():
     assert auto_passes({"steps": None}, steps_per_pass=7) == 1
     # VIRI-like: 393 images at batch 64 are 7 steps a pass
-    assert auto_passes({"steps": 8000, "val_checks": 50}, steps_per_pass=7) == -(-MIN_EPOCH_STEPS // 7)
+    passes = auto_passes({"steps": 8000, "val_checks": 50}, steps_per_pass=7)
+    epoch = passes * 7
+    assert MIN_EPOCH_STEPS - 7 <= epoch <= 8000 // 50
+    assert -(-8000 // epoch) * epoch <= 8000 * 1.01  # whole epochs overshoot the budget by at most 1 %
     # never longer than the steps between two validation checks
     assert auto_passes({"steps": 100, "val_checks": 10}, steps_per_pass=7) == 1
     assert auto_passes({"steps": 8000, "val_checks": 50}, steps_per_pass=500) == 1
+    # nor overshoot the budget: 9 steps of 2-step passes run 10 steps in 1-pass epochs, 16 in 4-pass ones
+    assert auto_passes({"steps": 9}, steps_per_pass=2) == 1
 
 
 def test_resumable_loader_skips_the_batches_a_checkpoint_says_were_trained():
