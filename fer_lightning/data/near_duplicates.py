@@ -1,0 +1,241 @@
+"""Near-duplicate images, found when a dataset is split, so that no cluster of them straddles train / val / test.
+
+Video frames a few milliseconds apart, burst shots and augmented copies shipped beside their originals put
+near-copies of test images in training under a random split, and the test accuracy then measures memory.
+
+Each image is reduced once to a 48 x 48 gray thumbnail, cached in ``.near_duplicates.npz`` beside the scan
+cache and keyed by content SHA-1. Two images of one camera are compared by the Pearson correlation r of their
+lightly blurred thumbnails at the best shift of up to one thumbnail pixel (2 % of the side, in half pixels); they
+are near-duplicates when 1 - r is at most :data:`THRESHOLD` (1 %) of the camera's median 1 - r between two of its
+images, so that the rule means the same for aligned thermal faces, which all look alike, as for varied photos. A
+nearly flat image (a black frame) matches nothing: it has no content to compare. Two samples are near-duplicates
+when either camera's images are; the clusters are the connected components of that relation.
+docs/datasets.md gives the threshold's measured margin.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from fer_lightning.data.images import UnreadableImage, load_rgb
+from fer_lightning.io import atomic_path, file_sha1
+
+log = logging.getLogger(__name__)
+
+COLUMN = "near_duplicate_group"
+MODES = ("group", "warn", "off")
+CACHE = ".near_duplicates.npz"
+_CACHE_VERSION = 1
+SIDE = 48
+SHIFT = 1
+BLUR = 1.0
+# A pair of one camera's images is a near-duplicate when its dissimilarity (1 - correlation) is at most this share
+# of the camera's median dissimilarity between two of its images.
+THRESHOLD = 0.01
+# The first pass over every pair (a third of the resolution, no shifts) keeps pairs within this share of its own
+# median; it kept every synthetic near-duplicate pair measured, with room to spare (docs/datasets.md).
+COARSE_THRESHOLD = 0.15
+# An image whose thumbnail varies less than this share of the camera's median image does is flat: no content.
+FLAT = 0.3
+# pairs drawn (seeded) to measure a camera's median dissimilarity
+SCALE_SAMPLE = 1000
+METHOD = (
+    f"{SIDE}x{SIDE} gray thumbnails, blurred {BLUR:g} px; 1 - Pearson correlation at the best shift of up to "
+    f"{SHIFT} px (in half pixels) <= {THRESHOLD:g} x the camera's median between two images, in either camera"
+)
+_PAIR_CHUNK = 2048
+
+
+def thumbnail(path: Path) -> np.ndarray:
+    """The (SIDE, SIDE) uint8 gray thumbnail an image is compared by; an undecodable file gets a flat one (it
+    matches nothing here, and training names it when it reads it)."""
+    try:
+        gray = Image.fromarray(load_rgb(path, draft=2 * SIDE)).convert("L")
+    except UnreadableImage:
+        return np.zeros((SIDE, SIDE), dtype=np.uint8)
+    return np.asarray(gray.resize((SIDE, SIDE), Image.Resampling.BOX), dtype=np.uint8)
+
+
+def thumbnails(root: Path, files: Sequence[tuple[str, Path]]) -> np.ndarray:
+    """The thumbnails of ``files`` (``(content sha1, path)``), from the cache or computed (in threads) and cached.
+
+    The cache keeps exactly the contents asked for, so it never outgrows the dataset.
+    """
+    path = Path(root) / CACHE
+    cached: dict[str, np.ndarray] = {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if int(data["version"]) == _CACHE_VERSION and data["thumbs"].shape[1:] == (SIDE, SIDE):
+                cached = dict(zip(data["sha1"].tolist(), data["thumbs"], strict=True))
+    except (OSError, ValueError, KeyError):
+        pass
+    todo = {sha1: p for sha1, p in files if sha1 not in cached}
+    if todo:
+        log.info("near-duplicate check: reading %d image(s)", len(todo))
+        # PIL releases the GIL while decoding and resizing, so threads overlap it
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            cached.update(zip(todo, pool.map(thumbnail, todo.values()), strict=True))
+    wanted = sorted({sha1 for sha1, _ in files})
+    if todo or len(wanted) != len(cached):
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(
+                tmp,
+                version=np.array(_CACHE_VERSION),
+                sha1=np.array(wanted, dtype=str),
+                thumbs=np.stack([cached[s] for s in wanted]) if wanted else np.zeros((0, SIDE, SIDE), np.uint8),
+            )
+    return np.stack([cached[sha1] for sha1, _ in files]) if files else np.zeros((0, SIDE, SIDE), np.uint8)
+
+
+def _normalized(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` (one image each, flattened) with zero mean and unit norm."""
+    x = x.reshape(len(x), -1)
+    x = x - x.mean(axis=1, keepdims=True)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
+
+
+def _fine_similarity(t: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Correlation of image ``i``'s centre with image ``j`` at the best shift of up to SHIFT pixels, in half
+    pixels: a shift of half a thumbnail pixel costs a smooth (thermal) image as much correlation as another person
+    does."""
+    out = np.empty(len(i), dtype=np.float32)
+    inner = slice(SHIFT, SIDE - SHIFT)
+    steps = range(-SHIFT, SHIFT + 1)
+    for start in range(0, len(i), _PAIR_CHUNK):
+        a, b = i[start : start + _PAIR_CHUNK], j[start : start + _PAIR_CHUNK]
+        centre, other = _normalized(t[a][:, inner, inner]), t[b]
+        end = SIDE - SHIFT
+        crops = {(y, x): other[:, SHIFT + y : end + y, SHIFT + x : end + x] for y in steps for x in steps}
+        best = np.full(len(a), -1.0, dtype=np.float32)
+        for y2 in range(-2 * SHIFT, 2 * SHIFT + 1):
+            for x2 in range(-2 * SHIFT, 2 * SHIFT + 1):
+                # a half-pixel shift is the mean of the two (or four) whole-pixel crops around it (bilinear)
+                ys, xs = {y2 // 2, -(-y2 // 2)}, {x2 // 2, -(-x2 // 2)}
+                moved = (sum(crops[y, x] for y in ys for x in xs) / (len(ys) * len(xs))).reshape(len(a), -1)
+                # the centre has zero mean and unit norm, so only the moved crop's spread needs computing
+                spread = np.einsum("pd,pd->p", moved, moved) - moved.shape[1] * moved.mean(axis=1) ** 2
+                corr = np.einsum("pd,pd->p", centre, moved) / np.sqrt(np.maximum(spread, 1e-6))
+                best = np.maximum(best, corr)
+        out[start : start + len(a)] = best
+    return out
+
+
+def distances(
+    thumbs: np.ndarray, coarse_threshold: float = COARSE_THRESHOLD
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs ``(i, j)``, i < j, of one camera's thumbnails that pass the coarse pass, with their distance:
+    1 - correlation over the camera's median of it (so :data:`THRESHOLD` means the same for a camera whose images
+    all look alike, such as aligned thermal faces, as for one whose images differ). Flat images pair with none."""
+    n = len(thumbs)
+    none = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
+    t = ndimage.gaussian_filter(thumbs.astype(np.float32), sigma=(0, BLUR, BLUR))
+    contrast = t.reshape(n, -1).std(axis=1)
+    usable = np.flatnonzero(contrast > FLAT * np.median(contrast)) if n else np.zeros(0, dtype=np.int64)
+    if len(usable) < 2:
+        return none
+    k = SIDE // 16
+    coarse = _normalized(t.reshape(n, 16, k, 16, k).mean(axis=(2, 4)))
+    rng = np.random.default_rng(0)
+    a, b = rng.choice(usable, (2, SCALE_SAMPLE))
+    a, b = a[a != b], b[a != b]
+    if not len(a):  # two usable images
+        a, b = usable[:1], usable[1:2]
+    fine_scale = max(float(np.median(1 - _fine_similarity(t, a, b))), 1e-6)
+    coarse_scale = max(float(np.median(1 - np.einsum("pd,pd->p", coarse[a], coarse[b]))), 1e-6)
+    ok = np.zeros(n, dtype=bool)
+    ok[usable] = True
+    rows, cols = [], []
+    for start in range(0, n, 512):
+        block = 1 - coarse[start : start + 512] @ coarse.T
+        i, j = np.nonzero(block <= coarse_threshold * coarse_scale)
+        i += start
+        keep = (j > i) & ok[i] & ok[j]
+        rows.append(i[keep])
+        cols.append(j[keep])
+    i, j = np.concatenate(rows), np.concatenate(cols)
+    return i, j, (1 - _fine_similarity(t, i, j)) / fine_scale
+
+
+def clusters(root: Path, rows: Sequence[dict], cameras: Sequence[str] = ("visible", "infrared")) -> list[str]:
+    """One cluster id per row (``"1"``, ``"2"`` ... in the order of each cluster's first row; ``""`` for a row
+    with no near-duplicate). Image paths are relative to ``root``; a row's ``<camera>_sha1`` is used when set."""
+    root = Path(root)
+    edges_i, edges_j = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for camera in cameras:
+        have = [n for n, r in enumerate(rows) if r.get(camera)]
+        paths = [root / rows[n][camera] for n in have]
+        files = [(rows[n].get(f"{camera}_sha1") or file_sha1(p), p) for n, p in zip(have, paths, strict=True)]
+        i, j, distance = distances(thumbnails(root, files))
+        match = distance <= THRESHOLD
+        index = np.asarray(have, dtype=np.int64)
+        edges_i.append(index[i[match]])
+        edges_j.append(index[j[match]])
+        first: dict[str, int] = {}  # identical content always joins, flat or not
+        same = [first.setdefault(sha1, n) for n, (sha1, _) in zip(have, files, strict=True)]
+        edges_i.append(np.array(same, dtype=np.int64))
+        edges_j.append(index)
+    n = len(rows)
+    i, j = np.concatenate(edges_i), np.concatenate(edges_j)
+    graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    sizes = np.bincount(component, minlength=n)
+    ids: dict[int, str] = {}
+    out = []
+    for c in component:
+        if sizes[c] < 2:
+            out.append("")
+            continue
+        out.append(ids.setdefault(int(c), str(len(ids) + 1)))
+    return out
+
+
+def with_clusters(root: Path, rows: list[dict]) -> list[dict]:
+    """``rows`` with the :data:`COLUMN` cell filled in (copies)."""
+    return [dict(r, **{COLUMN: c}) for r, c in zip(rows, clusters(root, rows), strict=True)]
+
+
+def stats(rows: Sequence[dict]) -> dict:
+    """What prepare.json and the summary report: clusters, the samples in them, their share, the threshold."""
+    in_clusters = [r.get(COLUMN) for r in rows if r.get(COLUMN)]
+    sizes = defaultdict(int)
+    for c in in_clusters:
+        sizes[c] += 1
+    return {
+        "clusters": len(sizes),
+        "samples_in_clusters": len(in_clusters),
+        "share": round(len(in_clusters) / len(rows), 4) if rows else 0.0,
+        "largest": max(sizes.values(), default=0),
+        "threshold": THRESHOLD,
+        "method": METHOD,
+    }
+
+
+def straddling(rows: Sequence[dict]) -> dict[str, dict[str, list[dict]]]:
+    """``{cluster: {split: [rows]}}`` for every cluster whose rows lie in more than one split."""
+    by_cluster: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r.get(COLUMN):
+            by_cluster[r[COLUMN]][r["split"]].append(r)
+    return {c: dict(splits) for c, splits in by_cluster.items() if len(splits) > 1}
+
+
+def shared_share(rows: Sequence[dict], tested: Sequence[str], split: str = "test") -> float:
+    """The share of the ``tested`` sample ids whose cluster also has a sample the model trained on: in train, or
+    in val when ``split`` is test (val chose the checkpoint)."""
+    trained_on = {"train"} if split == "val" else {"train", "val"}
+    seen = {r.get(COLUMN) for r in rows if r["split"] in trained_on and r.get(COLUMN)}
+    cluster_of = {r["sample_id"]: r.get(COLUMN) for r in rows}
+    if not tested:
+        return 0.0
+    return round(sum(1 for s in tested if cluster_of.get(s) and cluster_of[s] in seen) / len(tested), 4)
