@@ -15,6 +15,9 @@ docs/datasets.md gives the threshold's measured margin.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import logging
 import os
 from collections import defaultdict
@@ -29,13 +32,15 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from fer_lightning.data.images import UnreadableImage, load_rgb
-from fer_lightning.io import atomic_path, file_sha1
+from fer_lightning.io import atomic_path, atomic_write_text, file_sha1
 
 log = logging.getLogger(__name__)
 
 COLUMN = "near_duplicate_group"
 MODES = ("group", "warn", "off")
 CACHE = ".near_duplicates.npz"
+# with dataset.split.near_duplicates=warn: every sample of the clusters the split cuts
+LISTING = "near_duplicates.csv"
 _CACHE_VERSION = 1
 SIDE = 48
 SHIFT = 1
@@ -43,9 +48,10 @@ BLUR = 1.0
 # A pair of one camera's images is a near-duplicate when its dissimilarity (1 - correlation) is at most this share
 # of the camera's median dissimilarity between two of its images.
 THRESHOLD = 0.01
-# The first pass over every pair (a third of the resolution, no shifts) keeps pairs within this share of its own
-# median; it kept every synthetic near-duplicate pair measured, with room to spare (docs/datasets.md).
-COARSE_THRESHOLD = 0.15
+# The first pass over every pair (8 x 8 block means, no shift) keeps pairs within this share of its own median
+# distance; it kept every synthetic near-duplicate pair measured (docs/datasets.md).
+COARSE = 8
+COARSE_THRESHOLD = 0.5
 # An image whose thumbnail varies less than this share of the camera's median image does is flat: no content.
 FLAT = 0.3
 # pairs drawn (seeded) to measure a camera's median dissimilarity
@@ -105,30 +111,57 @@ def _normalized(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
 
 
-def _fine_similarity(t: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Correlation of image ``i``'s centre with image ``j`` at the best shift of up to SHIFT pixels, in half
-    pixels: a shift of half a thumbnail pixel costs a smooth (thermal) image as much correlation as another person
-    does."""
-    out = np.empty(len(i), dtype=np.float32)
-    inner = slice(SHIFT, SIDE - SHIFT)
-    steps = range(-SHIFT, SHIFT + 1)
-    for start in range(0, len(i), _PAIR_CHUNK):
-        a, b = i[start : start + _PAIR_CHUNK], j[start : start + _PAIR_CHUNK]
-        centre, other = _normalized(t[a][:, inner, inner]), t[b]
-        end = SIDE - SHIFT
-        crops = {(y, x): other[:, SHIFT + y : end + y, SHIFT + x : end + x] for y in steps for x in steps}
-        best = np.full(len(a), -1.0, dtype=np.float32)
-        for y2 in range(-2 * SHIFT, 2 * SHIFT + 1):
-            for x2 in range(-2 * SHIFT, 2 * SHIFT + 1):
-                # a half-pixel shift is the mean of the two (or four) whole-pixel crops around it (bilinear)
-                ys, xs = {y2 // 2, -(-y2 // 2)}, {x2 // 2, -(-x2 // 2)}
-                moved = (sum(crops[y, x] for y in ys for x in xs) / (len(ys) * len(xs))).reshape(len(a), -1)
-                # the centre has zero mean and unit norm, so only the moved crop's spread needs computing
-                spread = np.einsum("pd,pd->p", moved, moved) - moved.shape[1] * moved.mean(axis=1) ** 2
-                corr = np.einsum("pd,pd->p", centre, moved) / np.sqrt(np.maximum(spread, 1e-6))
+def _positions() -> list[list[tuple[int, int]]]:
+    """The shifts tried, in half pixels: each as the whole-pixel crops whose mean is that shift (bilinear)."""
+    return [
+        sorted({(y, x) for y in (y2 // 2, -(-y2 // 2)) for x in (x2 // 2, -(-x2 // 2))})
+        for y2 in range(-2 * SHIFT, 2 * SHIFT + 1)
+        for x2 in range(-2 * SHIFT, 2 * SHIFT + 1)
+    ]
+
+
+class _Shifts:
+    """One camera's blurred thumbnails, ready for :meth:`similarity`: each image's centre (zero mean, unit norm),
+    and the mean and spread of every shifted crop of it. A shifted crop's spread depends on that image alone, so
+    a pair needs only the centre's dot products with the whole-pixel crops of the other image."""
+
+    def __init__(self, t: np.ndarray):
+        self.t = t
+        n, end = len(t), SIDE - SHIFT
+        self.steps = [(y, x) for y in range(-SHIFT, SHIFT + 1) for x in range(-SHIFT, SHIFT + 1)]
+        self.window = {k: (slice(SHIFT + k[0], end + k[0]), slice(SHIFT + k[1], end + k[1])) for k in self.steps}
+        self.centre = _normalized(t[:, SHIFT:end, SHIFT:end]).reshape(n, end - SHIFT, end - SHIFT)
+        size = (end - SHIFT) ** 2
+        crop = {k: t[:, ys, xs] for k, (ys, xs) in self.window.items()}
+        total = {k: c.sum(axis=(1, 2)) for k, c in crop.items()}
+        gram: dict[tuple, np.ndarray] = {}
+        self.positions = _positions()
+        self.spread = np.empty((len(self.positions), n), dtype=np.float32)
+        for p, around in enumerate(self.positions):
+            norm2 = 0.0
+            for a in around:
+                for b in around:
+                    key = (a, b) if a <= b else (b, a)
+                    if key not in gram:
+                        gram[key] = np.einsum("nyx,nyx->n", crop[key[0]], crop[key[1]])
+                    norm2 = norm2 + gram[key]
+            w = len(around)
+            mean = sum(total[k] for k in around) / (w * size)
+            self.spread[p] = np.sqrt(np.maximum(norm2 / w**2 - size * mean**2, 1e-6))
+
+    def similarity(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """The correlation of image ``i``'s centre with image ``j`` at the best shift (pairwise over the arrays)."""
+        out = np.empty(len(i), dtype=np.float32)
+        for start in range(0, len(i), _PAIR_CHUNK):
+            a, b = i[start : start + _PAIR_CHUNK], j[start : start + _PAIR_CHUNK]
+            centre, other = self.centre[a], self.t[b]
+            dot = {k: np.einsum("pyx,pyx->p", centre, other[:, ys, xs]) for k, (ys, xs) in self.window.items()}
+            best = np.full(len(a), -1.0, dtype=np.float32)
+            for p, around in enumerate(self.positions):
+                corr = sum(dot[k] for k in around) / len(around) / self.spread[p, b]
                 best = np.maximum(best, corr)
-        out[start : start + len(a)] = best
-    return out
+            out[start : start + len(a)] = best
+        return out
 
 
 def distances(
@@ -144,27 +177,27 @@ def distances(
     usable = np.flatnonzero(contrast > FLAT * np.median(contrast)) if n else np.zeros(0, dtype=np.int64)
     if len(usable) < 2:
         return none
-    k = SIDE // 16
-    coarse = _normalized(t.reshape(n, 16, k, 16, k).mean(axis=(2, 4)))
+    shifts = _Shifts(t)
+    k = SIDE // COARSE
+    coarse = _normalized(t.reshape(n, COARSE, k, COARSE, k).mean(axis=(2, 4)))
     rng = np.random.default_rng(0)
     a, b = rng.choice(usable, (2, SCALE_SAMPLE))
     a, b = a[a != b], b[a != b]
     if not len(a):  # two usable images
         a, b = usable[:1], usable[1:2]
-    fine_scale = max(float(np.median(1 - _fine_similarity(t, a, b))), 1e-6)
+    fine_scale = max(float(np.median(1 - shifts.similarity(a, b))), 1e-6)
     coarse_scale = max(float(np.median(1 - np.einsum("pd,pd->p", coarse[a], coarse[b]))), 1e-6)
     ok = np.zeros(n, dtype=bool)
     ok[usable] = True
     rows, cols = [], []
     for start in range(0, n, 512):
-        block = 1 - coarse[start : start + 512] @ coarse.T
-        i, j = np.nonzero(block <= coarse_threshold * coarse_scale)
+        i, j = np.nonzero(1 - coarse[start : start + 512] @ coarse.T <= coarse_threshold * coarse_scale)
         i += start
         keep = (j > i) & ok[i] & ok[j]
         rows.append(i[keep])
         cols.append(j[keep])
     i, j = np.concatenate(rows), np.concatenate(cols)
-    return i, j, (1 - _fine_similarity(t, i, j)) / fine_scale
+    return i, j, (1 - shifts.similarity(i, j)) / fine_scale
 
 
 def clusters(root: Path, rows: Sequence[dict], cameras: Sequence[str] = ("visible", "infrared")) -> list[str]:
@@ -172,19 +205,25 @@ def clusters(root: Path, rows: Sequence[dict], cameras: Sequence[str] = ("visibl
     with no near-duplicate). Image paths are relative to ``root``; a row's ``<camera>_sha1`` is used when set."""
     root = Path(root)
     edges_i, edges_j = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
-    for camera in cameras:
-        have = [n for n, r in enumerate(rows) if r.get(camera)]
-        paths = [root / rows[n][camera] for n in have]
-        files = [(rows[n].get(f"{camera}_sha1") or file_sha1(p), p) for n, p in zip(have, paths, strict=True)]
-        i, j, distance = distances(thumbnails(root, files))
+    have = {c: [n for n, r in enumerate(rows) if r.get(c)] for c in cameras}
+    files = [
+        (rows[n].get(f"{c}_sha1") or file_sha1(root / rows[n][c]), root / rows[n][c]) for c in cameras for n in have[c]
+    ]
+    thumbs = thumbnails(root, files)  # one call: the cache keeps what it is asked for
+    start = 0
+    for c in cameras:
+        index = np.asarray(have[c], dtype=np.int64)
+        i, j, distance = distances(thumbs[start : start + len(index)])
         match = distance <= THRESHOLD
-        index = np.asarray(have, dtype=np.int64)
         edges_i.append(index[i[match]])
         edges_j.append(index[j[match]])
         first: dict[str, int] = {}  # identical content always joins, flat or not
-        same = [first.setdefault(sha1, n) for n, (sha1, _) in zip(have, files, strict=True)]
+        same = [
+            first.setdefault(sha1, n) for n, (sha1, _) in zip(index, files[start : start + len(index)], strict=True)
+        ]
         edges_i.append(np.array(same, dtype=np.int64))
         edges_j.append(index)
+        start += len(index)
     n = len(rows)
     i, j = np.concatenate(edges_i), np.concatenate(edges_j)
     graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(n, n))
@@ -239,3 +278,47 @@ def shared_share(rows: Sequence[dict], tested: Sequence[str], split: str = "test
     if not tested:
         return 0.0
     return round(sum(1 for s in tested if cluster_of.get(s) and cluster_of[s] in seen) / len(tested), 4)
+
+
+def record(root: Path, rows: Sequence[dict], mode: str, state: Path) -> dict:
+    """Writes :func:`stats` (and ``mode``) into the dataset's ``state`` file (prepare.json) when they changed; with
+    ``warn``, lists the clusters the split cuts in :data:`LISTING` and says so in one warning."""
+    info = {**stats(rows), "mode": mode}
+    try:
+        data = json.loads(state.read_text())
+    except (OSError, ValueError):
+        data = {}
+    if data.get("near_duplicates") != info:
+        data["near_duplicates"] = info
+        atomic_write_text(state, json.dumps(data, indent=2) + "\n")
+    listing = root / LISTING
+    cut = straddling(rows) if mode == "warn" else {}
+    if not cut:
+        listing.unlink(missing_ok=True)
+        return info
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([COLUMN, "split", "sample_id", "visible", "infrared"])
+    for cluster in sorted(cut, key=int):
+        for split, members in sorted(cut[cluster].items(), key=lambda kv: ("train", "val", "test").index(kv[0])):
+            writer.writerows(
+                [cluster, split, r["sample_id"], r.get("visible", ""), r.get("infrared", "")] for r in members
+            )
+    text = buf.getvalue()
+    if not listing.is_file() or listing.read_text() != text:
+        atomic_write_text(listing, text)
+    first = sorted(cut, key=int)[0]
+    example = "; ".join(
+        f"{split}: {', '.join(r['sample_id'] for r in members)}" for split, members in cut[first].items()
+    )
+    log.warning(
+        "%d near-duplicate cluster(s) of %d samples straddle the train/val/test splits "
+        "(dataset.split.near_duplicates=warn), e.g. cluster %s (%s); each is listed in %s; "
+        "dataset.split.near_duplicates=group keeps every cluster in one split",
+        len(cut),
+        sum(len(m) for splits in cut.values() for m in splits.values()),
+        first,
+        example,
+        listing,
+    )
+    return info

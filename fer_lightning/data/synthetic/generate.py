@@ -106,8 +106,8 @@ def generate(
     per subject. ``conditions.csv`` records each sample's expression intensity and which failure, if any,
     it drew (``visible_condition``: dark / glare / shadow; ``occluder``; ``infrared_condition``: hot_object /
     defocus / stripes / drift). The ``near_duplicates`` knob adds copies of a sample (``s007_Happy_03_copy1``, same
-    label, subject and conditions). Every sample draws from its own generator seeded by (seed, subject, class, index), so
-    output is byte-identical for the same arguments and independent of generation order.
+    label, subject and conditions). Every sample draws from its own generator seeded by (seed, subject, class,
+    index), so output is byte-identical for the same arguments and independent of generation order.
     """
     n_subjects = _positive_int("n_subjects", n_subjects)
     samples_per_class = _positive_int("samples_per_class", samples_per_class)
