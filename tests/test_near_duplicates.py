@@ -105,6 +105,9 @@ def test_either_camera_makes_a_pair_and_flat_images_join_only_when_identical(tmp
             r["visible"] = ""
     found = nd.clusters(tmp_path, rows)
     assert all(found[k] and found[k] == found[k + 1] for k in range(0, len(rows), 2))
+    # a camera without any image (a visible-only dataset): the originals alone, none a copy of another
+    visible_only = [dict(r, infrared="") for r in rows if r["visible"]]
+    assert nd.clusters(tmp_path, visible_only) == [""] * len(visible_only)
     rng = np.random.default_rng(0)
     for name, pixels in (("black", 0), ("black_too", 0), ("dark", rng.integers(0, 3, (48, 48, 3)))):
         Image.fromarray(np.full((48, 48, 3), pixels, dtype=np.uint8)).save(tmp_path / f"{name}.png")

@@ -172,9 +172,11 @@ def distances(
     all look alike, such as aligned thermal faces, as for one whose images differ). Flat images pair with none."""
     n = len(thumbs)
     none = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
+    if n < 2:  # e.g. a camera a visible-only dataset does not have
+        return none
     t = ndimage.gaussian_filter(thumbs.astype(np.float32), sigma=(0, BLUR, BLUR))
     contrast = t.reshape(n, -1).std(axis=1)
-    usable = np.flatnonzero(contrast > FLAT * np.median(contrast)) if n else np.zeros(0, dtype=np.int64)
+    usable = np.flatnonzero(contrast > FLAT * np.median(contrast))
     if len(usable) < 2:
         return none
     shifts = _Shifts(t)
