@@ -3,11 +3,12 @@
 Draws a synthetic dataset whose samples have near-identical copies (the ``near_duplicates`` difficulty knob), scores
 every pair of images of each camera as :mod:`fer_lightning.data.near_duplicates` does (without the coarse pass,
 so that every pair is scored), and prints the distributions of a pair's distance (the smaller of its two cameras',
-since either camera matching makes a pair; in units of the camera's median distance) for: a sample and its copies,
-the same subject with the same expression (another draw), different subjects with the same expression, and
-everything else. A measurement, not a product path:
+since either camera matching makes a pair; in units of the camera's median distance) for: a sample and its copy,
+two copies of one sample, the same subject with the same expression (another draw), different subjects with the
+same expression, and everything else. A measurement, not a product path:
 
     python scripts/near_duplicate_margin.py [--subjects 16] [--per-class 3] [--size 96] [--copies 2] [--seed 0]
+    python scripts/near_duplicate_margin.py --difficulty default --copies 0 --subjects 60 --size 80  # dataset=synthetic
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ def main() -> None:
     parser.add_argument("--copies", type=float, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--intensity", type=float, nargs=2, default=(0.6, 1.0), help="synthetic_small's")
+    parser.add_argument("--difficulty", default=None, help="'default': dataset=synthetic's knobs (no copies)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        difficulty = {"near_duplicates": args.copies, "intensity": list(args.intensity)}
+        difficulty = args.difficulty or {"near_duplicates": args.copies, "intensity": list(args.intensity)}
         rows = generate(
             root,
             n_subjects=args.subjects,
@@ -58,41 +60,48 @@ def main() -> None:
         found = nd.clusters(root, rows)
     iu = np.triu_indices(n, 1)
     base = np.array([r["sample_id"].split("_copy")[0] for r in rows])
+    original = np.array(["_copy" not in r["sample_id"] for r in rows])
     subject = np.array([r["subject"] for r in rows])
     label = np.array([r["label"] for r in rows])
     same = {k: (v[:, None] == v[None, :])[iu] for k, v in (("base", base), ("subject", subject), ("label", label))}
+    with_original = (original[:, None] | original[None, :])[iu]
     pair = distance[iu]
     groups = {
-        "a sample and its copies": same["base"],
+        "a sample and its copy": same["base"] & with_original,
+        "two copies of one sample": same["base"] & ~with_original,
         "same subject, same expression": same["subject"] & same["label"] & ~same["base"],
         "different subjects, same expression": ~same["subject"] & same["label"],
         "all other pairs": ~same["base"] & ~(~same["subject"] & same["label"]),
     }
     print(
-        f"{n} samples ({args.subjects} subjects x 5 classes x {args.per_class} + copies), {args.size} px, "
-        f"threshold {nd.THRESHOLD}"
+        f"{n} samples ({args.subjects} subjects x 5 classes x {args.per_class}, {args.copies:g} copies each), "
+        f"{args.size} px, threshold {nd.THRESHOLD}"
     )
     print("| pairs | n | min | 1st pct | median | 99th pct | max | <= threshold |")
     print("|---|---|---|---|---|---|---|---|")
     for name, mask in groups.items():
         x = pair[mask]
-        print(
-            f"| {name} | {len(x)} | {x.min():.4f} | {np.percentile(x, 1):.4f} | {np.median(x):.4f} | "
-            f"{np.percentile(x, 99):.4f} | {x.max():.4f} | {(x <= nd.THRESHOLD).sum()} |"
-        )
-    copies = pair[groups["a sample and its copies"]]
+        if len(x):
+            print(
+                f"| {name} | {len(x)} | {x.min():.4f} | {np.percentile(x, 1):.4f} | {np.median(x):.4f} | "
+                f"{np.percentile(x, 99):.4f} | {x.max():.4f} | {(x <= nd.THRESHOLD).sum()} |"
+            )
+    copies = pair[groups["a sample and its copy"]]
     for name in ("different subjects, same expression", "all other pairs"):
         closest = pair[groups[name]].min()
-        print(
-            f"margin to {name}: farthest copy pair {copies.max():.4f}, closest such pair {closest:.4f} "
-            f"({closest / copies.max():.1f} x)"
-        )
+        if len(copies):
+            print(
+                f"margin to {name}: farthest sample-copy pair {copies.max():.4f}, closest such pair {closest:.4f} "
+                f"({closest / copies.max():.1f} x)"
+            )
     print(
-        f"coarse pass keeps {passed[iu][same['base']].mean():.4f} of the copy pairs and "
-        f"{passed[iu].mean():.4f} of all pairs"
+        f"coarse pass keeps {passed[iu][same['base']].mean() if same['base'].any() else float('nan'):.4f} of the "
+        f"copy pairs and {passed[iu].mean():.4f} of all pairs"
     )
     found = np.array(found)
-    whole = np.mean([len(set(found[base == b])) == 1 and found[base == b][0] != "" for b in set(base)])
+    whole = np.mean(
+        [len(set(found[base == b])) == 1 and (found[base == b][0] != "") == (args.copies > 0) for b in set(base)]
+    )
     mixed = sum(len(set(subject[found == c])) > 1 for c in set(found) - {""})
     print(
         f"clusters: {len(set(found) - {''})}; samples with their copies in one cluster: {whole:.4f}; "

@@ -5,7 +5,7 @@ near-copies of test images in training under a random split, and the test accura
 
 Each image is reduced once to a 48 x 48 gray thumbnail, cached in ``.near_duplicates.npz`` beside the scan
 cache and keyed by content SHA-1. Two images of one camera are compared by the Pearson correlation r of their
-lightly blurred thumbnails at the best shift of up to one thumbnail pixel (2 % of the side, in half pixels); they
+lightly blurred thumbnails at the best shift of up to one thumbnail pixel (2 % of the side, in quarter pixels); they
 are near-duplicates when 1 - r is at most :data:`THRESHOLD` (1 %) of the camera's median 1 - r between two of its
 images, so that the rule means the same for aligned thermal faces, which all look alike, as for varied photos. A
 nearly flat image (a black frame) matches nothing: it has no content to compare. Two samples are near-duplicates
@@ -44,21 +44,26 @@ LISTING = "near_duplicates.csv"
 _CACHE_VERSION = 1
 SIDE = 48
 SHIFT = 1
+# shifts are tried in quarter pixels: in half pixels, copies of smooth (thermal) faces a quarter pixel apart came out
+# as far apart as two people (docs/datasets.md)
+SUBPIXEL = 4
 BLUR = 1.0
 # A pair of one camera's images is a near-duplicate when its dissimilarity (1 - correlation) is at most this share
 # of the camera's median dissimilarity between two of its images.
 THRESHOLD = 0.01
-# The first pass over every pair (8 x 8 block means, no shift) keeps pairs within this share of its own median
-# distance; it kept every synthetic near-duplicate pair measured (docs/datasets.md).
+# The first pass over every pair (8 x 8 block means, no shift) keeps each image's NEIGHBOURS nearest images and
+# any within COARSE_THRESHOLD of its own median distance; only those pairs are compared in full. It kept every
+# synthetic near-duplicate pair measured (docs/datasets.md); a longer run of frames is linked through its members.
 COARSE = 8
-COARSE_THRESHOLD = 0.5
+COARSE_THRESHOLD = 0.2
+NEIGHBOURS = 8
 # An image whose thumbnail varies less than this share of the camera's median image does is flat: no content.
 FLAT = 0.3
 # pairs drawn (seeded) to measure a camera's median dissimilarity
 SCALE_SAMPLE = 1000
 METHOD = (
     f"{SIDE}x{SIDE} gray thumbnails, blurred {BLUR:g} px; 1 - Pearson correlation at the best shift of up to "
-    f"{SHIFT} px (in half pixels) <= {THRESHOLD:g} x the camera's median between two images, in either camera"
+    f"{SHIFT} px (in 1/{SUBPIXEL} px) <= {THRESHOLD:g} x the camera's median between two images, in either camera"
 )
 _PAIR_CHUNK = 2048
 
@@ -111,43 +116,48 @@ def _normalized(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
 
 
-def _positions() -> list[list[tuple[int, int]]]:
-    """The shifts tried, in half pixels: each as the whole-pixel crops whose mean is that shift (bilinear)."""
-    return [
-        sorted({(y, x) for y in (y2 // 2, -(-y2 // 2)) for x in (x2 // 2, -(-x2 // 2))})
-        for y2 in range(-2 * SHIFT, 2 * SHIFT + 1)
-        for x2 in range(-2 * SHIFT, 2 * SHIFT + 1)
-    ]
+def _weights() -> np.ndarray:
+    """(positions, crops): the shifts tried, in steps of 1 / SUBPIXEL pixel up to SHIFT pixels each way, as
+    bilinear weights on the whole-pixel crops (ordered as :attr:`_Shifts.steps`)."""
+    steps = [(y, x) for y in range(-SHIFT, SHIFT + 1) for x in range(-SHIFT, SHIFT + 1)]
+    grid = np.arange(-SHIFT * SUBPIXEL, SHIFT * SUBPIXEL + 1) / SUBPIXEL
+    rows = []
+    for y in grid:
+        for x in grid:
+            y0, x0 = min(int(np.floor(y)), SHIFT - 1), min(int(np.floor(x)), SHIFT - 1)
+            wy, wx = y - y0, x - x0
+            w = np.zeros(len(steps))
+            w[steps.index((y0, x0))] += (1 - wy) * (1 - wx)
+            w[steps.index((y0 + 1, x0))] += wy * (1 - wx)
+            w[steps.index((y0, x0 + 1))] += (1 - wy) * wx
+            w[steps.index((y0 + 1, x0 + 1))] += wy * wx
+            rows.append(w)
+    return np.array(rows, dtype=np.float32)
 
 
 class _Shifts:
-    """One camera's blurred thumbnails, ready for :meth:`similarity`: each image's centre (zero mean, unit norm),
-    and the mean and spread of every shifted crop of it. A shifted crop's spread depends on that image alone, so
-    a pair needs only the centre's dot products with the whole-pixel crops of the other image."""
+    """One camera's blurred thumbnails, ready for :meth:`similarity`: each image's centre (zero mean, unit norm)
+    and the spread of each of its shifted crops. A shifted crop is a bilinear mix of whole-pixel crops, so a
+    pair needs only the centre's dot products with the other image's whole-pixel crops; the crop's spread depends
+    on that image alone and is computed once."""
 
     def __init__(self, t: np.ndarray):
         self.t = t
         n, end = len(t), SIDE - SHIFT
         self.steps = [(y, x) for y in range(-SHIFT, SHIFT + 1) for x in range(-SHIFT, SHIFT + 1)]
-        self.window = {k: (slice(SHIFT + k[0], end + k[0]), slice(SHIFT + k[1], end + k[1])) for k in self.steps}
+        self.windows = [(slice(SHIFT + y, end + y), slice(SHIFT + x, end + x)) for y, x in self.steps]
         self.centre = _normalized(t[:, SHIFT:end, SHIFT:end]).reshape(n, end - SHIFT, end - SHIFT)
+        self.weights = _weights()
         size = (end - SHIFT) ** 2
-        crop = {k: t[:, ys, xs] for k, (ys, xs) in self.window.items()}
-        total = {k: c.sum(axis=(1, 2)) for k, c in crop.items()}
-        gram: dict[tuple, np.ndarray] = {}
-        self.positions = _positions()
-        self.spread = np.empty((len(self.positions), n), dtype=np.float32)
-        for p, around in enumerate(self.positions):
-            norm2 = 0.0
-            for a in around:
-                for b in around:
-                    key = (a, b) if a <= b else (b, a)
-                    if key not in gram:
-                        gram[key] = np.einsum("nyx,nyx->n", crop[key[0]], crop[key[1]])
-                    norm2 = norm2 + gram[key]
-            w = len(around)
-            mean = sum(total[k] for k in around) / (w * size)
-            self.spread[p] = np.sqrt(np.maximum(norm2 / w**2 - size * mean**2, 1e-6))
+        crops = [t[:, ys, xs] for ys, xs in self.windows]
+        gram = np.empty((n, len(crops), len(crops)), dtype=np.float32)
+        for a in range(len(crops)):
+            for b in range(a, len(crops)):
+                gram[:, a, b] = gram[:, b, a] = np.einsum("nyx,nyx->n", crops[a], crops[b])
+        total = np.stack([c.sum(axis=(1, 2)) for c in crops], axis=1)
+        mean = total @ self.weights.T / size
+        norm2 = np.einsum("pk,nkl,pl->np", self.weights, gram, self.weights)
+        self.spread = np.sqrt(np.maximum(norm2 - size * mean**2, 1e-6))  # (images, positions)
 
     def similarity(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """The correlation of image ``i``'s centre with image ``j`` at the best shift (pairwise over the arrays)."""
@@ -155,12 +165,8 @@ class _Shifts:
         for start in range(0, len(i), _PAIR_CHUNK):
             a, b = i[start : start + _PAIR_CHUNK], j[start : start + _PAIR_CHUNK]
             centre, other = self.centre[a], self.t[b]
-            dot = {k: np.einsum("pyx,pyx->p", centre, other[:, ys, xs]) for k, (ys, xs) in self.window.items()}
-            best = np.full(len(a), -1.0, dtype=np.float32)
-            for p, around in enumerate(self.positions):
-                corr = sum(dot[k] for k in around) / len(around) / self.spread[p, b]
-                best = np.maximum(best, corr)
-            out[start : start + len(a)] = best
+            dots = np.stack([np.einsum("pyx,pyx->p", centre, other[:, ys, xs]) for ys, xs in self.windows], axis=1)
+            out[start : start + len(a)] = (dots @ self.weights.T / self.spread[b]).max(axis=1)
         return out
 
 
@@ -180,8 +186,8 @@ def distances(
     if len(usable) < 2:
         return none
     shifts = _Shifts(t)
-    k = SIDE // COARSE
-    coarse = _normalized(t.reshape(n, COARSE, k, COARSE, k).mean(axis=(2, 4)))
+    block_side = SIDE // COARSE
+    coarse = _normalized(t.reshape(n, COARSE, block_side, COARSE, block_side).mean(axis=(2, 4)))
     rng = np.random.default_rng(0)
     a, b = rng.choice(usable, (2, SCALE_SAMPLE))
     a, b = a[a != b], b[a != b]
@@ -193,12 +199,17 @@ def distances(
     ok[usable] = True
     rows, cols = [], []
     for start in range(0, n, 512):
-        i, j = np.nonzero(1 - coarse[start : start + 512] @ coarse.T <= coarse_threshold * coarse_scale)
+        block = 1 - coarse[start : start + 512] @ coarse.T
+        block[:, ~ok] = np.inf
+        block[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf
+        k = min(NEIGHBOURS, n - 1)
+        kth = np.partition(block, k - 1, axis=1)[:, k - 1 : k]  # each image's k-th nearest
+        i, j = np.nonzero((block <= np.maximum(coarse_threshold * coarse_scale, kth)) & np.isfinite(block))
         i += start
-        keep = (j > i) & ok[i] & ok[j]
-        rows.append(i[keep])
-        cols.append(j[keep])
-    i, j = np.concatenate(rows), np.concatenate(cols)
+        keep = ok[i]
+        rows.append(np.minimum(i[keep], j[keep]))
+        cols.append(np.maximum(i[keep], j[keep]))
+    i, j = np.unique(np.stack([np.concatenate(rows), np.concatenate(cols)]), axis=1)
     return i, j, (1 - shifts.similarity(i, j)) / fine_scale
 
 
@@ -301,7 +312,8 @@ def record(root: Path, rows: Sequence[dict], mode: str, state: Path) -> dict:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([COLUMN, "split", "sample_id", "visible", "infrared"])
-    for cluster in sorted(cut, key=int):
+    order = sorted(cut, key=lambda c: (len(c), c))  # 2 before 10
+    for cluster in order:
         for split, members in sorted(cut[cluster].items(), key=lambda kv: ("train", "val", "test").index(kv[0])):
             writer.writerows(
                 [cluster, split, r["sample_id"], r.get("visible", ""), r.get("infrared", "")] for r in members
@@ -309,7 +321,7 @@ def record(root: Path, rows: Sequence[dict], mode: str, state: Path) -> dict:
     text = buf.getvalue()
     if not listing.is_file() or listing.read_text() != text:
         atomic_write_text(listing, text)
-    first = sorted(cut, key=int)[0]
+    first = order[0]
     example = "; ".join(
         f"{split}: {', '.join(r['sample_id'] for r in members)}" for split, members in cut[first].items()
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from fer_lightning.data.contact_sheet import contact_sheet
 from fer_lightning.data.manifest import CONTACT_SHEET, MANIFEST, REJECTED, rejected_text, write_manifest
@@ -65,16 +66,13 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 def near_duplicate(rng: np.random.Generator, *images: np.ndarray) -> tuple[np.ndarray, ...]:
     """Near-identical copies of a sample's images, as the next video frame gives: all moved by one small shift
-    (up to 1 % of the side, at least a pixel; edges repeated), each with its own sensor noise (2 levels) and JPEG
-    re-encoding (quality 70-95)."""
-    side = images[0].shape[0]
-    reach = max(1, round(0.01 * side))
-    dy, dx = (int(v) for v in rng.integers(-reach, reach + 1, size=2))
+    (up to 1 % of the side and at least a pixel each way, in fractions of a pixel; edges repeated), each with its
+    own sensor noise (2 levels) and JPEG re-encoding (quality 70-95)."""
+    reach = max(1.0, 0.01 * images[0].shape[0])
+    dy, dx = rng.uniform(-reach, reach, size=2)
     out = []
     for image in images:
-        h, w = image.shape[:2]
-        padded = np.pad(image, ((reach, reach), (reach, reach), (0, 0)), mode="edge")
-        moved = padded[reach - dy : reach - dy + h, reach - dx : reach - dx + w].astype(np.float64)
+        moved = ndimage.shift(image.astype(np.float64), (dy, dx, 0), order=1, mode="nearest")
         noisy = np.clip(np.rint(moved + rng.normal(0.0, 2.0, moved.shape)), 0, 255).astype(np.uint8)
         buf = io.BytesIO()
         Image.fromarray(noisy).save(buf, format="JPEG", quality=int(rng.integers(70, 96)))
