@@ -186,8 +186,8 @@ def test_holdout_and_folds_keep_clusters_whole():
 
 
 def test_a_config_without_the_key_is_drawn_as_before_and_bad_values_are_one_line():
-    assert SplitSpec.from_config({}).near_duplicates == "off"
-    assert SplitSpec.from_config({}).to_json() == SplitSpec.from_config({"near_duplicates": "warn"}).to_json()
+    assert SplitSpec.from_config({}).near_duplicates == "warn"  # the split it trained on, and a warning
+    assert SplitSpec.from_config({}).to_json() == SplitSpec.from_config({"near_duplicates": "off"}).to_json()
     assert "near_duplicates" not in SplitSpec.from_config({}).to_json()  # what manifests prepared before recorded
     assert SplitSpec.from_config({"near_duplicates": False}).near_duplicates == "off"
     with pytest.raises(FERError, match=r"^dataset\.split\.near_duplicates='grup': use group .*, warn .* or off$"):
@@ -206,6 +206,10 @@ def test_a_manifest_prepared_before_is_reused_as_it_is_unless_group_redraws_it(t
     reused = ensure_splits(tmp_path, SplitSpec(seed=0, near_duplicates="warn"), log=pytest.fail)
     assert (tmp_path / "manifest.csv").read_bytes() == before  # a checkpoint's manifest hash still matches
     assert nd.straddling(reused)  # the clusters are known all the same
+    tested = [r["sample_id"] for r in reused if r["split"] == "test"]
+    assert nd.shared_share(reused, tested) > 0
+    unchecked = ensure_splits(tmp_path, SplitSpec(seed=0, near_duplicates="off"), log=pytest.fail)
+    assert nd.COLUMN not in unchecked[0] and nd.shared_share(unchecked, tested) is None  # off: not looked for
     said = []
     grouped = ensure_splits(tmp_path, SplitSpec(seed=0, near_duplicates="group"), log=said.append)
     assert said and not nd.straddling(grouped)
@@ -312,4 +316,4 @@ def test_report_names_runs_written_before_the_check(tmp_path, capsys):
         (tmp_path / name / "results.json").write_text(json.dumps({**results, **extra}))
     report(tmp_path)
     err = capsys.readouterr().err
-    assert err.count("near-duplicate") == 1 and "1 run(s) predate the near-duplicate check" in err and "old" in err
+    assert err.count("near-duplicate") == 1 and "1 run(s) have no near_duplicate_test_share" in err and "old" in err

@@ -50,7 +50,7 @@ def near_duplicate_note(runs: list[dict]) -> str | None:
     """One line naming the runs whose test samples have near-duplicates in their training data (their accuracy is
     inflated), and those written before near-duplicates were checked (unknown); None when neither."""
     shared = [r for r in runs if r.get("near_duplicate_test_share")]
-    unknown = [r for r in runs if "near_duplicate_test_share" not in r]
+    unknown = [r for r in runs if r.get("near_duplicate_test_share") is None]
     parts = []
     if shared:
         worst = max(shared, key=lambda r: r["near_duplicate_test_share"])
@@ -60,7 +60,7 @@ def near_duplicate_note(runs: list[dict]) -> str | None:
         )
     if unknown:
         parts.append(
-            f"{len(unknown)} run(s) predate the near-duplicate check (no near_duplicate_test_share, e.g. "
+            f"{len(unknown)} run(s) have no near_duplicate_test_share (written before the near-duplicate check, e.g. "
             f"{unknown[0]['_path']}): evaluate their checkpoints again to know"
         )
     if not parts:

@@ -58,8 +58,9 @@ class SplitSpec:
     holdout_regex: str | None = None
     folds: int | None = None
     # group | warn | off. conf/dataset/_base.yaml sets group; a config without the key was written before
-    # near-duplicates were checked, and its run is evaluated on the split it was trained on.
-    near_duplicates: str = "off"
+    # near-duplicates were checked: its run is evaluated on the split it was trained on, with a warning where that
+    # split cuts near-duplicate clusters.
+    near_duplicates: str = "warn"
 
     @classmethod
     def from_config(cls, cfg: dict | None) -> SplitSpec:
@@ -379,15 +380,17 @@ def split_state(manifest_dir: Path) -> dict | None:
 def ensure_splits(manifest_dir: Path, spec: SplitSpec, log=print) -> list[dict]:
     """Makes the manifest's splits match ``spec``: reused when they already do, re-drawn (and said) when not.
 
-    The rows come back with their near-duplicate cluster: from the manifest, or computed now for a manifest
-    written before near-duplicates were checked (which stays as it is while its split is reused).
+    The rows come back with their near-duplicate cluster: from the manifest or, for a manifest written before
+    near-duplicates were checked (kept as it is while its split is reused), computed now; with ``off``, not at all.
     """
     path = manifest_dir / MANIFEST
     rows = read_manifest(path, allow_unsplit=True)
     state = split_state(manifest_dir)
     have_clusters = bool(rows) and NEAR_DUPLICATE_GROUP in rows[0]
     if state == spec.to_json() and all(r["split"] for r in rows) and (have_clusters or spec.near_duplicates != "group"):
-        return rows if have_clusters else near_duplicates.with_clusters(manifest_dir, rows)
+        if have_clusters or spec.near_duplicates == "off":
+            return rows
+        return near_duplicates.with_clusters(manifest_dir, rows)
     for r in rows:
         for mod in ("visible", "infrared"):
             if r[mod] and not r.get(f"{mod}_sha1"):

@@ -282,9 +282,12 @@ def straddling(rows: Sequence[dict]) -> dict[str, dict[str, list[dict]]]:
     return {c: dict(splits) for c, splits in by_cluster.items() if len(splits) > 1}
 
 
-def shared_share(rows: Sequence[dict], tested: Sequence[str], split: str = "test") -> float:
+def shared_share(rows: Sequence[dict], tested: Sequence[str], split: str = "test") -> float | None:
     """The share of the ``tested`` sample ids whose cluster also has a sample the model trained on: in train, or
-    in val when ``split`` is test (val chose the checkpoint)."""
+    in val when ``split`` is test (val chose the checkpoint). None when the clusters are unknown (``off`` on a
+    manifest written before near-duplicates were checked)."""
+    if not rows or COLUMN not in rows[0]:
+        return None
     trained_on = {"train"} if split == "val" else {"train", "val"}
     seen = {r.get(COLUMN) for r in rows if r["split"] in trained_on and r.get(COLUMN)}
     cluster_of = {r["sample_id"]: r.get(COLUMN) for r in rows}
@@ -293,9 +296,12 @@ def shared_share(rows: Sequence[dict], tested: Sequence[str], split: str = "test
     return round(sum(1 for s in tested if cluster_of.get(s) and cluster_of[s] in seen) / len(tested), 4)
 
 
-def record(root: Path, rows: Sequence[dict], mode: str, state: Path) -> dict:
+def record(root: Path, rows: Sequence[dict], mode: str, state: Path) -> dict | None:
     """Writes :func:`stats` (and ``mode``) into the dataset's ``state`` file (prepare.json) when they changed; with
-    ``warn``, lists the clusters the split cuts in :data:`LISTING` and says so in one warning."""
+    ``warn``, lists the clusters the split cuts in :data:`LISTING` and says so in one warning. Writes nothing
+    when the clusters are unknown (see :func:`shared_share`)."""
+    if not rows or COLUMN not in rows[0]:
+        return None
     info = {**stats(rows), "mode": mode}
     try:
         data = json.loads(state.read_text())

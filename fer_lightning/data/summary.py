@@ -39,8 +39,13 @@ def unpaired_message(manifest: Path, rows: list[dict]) -> str:
     )
 
 
-def near_duplicate_line(info: dict) -> str:
+def near_duplicate_line(info: dict | None) -> str:
     """The summary's line on near-duplicates (prepare.json's ``near_duplicates``)."""
+    if not info:
+        return (
+            "near-duplicates: not checked (dataset.split.near_duplicates=off kept a manifest prepared before the "
+            "check); group or warn checks them"
+        )
     found = (
         f"{info['clusters']} cluster(s) holding {info['samples_in_clusters']} samples ({100 * info['share']:.1f} %), "
         f"the largest {info['largest']}"
@@ -135,8 +140,7 @@ def print_summary(root: Path, name: str, classes: list[str] | None = None, conso
             soft_wrap=True,
             markup=False,
         )
-    if info["near_duplicates"]:
-        console.print(near_duplicate_line(info["near_duplicates"]), soft_wrap=True, markup=False)
+    console.print(near_duplicate_line(info["near_duplicates"]), soft_wrap=True, markup=False)
     if info["warnings"]:  # each was logged when the dataset was checked
         console.print(f"warnings: {len(info['warnings'])} (logged above, kept in {root / STATE})", soft_wrap=True)
     return info
