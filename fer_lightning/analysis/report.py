@@ -65,7 +65,8 @@ def near_duplicate_note(runs: list[dict]) -> str | None:
         )
     if not parts:
         return None
-    return "; ".join(parts) + "; dataset.split.near_duplicates=group keeps each cluster in one split (docs/datasets.md)"
+    fix = "dataset.split.near_duplicates=group keeps each cluster in one split (docs/near-duplicates.md)"
+    return "; ".join([*parts, fix])
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -10,7 +10,7 @@ are near-duplicates when 1 - r is at most :data:`THRESHOLD` (1 %) of the camera'
 images, so that the rule means the same for aligned thermal faces, which all look alike, as for varied photos. A
 nearly flat image (a black frame) matches nothing: it has no content to compare. Two samples are near-duplicates
 when either camera's images are; the clusters are the connected components of that relation.
-docs/datasets.md gives the threshold's measured margin.
+docs/near-duplicates.md gives the threshold's measured margin.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ _CACHE_VERSION = 1
 SIDE = 48
 SHIFT = 1
 # shifts are tried in quarter pixels: in half pixels, copies of smooth (thermal) faces a quarter pixel apart came out
-# as far apart as two people (docs/datasets.md)
+# as far apart as two people (docs/near-duplicates.md)
 SUBPIXEL = 4
 BLUR = 1.0
 # A pair of one camera's images is a near-duplicate when its dissimilarity (1 - correlation) is at most this share
@@ -53,7 +53,8 @@ BLUR = 1.0
 THRESHOLD = 0.01
 # The first pass over every pair (8 x 8 block means, no shift) keeps each image's NEIGHBOURS nearest images and
 # any within COARSE_THRESHOLD of its own median distance; only those pairs are compared in full. It kept every
-# synthetic near-duplicate pair measured (docs/datasets.md); a longer run of frames is linked through its members.
+# synthetic near-duplicate pair measured (docs/near-duplicates.md); a longer run of frames is linked through its
+# members.
 COARSE = 8
 COARSE_THRESHOLD = 0.2
 NEIGHBOURS = 8

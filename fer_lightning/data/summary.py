@@ -58,7 +58,7 @@ def near_duplicate_line(info: dict | None) -> str:
         "off": "not used by the split",
     }.get(info.get("mode"), "")
     return (
-        f"near-duplicates: {found}; threshold {info['threshold']:g} (docs/datasets.md); "
+        f"near-duplicates: {found}; threshold {info['threshold']:g} (docs/near-duplicates.md); "
         f"dataset.split.near_duplicates={info.get('mode')}: {mode}"
     )
 

@@ -224,5 +224,5 @@ def near_duplicate_warning(results: dict) -> str | None:
         f"{round(share * n)} of the {n} {split} samples ({100 * share:.1f} %) have a near-duplicate in the "
         f"{trained_on} the model learned from (near_duplicate_test_share={share:g}), so the {split} metrics "
         "overstate it; a split drawn with dataset.split.near_duplicates=group keeps each cluster in one split "
-        "(docs/datasets.md)"
+        "(docs/near-duplicates.md)"
     )
