@@ -94,6 +94,19 @@ def test_the_threshold_separates_copies_from_other_faces_with_a_margin(tmp_path)
     assert len(members) == n // 2
 
 
+def test_the_knob_adds_copies_and_leaves_the_samples_as_they_were(tmp_path):
+    plain = generate(tmp_path / "plain", n_subjects=2, samples_per_class=2, image_size=32)
+    half = generate(
+        tmp_path / "half", n_subjects=2, samples_per_class=2, image_size=32, difficulty={"near_duplicates": 0.5}
+    )
+    copies = [r for r in half if "_copy" in r["sample_id"]]
+    assert 0 < len(copies) < len(plain) and all(r["sample_id"].endswith("_copy1") for r in copies)
+    assert [r for r in half if "_copy" not in r["sample_id"]] == plain
+    for r in plain:
+        for camera in ("visible", "infrared"):
+            assert (tmp_path / "half" / r[camera]).read_bytes() == (tmp_path / "plain" / r[camera]).read_bytes()
+
+
 def test_faces_without_copies_have_no_near_duplicates(tmp_path):
     rows = generate(tmp_path, n_subjects=6, samples_per_class=3, image_size=40)
     assert nd.clusters(tmp_path, rows) == [""] * len(rows)
