@@ -46,6 +46,29 @@ def find_results(root: Path, include_evaluations: bool = False) -> tuple[list[di
     return runs, notes
 
 
+def near_duplicate_note(runs: list[dict]) -> str | None:
+    """One line naming the runs whose test samples have near-duplicates in their training data (their accuracy is
+    inflated), and those written before near-duplicates were checked (unknown); None when neither."""
+    shared = [r for r in runs if r.get("near_duplicate_test_share")]
+    unknown = [r for r in runs if r.get("near_duplicate_test_share") is None]
+    parts = []
+    if shared:
+        worst = max(shared, key=lambda r: r["near_duplicate_test_share"])
+        parts.append(
+            f"{len(shared)} run(s) tested samples with a near-duplicate in their training data, so their metrics are "
+            f"inflated (near_duplicate_test_share up to {worst['near_duplicate_test_share']:g}: {worst['_path']})"
+        )
+    if unknown:
+        parts.append(
+            f"{len(unknown)} run(s) have no near_duplicate_test_share (written before the near-duplicate check, e.g. "
+            f"{unknown[0]['_path']}): evaluate their checkpoints again to know"
+        )
+    if not parts:
+        return None
+    fix = "dataset.split.near_duplicates=group keeps each cluster in one split (docs/near-duplicates.md)"
+    return "; ".join([*parts, fix])
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation of the values present; nan where there are too few."""
     values = [v for v in values if v is not None and not math.isnan(v)]
@@ -143,6 +166,10 @@ def report(root: Path, include_evaluations: bool = False) -> tuple[str, list[dic
         f"\n{len(runs)} run(s) under {root}. Mean ± standard deviation over runs (seeds/folds); test n is the "
         "mean test-set size per run. Study accuracy: Naseem et al. 2025.\n"
     )
+    warning = near_duplicate_note(runs)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+        note += f"\nWarning: {warning}\n"
     atomic_write_text(root / "report.md", text + note)
     atomic_write_text(root / "report.csv", to_csv(rows))
     print(text, end="")

@@ -9,6 +9,7 @@ decodes nothing and rewrites nothing when nothing changed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -98,6 +99,9 @@ def build(root: Path, sources: Sources, options: ImageOptions) -> None:
     changed = _write_manifest_if_changed(root / MANIFEST, rows)
     _write_rejected(root, rejected)
     state = {"source": sources.description, "options": options.to_json(), "warnings": warnings}
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        # the near-duplicate counts, written after the split (the samples they count are unchanged here)
+        state["near_duplicates"] = json.loads((root / STATE).read_text())["near_duplicates"]
     _write_if_changed(root / STATE, json.dumps(state, indent=2) + "\n")
     if changed or not (root / CONTACT_SHEET).is_file():
         contact_sheet(root, rows, root / CONTACT_SHEET)

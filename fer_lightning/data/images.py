@@ -41,8 +41,12 @@ def load_rgb(
     *,
     sixteen_bit: Literal["minmax", "fixed"] = "minmax",
     fixed_range: tuple[float, float] = (0, 65535),
+    draft: int | None = None,
 ) -> np.ndarray:
     """Decode ``path`` to an (H, W, 3) uint8 array with EXIF orientation applied.
+
+    ``draft``: a JPEG is decoded at the smallest of its 1/2, 1/4, 1/8 scales that keeps both sides at least this
+    many pixels (several times faster, for thumbnails); other formats are decoded whole.
 
     Grayscale, palette and CMYK images are converted to RGB. Images with an alpha channel are
     composited on black (transparent pixels become 0), which keeps background pixels at the value
@@ -66,6 +70,8 @@ def load_rgb(
             # A decompression-bomb warning would otherwise be printed once per huge file.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                if draft:
+                    img.draft(None, (draft, draft))
                 # Image.open is lazy: only load() decodes the pixels and detects truncation.
                 img.load()
                 return _to_rgb_array(img, sixteen_bit, (float(lo), float(hi)))

@@ -1,8 +1,10 @@
 """The prepared-dataset manifest: one row per sample, persisted splits, leakage check.
 
 ``<data_dir>/<dataset>/manifest.csv`` has the columns of the README's schema section (``sample_id, label,
-visible, infrared, subject, split``) plus ``fold`` (k-fold index over train+val, empty when unused) and the SHA-1
-of each image file (used by the leakage check and as cache keys). Image paths are relative to the manifest.
+visible, infrared, subject, split``) plus ``fold`` (k-fold index over train+val, empty when unused),
+``near_duplicate_group`` (the sample's near-duplicate cluster, empty when it has none; :mod:`.near_duplicates`)
+and the SHA-1 of each image file (used by the leakage check and as cache keys). Image paths are relative to the
+manifest.
 The split settings that produced the ``split`` column are stored in ``split.json`` beside it, so a run never
 silently gets another test set: new settings re-split, and checkpoints record the manifest hash.
 """
@@ -21,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_lightning.data import near_duplicates
+from fer_lightning.data.near_duplicates import COLUMN as NEAR_DUPLICATE_GROUP
 from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_write_bytes, atomic_write_text, file_sha1
 
@@ -32,6 +36,7 @@ COLUMNS = (
     "subject",
     "split",
     "fold",
+    NEAR_DUPLICATE_GROUP,
     "visible_sha1",
     "infrared_sha1",
 )
@@ -53,16 +58,28 @@ class SplitSpec:
     group_regex: str | None = None
     holdout_regex: str | None = None
     folds: int | None = None
+    # group | warn | off. conf/dataset/_base.yaml sets group; a config without the key was written before
+    # near-duplicates were checked: its run is evaluated on the split it was trained on, with a warning where that
+    # split cuts near-duplicate clusters.
+    near_duplicates: str = "warn"
 
     @classmethod
     def from_config(cls, cfg: dict | None) -> SplitSpec:
         cfg = dict(cfg or {})
         cfg.pop("fold", None)  # which fold to use is a run setting, not part of the persisted split
-        unknown = set(cfg) - {"seed", "ratios", "group_regex", "holdout_regex", "folds"}
+        unknown = set(cfg) - {"seed", "ratios", "group_regex", "holdout_regex", "folds", "near_duplicates"}
         if unknown:
             raise FERError(
                 f"unknown dataset.split key(s) {sorted(unknown)}: use seed, ratios, group_regex, "
-                "holdout_regex, folds, fold"
+                "holdout_regex, folds, fold, near_duplicates"
+            )
+        mode = cfg.get("near_duplicates", cls.near_duplicates)
+        if mode is False:  # YAML 1.1 reads an unquoted off as false
+            mode = cfg["near_duplicates"] = "off"
+        if mode not in near_duplicates.MODES:
+            raise FERError(
+                f"dataset.split.near_duplicates={mode!r}: use group (near-duplicate clusters stay in one split), "
+                "warn (list the clusters a split cuts) or off"
             )
         if "ratios" in cfg:
             cfg["ratios"] = tuple(float(r) for r in cfg["ratios"])
@@ -88,8 +105,13 @@ class SplitSpec:
         return spec
 
     def to_json(self) -> dict:
+        """The settings that drew the split. warn and off draw it as it was drawn before near-duplicates were
+        checked, so they record what such datasets recorded, and their manifests are reused as they are."""
         d = asdict(self)
         d["ratios"] = list(self.ratios)
+        if d.pop("near_duplicates") == "group":
+            d["near_duplicates"] = "group"
+            d["near_duplicate_threshold"] = near_duplicates.THRESHOLD
         return d
 
 
@@ -197,6 +219,7 @@ def assign_splits(rows: list[dict], spec: SplitSpec) -> list[dict]:
     out = [dict(r, split="", fold="") for r in rows]
     labels = [r["label"] for r in out]
     pool = list(range(len(out)))
+    group_clusters = spec.near_duplicates == "group"
     if spec.holdout_regex:
         hold = re.compile(spec.holdout_regex)
         test = {i for i in pool if hold.search(_sample_name(out[i]))}
@@ -206,6 +229,9 @@ def assign_splits(rows: list[dict], spec: SplitSpec) -> list[dict]:
                 "sample's file names (data/<dataset>/manifest.csv lists them): quote a pattern that matches the "
                 "test files, e.g. 'dataset.split.holdout_regex=\"^s0[1-3]_\"'"
             )
+        if group_clusters:  # the near-duplicates of a held-out file are held out with it
+            held = {out[i].get(NEAR_DUPLICATE_GROUP) for i in test} - {None, ""}
+            test |= {i for i in pool if out[i].get(NEAR_DUPLICATE_GROUP) in held}
         for i in test:
             out[i]["split"] = "test"
         pool = [i for i in pool if i not in test]
@@ -215,6 +241,8 @@ def assign_splits(rows: list[dict], spec: SplitSpec) -> list[dict]:
     groups: dict[str, list[int]] = defaultdict(list)
     for i in pool:
         groups[_group_of(out[i], group_re)].append(i)
+    if group_clusters:
+        groups = _join_clusters(groups, out)
     total = sum(ratios)
     assignment = _assign_groups(groups, labels, names, [r / total for r in ratios], rng)
     for g, members in groups.items():
@@ -226,6 +254,30 @@ def assign_splits(rows: list[dict], spec: SplitSpec) -> list[dict]:
         for r in out:
             r["subject"] = _match_group(r, group_re) or r.get("subject") or ""
     return out
+
+
+def _join_clusters(groups: dict[str, list[int]], rows: list[dict]) -> dict[str, list[int]]:
+    """The groups with those a near-duplicate cluster spans joined into one, under the smallest of their keys, so
+    that a dataset without near-duplicates keeps exactly the groups (and the split) it had."""
+    parent = {g: g for g in groups}
+
+    def root(g: str) -> str:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    first: dict[str, str] = {}  # cluster -> a group holding one of its samples
+    for g, members in groups.items():
+        for i in members:
+            cluster = rows[i].get(NEAR_DUPLICATE_GROUP)
+            if cluster:
+                a, b = root(first.setdefault(cluster, g)), root(g)
+                parent[max(a, b)] = min(a, b)
+    joined: dict[str, list[int]] = defaultdict(list)
+    for g, members in groups.items():
+        joined[root(g)].extend(members)
+    return joined
 
 
 def _assign_folds(
@@ -259,11 +311,24 @@ def check_splits(rows: list[dict], spec: SplitSpec) -> None:
         )
     if empty or missing:
         problem = f"leaves the {'/'.join(empty)} split empty" if empty else f"leaves class(es) {missing} out of train"
+        joined = ""
+        if spec.near_duplicates == "group" and any(r.get(NEAR_DUPLICATE_GROUP) for r in rows):
+            info = near_duplicates.stats(rows)
+            joined = (
+                f" (dataset.split.near_duplicates=group also keeps {info['clusters']} near-duplicate cluster(s) of "
+                f"{info['samples_in_clusters']} samples whole; near_duplicates=warn splits them)"
+            )
         if spec.group_regex:
             found = len({_match_group(r, re.compile(spec.group_regex)) for r in rows})
             raise FERError(
                 f"dataset.split.group_regex={spec.group_regex!r} finds {found} group(s) in {n} samples, which "
-                f"{problem}; use a pattern that captures the subject, or set it to null"
+                f"{problem}{joined}; use a pattern that captures the subject, or set it to null"
+            )
+        if joined:
+            raise FERError(
+                f"dataset.split.near_duplicates=group keeps {n} samples in {_group_count(rows)} groups of "
+                f"near-duplicates, which {problem}; set dataset.split.near_duplicates=warn to split the clusters "
+                "and list them, or add samples"
             )
         short = empty or ["train"]
         unshared = [s for s in short if not dict(zip(SPLITS, spec.ratios, strict=True))[s] > 0]
@@ -280,6 +345,10 @@ def check_splits(rows: list[dict], spec: SplitSpec) -> None:
                 f"dataset.split.folds={spec.folds}: the train+val samples form only {len(used)} non-empty "
                 "fold(s); use fewer folds"
             )
+
+
+def _group_count(rows: list[dict]) -> int:
+    return len({r.get(NEAR_DUPLICATE_GROUP) or f"sample {r['sample_id']}" for r in rows})
 
 
 def apply_fold(rows: list[dict], folds: int | None, fold: int | None) -> list[dict]:
@@ -319,22 +388,36 @@ def split_state(manifest_dir: Path) -> dict | None:
 
 
 def _draw_splits(manifest_dir: Path, rows: list[dict], spec: SplitSpec) -> list[dict]:
-    """``rows`` split by ``spec``, checked (trainable, no leakage); reads image files only to hash them."""
-    rows = assign_splits(rows, spec)
-    check_splits(rows, spec)
+    """``rows`` split by ``spec`` with their near-duplicate clusters, checked (trainable, no leakage); reads image
+    files only to hash them."""
     for r in rows:
         for mod in ("visible", "infrared"):
             if r[mod] and not r.get(f"{mod}_sha1"):
                 r[f"{mod}_sha1"] = file_sha1(manifest_dir / r[mod])
+    rows = assign_splits(near_duplicates.with_clusters(manifest_dir, rows), spec)
+    check_splits(rows, spec)
     check_leakage(rows)
     return rows
 
 
 def _prepared(manifest_dir: Path, spec: SplitSpec) -> tuple[list[dict], dict | None, bool]:
-    """The manifest's rows, the settings in split.json, and whether those rows are split as ``spec`` says."""
+    """The manifest's rows, the settings in split.json, and whether those rows are split as ``spec`` says.
+
+    Under ``group`` a manifest written before near-duplicates were checked is not current: its split may cut
+    clusters."""
     rows = read_manifest(manifest_dir / MANIFEST, allow_unsplit=True)
     state = split_state(manifest_dir)
-    return rows, state, state == spec.to_json() and all(r["split"] for r in rows)
+    have_clusters = bool(rows) and NEAR_DUPLICATE_GROUP in rows[0]
+    current = state == spec.to_json() and all(r["split"] for r in rows)
+    return rows, state, current and (have_clusters or spec.near_duplicates != "group")
+
+
+def _with_clusters(manifest_dir: Path, rows: list[dict], spec: SplitSpec) -> list[dict]:
+    """The rows with their near-duplicate cluster: from the manifest or, for a manifest written before
+    near-duplicates were checked (kept as it is while its split is reused), computed now; with ``off``, not at all."""
+    if (rows and NEAR_DUPLICATE_GROUP in rows[0]) or spec.near_duplicates == "off":
+        return rows
+    return near_duplicates.with_clusters(manifest_dir, rows)
 
 
 def ensure_splits(manifest_dir: Path, spec: SplitSpec, log=print) -> list[dict]:
@@ -342,7 +425,7 @@ def ensure_splits(manifest_dir: Path, spec: SplitSpec, log=print) -> list[dict]:
     path = manifest_dir / MANIFEST
     rows, state, current = _prepared(manifest_dir, spec)
     if current:
-        return rows
+        return _with_clusters(manifest_dir, rows, spec)
     rows = _draw_splits(manifest_dir, rows, spec)
     if state is not None:
         log(f"split settings changed ({state} -> {spec.to_json()}): re-drawing the splits of {path}")
@@ -368,6 +451,7 @@ def read_splits(manifest_dir: Path, spec: SplitSpec) -> ReadSplit:
     split leaves another user's prepared split as it is."""
     rows, state, current = _prepared(manifest_dir, spec)
     if current:
+        rows = _with_clusters(manifest_dir, rows, spec)
         return ReadSplit(rows, file_sha1(manifest_dir / MANIFEST), "prepared", state)
     rows = _draw_splits(manifest_dir, rows, spec)
     return ReadSplit(rows, hashlib.sha1(manifest_bytes(rows)).hexdigest(), "recomputed", state)

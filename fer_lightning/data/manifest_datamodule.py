@@ -18,6 +18,8 @@ import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader
 
+from fer_lightning.data import near_duplicates
+from fer_lightning.data.build import STATE
 from fer_lightning.data.cache import auto_size, cache_images, source_side, stored_size
 from fer_lightning.data.datasets import (
     FERDataset,
@@ -188,7 +190,8 @@ class ManifestDataModule(L.LightningDataModule):
         with self._lock():
             remove_stale_temporaries(self.root)  # left by a killed prepare (e.g. the contact sheet's)
             self.build_dataset()
-            ensure_splits(self.root, self.split_spec, log=log.warning)
+            rows = ensure_splits(self.root, self.split_spec, log=log.warning)
+            near_duplicates.record(self.root, rows, self.split_spec.near_duplicates, self.root / STATE)
 
     def setup(self, stage: str | None = None) -> None:
         rows = self._read_splits()

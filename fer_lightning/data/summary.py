@@ -12,6 +12,7 @@ from rich.table import Table
 
 from fer_lightning.data.build import STATE
 from fer_lightning.data.manifest import MANIFEST, REJECTED, SPLITS, read_manifest
+from fer_lightning.data.near_duplicates import LISTING
 from fer_lightning.modalities import MODALITIES
 
 
@@ -36,6 +37,30 @@ def unpaired_message(manifest: Path, rows: list[dict]) -> str:
         f"{manifest}: modality=fusion needs every image paired, but some have no partner: "
         f"{'; '.join(parts)}; "
         "add the missing files and prepare again, or train with modality=visible or modality=infrared"
+    )
+
+
+def near_duplicate_line(info: dict | None) -> str:
+    """The summary's line on near-duplicates (prepare.json's ``near_duplicates``)."""
+    if not info:
+        return (
+            "near-duplicates: not checked (dataset.split.near_duplicates=off kept a manifest prepared before the "
+            "check); group or warn checks them"
+        )
+    found = (
+        f"{info['clusters']} cluster(s) holding {info['samples_in_clusters']} samples ({100 * info['share']:.1f} %), "
+        f"the largest {info['largest']}"
+        if info["clusters"]
+        else "none"
+    )
+    mode = {
+        "group": "each cluster stays in one split",
+        "warn": f"the split may cut clusters (listed in {LISTING} when it does)",
+        "off": "not used by the split",
+    }.get(info.get("mode"), "")
+    return (
+        f"near-duplicates: {found}; threshold {info['threshold']:g} (docs/near-duplicates.md); "
+        f"dataset.split.near_duplicates={info.get('mode')}: {mode}"
     )
 
 
@@ -74,6 +99,7 @@ def summary(root: Path, classes: list[str] | None = None) -> dict:
         "single_modality": single,
         "warnings": state.get("warnings", []),
         "source": state.get("source", ""),
+        "near_duplicates": state.get("near_duplicates"),
     }
 
 
@@ -115,6 +141,7 @@ def print_summary(root: Path, name: str, classes: list[str] | None = None, conso
             soft_wrap=True,
             markup=False,
         )
+    console.print(near_duplicate_line(info["near_duplicates"]), soft_wrap=True, markup=False)
     if info["warnings"]:  # each was logged when the dataset was checked
         console.print(f"warnings: {len(info['warnings'])} (logged above, kept in {root / STATE})", soft_wrap=True)
     return info

@@ -23,6 +23,7 @@ from fer_lightning import calibration
 from fer_lightning.budget import Budget, apply_budget
 from fer_lightning.checkpointing import PREEMPTED
 from fer_lightning.data.manifest_datamodule import ManifestDataModule
+from fer_lightning.data.near_duplicates import shared_share
 from fer_lightning.errors import FERError
 from fer_lightning.loggers import log_evaluation, log_results
 from fer_lightning.runs import calibrate
@@ -286,6 +287,7 @@ class Run:
         """Writes results.json, predictions.csv and confusion_matrix.png; prints the summary."""
         dm = self.datamodule
         title = f"{dm.name} {dm.modality} {split}"
+        fields = {**fields, "near_duplicate_test_share": shared_share(dm.rows, outcome.sample_ids, split)}
         results, path = write_report(
             self.output_dir, outcome, {**self.header(), **fields}, title=title, conditions=_conditions(dm.root)
         )

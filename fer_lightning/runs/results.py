@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,9 @@ REPORT_FIELDS = {
     # validation split), and ``calibration``: the fit and the tested split's ECE before and after it
     "temperature": None,
     "calibration": None,
+    # the share of the tested samples with a near-duplicate in the data the model trained on (train, and val for
+    # a test split); None from runs written before near-duplicates were checked
+    "near_duplicate_test_share": None,
 }
 
 
@@ -222,5 +226,24 @@ def print_summary(results: dict, path: Path | None = None, console: Console | No
     for name, m in test["per_class"].items():
         per_class.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
     console.print(per_class)
+    warning = near_duplicate_warning(results)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     if path is not None:
         console.print(f"results: {path}")
+
+
+def near_duplicate_warning(results: dict) -> str | None:
+    """One line when the tested samples have near-duplicates in the run's training data, else None."""
+    share = results.get("near_duplicate_test_share")
+    if not share:
+        return None
+    split = results.get("split", "test")
+    n = results["test"]["n"]
+    trained_on = "train split" if split == "val" else "train and val splits"
+    return (
+        f"{round(share * n)} of the {n} {split} samples ({100 * share:.1f} %) have a near-duplicate in the "
+        f"{trained_on} the model learned from (near_duplicate_test_share={share:g}), so the {split} metrics "
+        "overstate it; a split drawn with dataset.split.near_duplicates=group keeps each cluster in one split "
+        "(docs/near-duplicates.md)"
+    )

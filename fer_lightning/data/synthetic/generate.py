@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from fer_lightning.data.contact_sheet import contact_sheet
 from fer_lightning.data.manifest import CONTACT_SHEET, MANIFEST, REJECTED, rejected_text, write_manifest
@@ -63,6 +64,23 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def near_duplicate(rng: np.random.Generator, *images: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Near-identical copies of a sample's images, as the next video frame gives: all moved by one small shift
+    (up to 1 % of the side and at least a pixel each way, in fractions of a pixel; edges repeated), each with its
+    own sensor noise (2 levels) and JPEG re-encoding (quality 70-95)."""
+    reach = max(1.0, 0.01 * images[0].shape[0])
+    dy, dx = rng.uniform(-reach, reach, size=2)
+    out = []
+    for image in images:
+        moved = ndimage.shift(image.astype(np.float64), (dy, dx, 0), order=1, mode="nearest")
+        noisy = np.clip(np.rint(moved + rng.normal(0.0, 2.0, moved.shape)), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(noisy).save(buf, format="JPEG", quality=int(rng.integers(70, 96)))
+        with Image.open(buf) as img:
+            out.append(np.asarray(img.convert("RGB")))
+    return tuple(out)
+
+
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -85,8 +103,9 @@ def generate(
     (posix paths relative to ``out_dir``) and ``subject`` (``s007``, 0-based). ``samples_per_class`` is
     per subject. ``conditions.csv`` records each sample's expression intensity and which failure, if any,
     it drew (``visible_condition``: dark / glare / shadow; ``occluder``; ``infrared_condition``: hot_object /
-    defocus / stripes / drift). Every sample draws from its own generator seeded by (seed, subject, class, index), so
-    output is byte-identical for the same arguments and independent of generation order.
+    defocus / stripes / drift). The ``near_duplicates`` knob adds copies of a sample (``s007_Happy_03_copy1``, same
+    label, subject and conditions). Every sample draws from its own generator seeded by (seed, subject, class,
+    index), so output is byte-identical for the same arguments and independent of generation order.
     """
     n_subjects = _positive_int("n_subjects", n_subjects)
     samples_per_class = _positive_int("samples_per_class", samples_per_class)
@@ -101,6 +120,28 @@ def generate(
             (out / modality / cls).mkdir(parents=True, exist_ok=True)
     sw, kw = max(3, len(str(n_subjects - 1))), max(2, len(str(samples_per_class - 1)))
     rows, conditions = [], []
+
+    def write(sample_id: str, cls: str, subject_id: str, visible: np.ndarray, infrared: np.ndarray, scene: Scene):
+        row = {
+            "sample_id": sample_id,
+            "label": cls,
+            "visible": f"visible/{cls}/{sample_id}.png",
+            "infrared": f"infrared/{cls}/{sample_id}.png",
+            "subject": subject_id,
+        }
+        _write_png(out / row["visible"], visible)
+        _write_png(out / row["infrared"], infrared)
+        rows.append(row)
+        conditions.append(
+            {
+                "sample_id": sample_id,
+                "intensity": f"{scene.intensity:.3f}",
+                "visible_condition": scene.bad_light or "",
+                "occluder": scene.occluder_kind or "",
+                "infrared_condition": scene.ir_artifact or "",
+            }
+        )
+
     for s in range(n_subjects):
         subject_rng = np.random.default_rng(np.random.SeedSequence([seed, 0, s]))
         subject = Subject.sample(subject_rng, knobs.identity_spread)
@@ -110,25 +151,14 @@ def generate(
                 rng = np.random.default_rng(np.random.SeedSequence([seed, 1, s, c, k]))
                 visible, infrared, scene = render_sample(rng, subject, cls, image_size, palette, knobs)
                 sample_id = f"{subject_id}_{cls}_{k:0{kw}d}"
-                row = {
-                    "sample_id": sample_id,
-                    "label": cls,
-                    "visible": f"visible/{cls}/{sample_id}.png",
-                    "infrared": f"infrared/{cls}/{sample_id}.png",
-                    "subject": subject_id,
-                }
-                _write_png(out / row["visible"], visible)
-                _write_png(out / row["infrared"], infrared)
-                rows.append(row)
-                conditions.append(
-                    {
-                        "sample_id": sample_id,
-                        "intensity": f"{scene.intensity:.3f}",
-                        "visible_condition": scene.bad_light or "",
-                        "occluder": scene.occluder_kind or "",
-                        "infrared_condition": scene.ir_artifact or "",
-                    }
-                )
+                write(sample_id, cls, subject_id, visible, infrared, scene)
+                if knobs.near_duplicates:
+                    copy_rng = np.random.default_rng(np.random.SeedSequence([seed, 2, s, c, k]))
+                    copies = int(knobs.near_duplicates)
+                    copies += int(copy_rng.random() < knobs.near_duplicates - copies)
+                    for j in range(1, copies + 1):
+                        v, i = near_duplicate(copy_rng, visible, infrared)
+                        write(f"{sample_id}_copy{j}", cls, subject_id, v, i, scene)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(conditions[0]), lineterminator="\n")
     writer.writeheader()

@@ -32,6 +32,10 @@ class Knobs:
     # shows a neutral face, so the infrared modality carries no label (for the uninformative-modality test)
     ir_expression: float = 1.0
     disjoint_failures: bool = True
+    # near-identical copies written beside each sample, as video frames and burst shots give (a small shift of
+    # both cameras, sensor noise and a JPEG re-encoding of the sample): 2 writes two copies of every sample, 0.5
+    # one copy of half of them. The copies are drawn after the sample, so its own pixels do not change.
+    near_duplicates: float = 0.0
 
     @classmethod
     def from_difficulty(cls, difficulty: str | Mapping[str, Any] | Knobs) -> Knobs:
@@ -77,6 +81,7 @@ class Knobs:
             "ir_noise",
             "ir_cue_strength",
             "ir_misalign",
+            "near_duplicates",
         ):
             need(getattr(self, key) >= 0.0, key, "must be >= 0")
         need(0.0 <= self.identity_spread <= 1.0, "identity_spread", "must be in [0, 1]")
