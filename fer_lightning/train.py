@@ -22,7 +22,7 @@ def train(cfg: DictConfig) -> dict:
 
 def run(cfg: DictConfig) -> float | None:
     """Trains, always closing wandb; returns the best validation accuracy for sweepers."""
-    quiet_libraries()
+    quiet_libraries(bool(cfg.get("verbose", False)))
     try:
         results = train(cfg)
     except BaseException:
@@ -42,10 +42,15 @@ def main(cfg: DictConfig) -> float | None:
     return report_errors(run)(cfg)
 
 
+def cli() -> None:
+    """The console script ``fer-train``: the same as ``python -m fer_lightning.train``."""
+    hydra_entry(main)
+
+
 if __name__ == "__main__":
     # Launchers that pickle the task (joblib, submitit) pickle functions of __main__ by value, with every global
     # they reach, and some of those cannot be pickled; the importable module's run() goes by reference.
     from fer_lightning import train as _importable
 
     run = _importable.run
-    hydra_entry(main)
+    cli()
