@@ -9,7 +9,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from fer_lightning import resolvers  # noqa: F401  (registers the config resolvers)
-from fer_lightning.app import hydra_entry, quiet_libraries, report_errors
+from fer_lightning.app import CONF_DIR, hydra_entry, quiet_libraries, report_errors
 from fer_lightning.loggers import finish_wandb
 from fer_lightning.runs import train_and_test
 
@@ -33,7 +33,9 @@ def run(cfg: DictConfig) -> float | None:
     return None if value is None or np.isnan(value) else value
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+# an absolute path: Hydra reads a relative one against the package when main's module is not __main__ (the
+# console script fer-train), and would look for a package named conf
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     # In a multirun a failing job must fail alone: an exception lets Hydra record it and run the other jobs
     # (fer_lightning.sweep.SweepSummary reports it); report_errors' sys.exit(2) would end the whole sweep.
