@@ -196,6 +196,11 @@ class AtomicModelCheckpoint(ModelCheckpoint):
             if path not in keep:
                 super()._remove_checkpoint(trainer, path)
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning writes last.ckpt here even under fast_dev_run (debug=fast): a smoke run with nothing to resume
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)
+
     def keep_tested_only(self, trainer: L.Trainer, tested: str | None) -> list[str]:
         """``keep=tested``: deletes this run's checkpoint files other than ``tested`` (call it once the run's
         results are written); returns the paths deleted."""
