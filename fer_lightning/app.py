@@ -58,7 +58,7 @@ def command(config_name: str, run: Callable[[DictConfig], object], setup: Callab
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
     @report_errors
     def main(cfg: DictConfig) -> None:
-        quiet_libraries()
+        quiet_libraries(bool(cfg.get("verbose", False)))
         if setup is not None:
             setup()
         run(cfg)
@@ -91,6 +91,20 @@ def hydra_error_line(exc: Exception) -> str:
     return text
 
 
+def console_entry(
+    main: Callable[[], object], argv: Callable[[list[str]], list[str]] | None = None
+) -> Callable[[], None]:
+    """What the console script ``fer-<command>`` calls: :func:`hydra_entry` on the command's ``main``, exactly what
+    ``python -m fer_lightning.<command>`` runs; ``argv`` rewrites the command line first."""
+
+    def cli() -> None:
+        if argv is not None:
+            sys.argv = argv(sys.argv)
+        hydra_entry(main)
+
+    return cli
+
+
 def hydra_entry(main: Callable[[], object]) -> None:
     """Runs a ``@hydra.main`` function so that Hydra's own errors end as one ``error:`` line, exit 2.
 
@@ -113,9 +127,18 @@ def hydra_entry(main: Callable[[], object]) -> None:
         raise
 
 
-def quiet_libraries() -> None:
-    """Silences advice that does not apply to this project's runs (e.g. worker counts on tiny CPU datasets)."""
+# Lightning's info lines (devices found, model summary decisions, "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES") come from
+# these loggers; they are shown only with verbose=true.
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Silences advice that does not apply to this project's runs (e.g. worker counts on tiny CPU datasets) and,
+    unless ``verbose``, Lightning's info lines (wandb's are silenced by :func:`fer_lightning.loggers.wandb_logger`).
+    """
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*`isinstance.*treespec.*")
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    level = logging.INFO if verbose else logging.WARNING
+    for name in LIGHTNING_LOGGERS:
+        logging.getLogger(name).setLevel(level)

@@ -38,6 +38,8 @@ TIE_METRICS = {"val_loss": "val/loss"}
 TIE_RULES = ("earlier", "later", *TIE_METRICS)
 # which weights a training run tests: the best-validation checkpoint, or the last one
 TEST_CHECKPOINTS = ("best", "last")
+# which checkpoint files a finished, tested run keeps: every one, or only the one it tested
+KEEP = ("all", "tested")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -86,6 +88,10 @@ class AtomicModelCheckpoint(ModelCheckpoint):
       file is saved (Lightning's rule), so a killed run loses at most that many epochs.
     - Checkpoints superseded by a better one are deleted only after ``last.ckpt`` is written, so the best path
       recorded in ``last.ckpt`` still exists whenever the run is killed.
+    - ``keep``: ``all`` keeps ``last.ckpt`` and the best-validation file; ``tested`` deletes, once the run has been
+      tested and its results.json written (:meth:`keep_tested_only`), the one it did not test. With
+      ``test_checkpoint=best`` that is ``last.ckpt``: the finished run can then not be resumed or trained further.
+      A run stopped before its test (killed, preempted) keeps both.
     """
 
     def __init__(
@@ -94,9 +100,12 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         last_every_n_epochs: int = 1,
         tie_break: str = "earlier",
         test_checkpoint: str = "best",
+        keep: str = "all",
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        if keep not in KEEP:
+            raise FERError(f"callbacks.model_checkpoint.keep={keep!r}: use one of {', '.join(KEEP)}")
         if tie_break not in TIE_RULES:
             raise FERError(f"callbacks.model_checkpoint.tie_break={tie_break!r}: use one of {', '.join(TIE_RULES)}")
         if test_checkpoint not in TEST_CHECKPOINTS:
@@ -110,6 +119,7 @@ class AtomicModelCheckpoint(ModelCheckpoint):
             )
         self.tie_break = tie_break
         self.test_checkpoint = test_checkpoint
+        self.keep = keep
         self.last_every_n_epochs = max(1, int(last_every_n_epochs))
         self._pending_removals: list[str] = []
         # checkpoint path -> its tie metric (val_loss rule), kept for the checkpoints in best_k_models
@@ -185,6 +195,24 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         for path in pending:
             if path not in keep:
                 super()._remove_checkpoint(trainer, path)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning writes last.ckpt here even under fast_dev_run (debug=fast): a smoke run with nothing to resume
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)
+
+    def keep_tested_only(self, trainer: L.Trainer, tested: str | None) -> list[str]:
+        """``keep=tested``: deletes this run's checkpoint files other than ``tested`` (call it once the run's
+        results are written); returns the paths deleted."""
+        if self.keep != "tested" or not tested or not trainer.is_global_zero:
+            return []
+        written = {self.best_model_path, self.last_model_path, *self.best_k_models} - {"", tested}
+        removed = [p for p in sorted(written) if Path(p).is_file() and Path(p).resolve() != Path(tested).resolve()]
+        for path in removed:
+            Path(path).unlink()
+        if removed:
+            log.info("keep=tested: deleted %s (tested: %s)", ", ".join(Path(p).name for p in removed), tested)
+        return removed
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)

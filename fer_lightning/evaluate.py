@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from fer_lightning.app import command, hydra_entry
+from fer_lightning.app import command, console_entry
 from fer_lightning.runs import evaluate_checkpoint, load_run_checkpoint
 from fer_lightning.runs.config import evaluation_config
 
@@ -24,7 +24,8 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 main = command("eval", evaluate)
+cli = console_entry(main)
 
 
 if __name__ == "__main__":
-    hydra_entry(main)
+    cli()

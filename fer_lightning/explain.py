@@ -9,10 +9,11 @@ resized to the input image and overlaid on it.
 from __future__ import annotations
 
 from fer_lightning.analysis.cam import explain
-from fer_lightning.app import command, hydra_entry
+from fer_lightning.app import command, console_entry
 
 main = command("explain", explain)
+cli = console_entry(main)
 
 
 if __name__ == "__main__":
-    hydra_entry(main)
+    cli()

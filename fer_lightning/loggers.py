@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import netrc
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def wandb_logger(
     dataset: str = "",
     modality: str = "",
     run_hydra: DictConfig | dict | None = None,
+    verbose: bool = False,
     **kwargs,
 ) -> WandbLogger:
     """A WandbLogger; ``offline=None`` means offline unless WANDB_MODE=online or a wandb login exists.
@@ -66,6 +68,7 @@ def wandb_logger(
         group: the wandb group; None: the multirun dir name, or ``<experiment>-<dataset>-<modality>``.
         tags: extra tags; the dataset, the modality and the experiment are added.
         run_hydra: the Hydra config of the run being logged (default: this process's), for the group and tags.
+        verbose: let wandb print its own lines; False: silent (``settings.silent``).
         kwargs: the rest goes to ``wandb.init`` through WandbLogger (project, name, job_type, config, ...).
     """
     if offline is None:
@@ -79,7 +82,12 @@ def wandb_logger(
     if isinstance(kwargs.get("config"), DictConfig):
         kwargs["config"] = OmegaConf.to_container(kwargs["config"], resolve=True)
     os.makedirs(kwargs.get("save_dir") or ".", exist_ok=True)
-    return WandbLogger(offline=offline, group=group, tags=tags, **kwargs)
+    settings = dict(kwargs.pop("settings", None) or {})
+    settings.setdefault("silent", not verbose)
+    logger = WandbLogger(offline=offline, group=group, tags=tags, settings=settings, **kwargs)
+    # WandbLogger always passes anonymous= to wandb.init, which then warns that the setting has no effect
+    logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def results_summary(results: dict) -> dict[str, float | int]:
@@ -159,7 +167,10 @@ class AppendingCSVLogger(CSVLogger):
             return self._experiment
         path = Path(self.log_dir) / "metrics.csv"
         kept = path.read_text() if path.is_file() else None
-        writer = super().experiment
+        with warnings.catch_warnings():
+            # Lightning's "Previous log files in this directory will be deleted": false here, they are put back
+            warnings.filterwarnings("ignore", "Experiment logs directory .* exists and is not empty")
+            writer = super().experiment
         if kept:  # put back whole, or not at all, if this start is killed too
             atomic_write_text(path, kept)
             writer.metrics_keys = next(csv.reader([kept.splitlines()[0]]))

@@ -7,7 +7,7 @@ import warnings
 
 from omegaconf import DictConfig
 
-from fer_lightning.app import command, hydra_entry
+from fer_lightning.app import command, console_entry
 from fer_lightning.data.summary import print_summary
 from fer_lightning.errors import FERError
 from fer_lightning.runs import build_datamodule
@@ -33,7 +33,8 @@ def _warnings_as_lines() -> None:
 
 
 main = command("prepare", prepare, setup=_warnings_as_lines)
+cli = console_entry(main)
 
 
 if __name__ == "__main__":
-    hydra_entry(main)
+    cli()

@@ -8,11 +8,12 @@ severity (and, for late / gated fusion, with each modality missing). Writes ``ro
 
 from __future__ import annotations
 
-from fer_lightning.app import command, hydra_entry
+from fer_lightning.app import command, console_entry
 from fer_lightning.runs.robustness import robustness_grid
 
 main = command("robustness", robustness_grid)
+cli = console_entry(main)
 
 
 if __name__ == "__main__":
-    hydra_entry(main)
+    cli()

@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from fer_lightning import resolvers  # noqa: F401  (registers the config resolvers)
-from fer_lightning.app import fail, hydra_entry, quiet_libraries, report_errors
+from fer_lightning.app import CONF_DIR, fail, hydra_entry, quiet_libraries, report_errors
 from fer_lightning.errors import FERError
 from fer_lightning.loggers import finish_wandb
 from fer_lightning.runs import train_and_test
@@ -27,7 +27,7 @@ def train(cfg: DictConfig) -> dict | None:
 
 def run(cfg: DictConfig) -> float | None:
     """Trains, always closing wandb; returns the best validation accuracy for sweepers."""
-    quiet_libraries()
+    quiet_libraries(bool(cfg.get("verbose", False)))
     publish_run_dir()
     try:
         with job_environment():
@@ -42,7 +42,9 @@ def run(cfg: DictConfig) -> float | None:
     return None if value is None or np.isnan(value) else value
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+# an absolute path: Hydra reads a relative one against the package when main's module is not __main__ (the
+# console script fer-train), and would look for a package named conf
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     # In a multirun a failing job must fail alone: an exception lets Hydra record it and run the other jobs
     # (fer_lightning.sweep.SweepSummary reports it); report_errors' sys.exit(2) would end the whole sweep.
@@ -51,15 +53,20 @@ def main(cfg: DictConfig) -> float | None:
     return report_errors(run)(cfg)
 
 
-if __name__ == "__main__":
-    # Launchers that pickle the task (joblib, submitit) pickle functions of __main__ by value, with every global
-    # they reach, and some of those cannot be pickled; the importable module's run() goes by reference.
-    from fer_lightning import train as _importable
-
-    run = _importable.run
+def cli() -> None:
+    """The console script ``fer-train``: the same as ``python -m fer_lightning.train``."""
     # a rank other than 0 takes rank 0's job and run dir (fer_lightning/runs/distributed.py)
     try:
         sys.argv = join_run(sys.argv)
     except FERError as exc:
         fail(str(exc))
     hydra_entry(main)
+
+
+if __name__ == "__main__":
+    # Launchers that pickle the task (joblib, submitit) pickle functions of __main__ by value, with every global
+    # they reach, and some of those cannot be pickled; the importable module's run() goes by reference.
+    from fer_lightning import train as _importable
+
+    run = _importable.run
+    cli()

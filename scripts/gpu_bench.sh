@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The whole GPU benchmark table (README "Speed") in one call of a few minutes.
+# Maintainers' benchmark, not a user command (users run python -m fer_lightning.bench): the GPU rows of the
+# README's "Speed" table in one call of a few minutes on a GPU machine, from the repository root.
 #
-#   1. here (a machine with PyPI):   scripts/gpu_bench.sh fetch
-#      downloads the wheels the GPU image lacks (hydra-core, omegaconf, albumentations and their pure
-#      needs) into .whl/ (git-ignored), for the device's Python 3.12.
-#   2. on the GPU machine, from the repository root, carrying .whl:
-#      run(command="bash scripts/gpu_bench.sh", carry=[".whl"], timeout_s=540)
-#      prints one table and writes $OUT/gpu_bench.jsonl (one bench JSON per row) and $OUT/gpu_bench.md.
+#   scripts/gpu_bench.sh fetch   on a machine with a package index: downloads the wheels a bare GPU image lacks
+#                                (hydra-core, omegaconf, albumentations and their pure needs) into .whl/
+#                                (git-ignored), for Python 3.12
+#   bash scripts/gpu_bench.sh    on the GPU machine, with .whl/ copied beside it where it has no package index:
+#                                prints one table and writes $OUT/gpu_bench.jsonl (one bench JSON per row) and
+#                                $OUT/gpu_bench.md
 #
 # Rows: visible and fusion at 224 px, batch 64, paper augmentation online, bf16-mixed + channels_last, each vs the
 # study-style pipeline (2 workers) in the same process; then fusion at batch 256 + torch.compile (NO_COMPILE=1 skips).

@@ -128,12 +128,16 @@ def test_test_checkpoint_last_tests_the_final_weights(tmp_path, data_dir):
             "trainer.max_epochs=3",
             "trainer.check_val_every_n_epoch=2",
             "callbacks.model_checkpoint.test_checkpoint=last",
+            "callbacks.model_checkpoint.keep=tested",
         ],
         tmp_path,
         data_dir,
     )
     results, _ = train_and_test(cfg)
-    assert results["test_checkpoint"] == "last" and results["best_checkpoint"].endswith("last.ckpt")
-    tested = torch.load(results["best_checkpoint"], map_location="cpu", weights_only=True)
+    assert results["test_checkpoint"] == "last" and results["checkpoint"].endswith("last.ckpt")
+    assert results["best_checkpoint"] == results["checkpoint"]  # the deprecated name, for one release
+    # keep=tested: once tested, the best-validation file it did not test is gone
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["last.ckpt"]
+    tested = torch.load(results["checkpoint"], map_location="cpu", weights_only=True)
     assert tested["epoch"] == 2, "the final epoch's weights, not those of the last validation check"
     assert 0.0 <= results["best_val_accuracy"] <= 1.0  # the last validation check's

@@ -86,3 +86,42 @@ def test_an_unknown_test_checkpoint_names_the_key(tmp_path):
         AtomicModelCheckpoint(dirpath=tmp_path, monitor="val/accuracy", mode="max", test_checkpoint="final")
     with pytest.raises(FERError, match=r"needs callbacks\.model_checkpoint\.save_last=true"):
         AtomicModelCheckpoint(dirpath=tmp_path, monitor="val/accuracy", test_checkpoint="last", save_last=False)
+
+
+def fitted(dirpath, **kwargs) -> tuple[L.Trainer, AtomicModelCheckpoint]:
+    """Two scripted epochs: the best-validation checkpoint is epoch 1's, and last.ckpt is written."""
+    cb = AtomicModelCheckpoint(
+        dirpath=dirpath,
+        filename="best-epoch{epoch:03d}",
+        monitor="val/accuracy",
+        mode="max",
+        save_last=True,
+        auto_insert_metric_name=False,
+        **kwargs,
+    )
+    trainer = L.Trainer(
+        max_epochs=2,
+        callbacks=[cb],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        default_root_dir=dirpath,
+    )
+    trainer.fit(Scripted())
+    return trainer, cb
+
+
+@pytest.mark.parametrize(("test_checkpoint", "kept"), [("best", "best-epoch001.ckpt"), ("last", "last.ckpt")])
+def test_keep_tested_deletes_only_the_checkpoint_the_run_did_not_test(test_checkpoint, kept, tmp_path):
+    trainer, cb = fitted(tmp_path / "tested", keep="tested", test_checkpoint=test_checkpoint)
+    assert sorted(p.name for p in (tmp_path / "tested").glob("*.ckpt")) == ["best-epoch001.ckpt", "last.ckpt"]
+    tested = cb.best_model_path if test_checkpoint == "best" else cb.last_model_path
+    removed = cb.keep_tested_only(trainer, tested)
+    assert [p.name for p in (tmp_path / "tested").glob("*.ckpt")] == [kept] and len(removed) == 1
+    trainer, cb = fitted(tmp_path / "all")  # keep=all, the default: nothing deleted
+    assert cb.keep_tested_only(trainer, cb.best_model_path) == []
+    assert sorted(p.name for p in (tmp_path / "all").glob("*.ckpt")) == ["best-epoch001.ckpt", "last.ckpt"]
+    with pytest.raises(FERError, match=r"callbacks\.model_checkpoint\.keep='best': use one of all, tested"):
+        AtomicModelCheckpoint(dirpath=tmp_path, monitor="val/accuracy", keep="best")

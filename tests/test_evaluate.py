@@ -172,3 +172,16 @@ def test_evaluate_prepares_nothing(run_dir, tmp_path):
     with pytest.raises(FERError, match="no prepared dataset; evaluation only reads data"):
         _evaluate(run_dir / "checkpoints" / "last.ckpt", tmp_path / "e", f"paths.data_dir={empty}")
     assert not empty.exists()
+
+
+def test_evaluate_is_verbose_by_its_own_key_not_the_training_runs(tmp_path):
+    from omegaconf import OmegaConf
+
+    from fer_lightning.runs.config import evaluation_config
+
+    trained_verbose = OmegaConf.create({"verbose": True, "seed": 0, "paths": {"output_dir": "run"}})
+    run_cfg, _ = evaluation_config(trained_verbose, compose_app("eval", ["ckpt_path=a.ckpt"], tmp_path))
+    assert run_cfg.verbose is False  # the evaluation's wandb logger (verbose: ${verbose}) stays silent
+    older = OmegaConf.create({"seed": 0, "paths": {"output_dir": "run"}})  # saved before the key existed
+    run_cfg, applied = evaluation_config(older, compose_app("eval", ["ckpt_path=a.ckpt", "verbose=true"], tmp_path))
+    assert run_cfg.verbose is True and applied == []

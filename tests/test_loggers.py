@@ -1,4 +1,5 @@
 import csv
+import warnings
 
 from fer_lightning.loggers import AppendingCSVLogger
 
@@ -8,7 +9,11 @@ def test_csv_metrics_survive_a_second_logger_in_the_same_run_dir(tmp_path):
     first.log_metrics({"val/accuracy": 0.5}, step=0)
     first.save()
     resumed = AppendingCSVLogger(save_dir=tmp_path, name="csv", version="")
-    resumed.log_metrics({"val/accuracy": 0.7, "train/loss": 1.0}, step=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed.log_metrics({"val/accuracy": 0.7, "train/loss": 1.0}, step=1)
+    # Lightning's "Previous log files in this directory will be deleted" would be false: they are kept
+    assert not [w for w in caught if "deleted" in str(w.message)]
     resumed.save()
     with open(tmp_path / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
@@ -26,7 +31,7 @@ import sys  # noqa: E402
 import pytest  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from fer_lightning.loggers import log_evaluation, results_summary, wandb_logger  # noqa: E402
+from fer_lightning.loggers import finish_wandb, log_evaluation, results_summary, wandb_logger  # noqa: E402
 from tests.conftest import REPO, TINY, compose_cfg  # noqa: E402
 from tests.wandb_runs import offline_runs, read_run  # noqa: E402
 
@@ -151,3 +156,22 @@ def test_two_seed_multirun_shares_group_and_tags(tmp_path, data_dir):
     assert all({"synthetic", "visible"} <= set(r["tags"]) and r["job_type"] == "visible" for r in runs)
     assert sorted(r["config"]["seed"] for r in runs) == [0, 1]
     assert all(r["summary"]["test/n"] == 15 for r in runs)
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_wandb_prints_its_lines_only_with_verbose(verbose, tmp_path, wandb_offline, monkeypatch, capfd):
+    monkeypatch.delenv("WANDB_SILENT")
+    cfg = compose_cfg(["logger=wandb", f"verbose={str(verbose).lower()}"], tmp_path)
+    node = OmegaConf.to_container(cfg.logger.wandb, resolve=True)
+    assert node["verbose"] is verbose
+    logger = wandb_logger(save_dir=str(tmp_path), project="fer-lightning", verbose=node["verbose"])
+    logger.log_metrics({"val/accuracy": 0.5}, step=0)
+    finish_wandb()
+    printed = capfd.readouterr()
+    lines = [line for line in (printed.out + printed.err).splitlines() if line.startswith("wandb:")]
+    # never the false "The anonymous setting has no effect" (WandbLogger always passed anonymous=)
+    assert not [line for line in lines if "anonymous" in line]
+    if verbose:
+        assert any("Run data is saved locally" in line for line in lines)
+    else:
+        assert lines == []

@@ -49,7 +49,8 @@ def test_prediction_matches_evaluate_on_the_same_images(run_dir, evaluated, data
         out = _predict(run_dir, tmp_path, visible=root / row["visible"], infrared=root / row["infrared"])
         assert json.loads(capsys.readouterr().out) == out
         assert sum(out["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-        assert out["label"] == row["pred"]
+        # one meaning per name: "label" is the true class (predictions.csv), "prediction" the predicted one
+        assert out["prediction"] == row["pred"] and "label" not in out
         for cls, p in out["probabilities"].items():
             assert p == pytest.approx(float(row[f"p_{cls}"]), abs=1e-5)
 

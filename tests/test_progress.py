@@ -77,3 +77,29 @@ def test_every_command_has_help_that_exits_0(command):
         # the checkpoint fixes dataset, modality and model: no training groups are offered
         assert f"python -m fer_lightning.{command} ckpt_path=" in proc.stdout
         assert "Config groups" not in proc.stdout and "experiment:" not in proc.stdout
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_lightning_info_lines_and_the_model_summary_only_with_verbose(verbose, tmp_path, caplog, capsys):
+    import logging
+
+    from lightning.pytorch.callbacks import ModelSummary
+
+    from fer_lightning.app import quiet_libraries
+    from tests.test_checkpointing import Scripted
+
+    quiet_libraries(verbose)
+    # "GPU available: ...", "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES" and the like are info lines of these loggers
+    assert logging.getLogger("lightning.pytorch.utilities.rank_zero").isEnabledFor(logging.INFO) is verbose
+    assert logging.getLogger("lightning.pytorch.accelerators.cuda").isEnabledFor(logging.INFO) is verbose
+    cfg = compose_cfg(["logger=none", f"verbose={str(verbose).lower()}", "trainer.max_epochs=1"], tmp_path)
+    trainer = build_trainer(cfg.trainer)
+    summaries = [cb for cb in trainer.callbacks if isinstance(cb, ModelSummary)]
+    assert len(summaries) == verbose
+    with caplog.at_level(logging.INFO):
+        trainer.fit(Scripted())
+    printed = caplog.text + "".join(capsys.readouterr())
+    assert ("Total params" in printed) is verbose
+    # Lightning's own table would add a FLOPs column and "Total FLOPs: 0" (it counts none for these models)
+    assert "FLOPs" not in printed and "Flops" not in printed
+    quiet_libraries()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 
 import pytest
 
@@ -17,10 +18,17 @@ def ckpt(tmp_path_factory, data_dir):
     return tiny_run(tmp_path_factory, data_dir) / "checkpoints" / "last.ckpt"
 
 
-def test_evaluate_with_a_corruption_records_it_and_changes_the_predictions(ckpt, tmp_path):
+def _printed(capsys) -> str:
+    return " ".join(capsys.readouterr().out.split())  # the Rich table wraps a long title
+
+
+def test_evaluate_with_a_corruption_records_it_and_changes_the_predictions(ckpt, tmp_path, capsys):
     clean = evaluate(compose_app("eval", [f"ckpt_path={ckpt}"], tmp_path / "clean"))
+    assert "synthetic · fusion · seed 0 · test n=15 ┏" in _printed(capsys)  # clean: no condition in the heading
     args = [f"ckpt_path={ckpt}", "corrupt.infrared=dead", "corrupt.severity=5", "corrupt.seed=1"]
     dead = evaluate(compose_app("eval", args, tmp_path / "dead"))
+    # the heading says what was tested, not the same words as a clean test
+    assert "synthetic · fusion · seed 0 · test n=15 (infrared: dead, severity 5)" in _printed(capsys)
     assert clean["corruption"] is None
     assert dead["corruption"] == {"visible": None, "infrared": "dead", "severity": 5, "seed": 1, "missing": None}
     assert dead["test"]["n"] == clean["test"]["n"]
@@ -44,21 +52,30 @@ def test_bad_corruption_settings_are_one_line(ckpt, tmp_path, args, message):
     assert "\n" not in str(exc.value)
 
 
-def test_missing_modality_is_evaluated_by_gated_and_refused_by_interleave(ckpt, tmp_path_factory, data_dir, tmp_path):
-    # the default fusion (gated) predicts from the photo alone, and says so in results.json
+def test_missing_modality_is_evaluated_by_gated_and_refused_by_interleave(
+    ckpt, tmp_path_factory, data_dir, tmp_path, capsys
+):
+    # the default fusion (gated) predicts from the photo alone, and says so in results.json and its heading
     results = evaluate(compose_app("eval", [f"ckpt_path={ckpt}", "missing=infrared"], tmp_path / "gated"))
     assert results["corruption"]["missing"] == "infrared" and results["test"]["n"] > 0
+    assert "seed 0 · test n=15 (infrared missing)" in _printed(capsys)
     interleave = tiny_run(tmp_path_factory, data_dir, "fusion", "model.fusion=interleave") / "checkpoints" / "last.ckpt"
     with pytest.raises(FERError, match="missing=infrared: this fusion model cannot predict without it") as exc:
         evaluate(compose_app("eval", [f"ckpt_path={interleave}", "missing=infrared"], tmp_path / "interleave"))
     assert "\n" not in str(exc.value)
 
 
-def test_the_grid_writes_its_table_and_plot(ckpt, tmp_path):
-    cfg = compose_app(
-        "robustness", [f"ckpt_path={ckpt}", "kinds=[noise,dead]", "severities=[1,5]", "modalities=[infrared]"], tmp_path
-    )
-    rows = robustness_grid(cfg)
+def test_the_grid_writes_its_table_and_plot(ckpt, tmp_path, capsys, monkeypatch):
+    args = [f"ckpt_path={ckpt}", "kinds=[noise,dead]", "severities=[1,5]", "modalities=[infrared]"]
+    # on a terminal, with the run's progress bar on: still no bar per test, one labelled line per condition
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    rows = robustness_grid(compose_app("robustness", [*args, "+trainer.enable_progress_bar=true"], tmp_path))
+    out, err = capsys.readouterr()
+    assert "Testing" not in out + err
+    lines = [line for line in out.splitlines() if line.startswith("robustness ")]
+    assert lines[0].startswith("robustness 1/6 fusion-gated, clean: accuracy ")
+    assert lines[1].startswith("robustness 2/6 fusion-gated, infrared: noise, severity 1: accuracy ")
+    assert lines[5].startswith("robustness 6/6 fusion-gated, infrared missing: accuracy ") and "(n=15)" in lines[5]
     with open(tmp_path / "robustness.csv") as f:
         table = list(csv.DictReader(f))
     # clean + kinds x severities + the infrared image missing (the default gated fusion can do without it)

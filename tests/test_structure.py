@@ -78,6 +78,10 @@ def test_train_and_evaluate_write_the_same_results_keys(tmp_path_factory, data_d
     assert set(evaluated) == set(trained)
     assert set(evaluated["test"]) == set(trained["test"])
     assert trained["source"] == "train" and evaluated["source"] == "evaluate"
+    # "checkpoint": the file each one tested (evaluate's may be a last.ckpt: not a "best" one); "best_checkpoint"
+    # is its deprecated name, kept for one release with the same value
+    assert evaluated["checkpoint"] == str(Path(trained["checkpoint"]).resolve()) == evaluated["best_checkpoint"]
+    assert trained["checkpoint"] == trained["best_checkpoint"]
     header = (run_dir / "predictions.csv").read_text().splitlines()[0]
     assert header == (tmp_path / "predictions.csv").read_text().splitlines()[0]
     assert header.startswith("sample_id,label,pred,p_")

@@ -73,6 +73,7 @@ def test_debug_fast_fit_and_test(modality, tmp_path, data_dir):
     assert results["test"]["n"] == len(run.datamodule.test_dataloader().dataset)
     assert (tmp_path / "run" / "confusion_matrix.png").stat().st_size > 0
     assert returned == results
+    assert not list((tmp_path / "run").rglob("*.ckpt"))  # a smoke run writes no checkpoint: nothing to resume
 
 
 @pytest.mark.slow

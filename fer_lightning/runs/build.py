@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from fer_lightning.callbacks import ModelSummary
 from fer_lightning.data.manifest_datamodule import ManifestDataModule
 from fer_lightning.errors import FERError
 from fer_lightning.models.modules import FusionModule, SingleModalityModule
@@ -58,12 +59,16 @@ def build_group(group: DictConfig | None) -> list:
 
 def build_trainer(trainer_cfg: DictConfig, callbacks: list | None = None, loggers: list | None = None) -> L.Trainer:
     callbacks = list(callbacks or [])
-    if not sys.stdout.isatty():
-        # a log file, not a terminal: redrawn bars would fill it with frames; callbacks.progress_log prints lines
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-        trainer_cfg = trainer_cfg.copy()
-        with open_dict(trainer_cfg):
+    trainer_cfg = trainer_cfg.copy()
+    with open_dict(trainer_cfg):
+        if not sys.stdout.isatty():
+            # a log file, not a terminal: redrawn bars would fill it with frames; callbacks.progress_log prints lines
+            callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
             trainer_cfg.enable_progress_bar = False
+        if trainer_cfg.get("enable_model_summary", True):
+            # ours in place of Lightning's, whose FLOPs read 0 here
+            trainer_cfg.enable_model_summary = False
+            callbacks.append(ModelSummary())
     return _instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
 
 
@@ -85,15 +90,20 @@ def eval_trainer(
     callbacks: list | None = None,
     loggers: list | None = None,
     devices: int | list = 1,
+    progress_bar: bool = True,
 ) -> L.Trainer:
     """The run's accelerator and precision settings (:data:`EVAL_TRAINER_KEYS`) on one device, writing under
     ``output_dir``: no limits (evaluation tests the whole split), and no callbacks, loggers, profilers or root dir
     of the config's own.
 
-    ``devices``: which one, as Lightning takes it (1: the first; ``[2]``: GPU 2).
+    ``devices``: which one, as Lightning takes it (1: the first; ``[2]``: GPU 2). ``progress_bar=False``: no bar,
+    whatever the run's setting (a caller that prints its own progress).
     """
     spec = {k: _plain(trainer_cfg[k]) for k in EVAL_TRAINER_KEYS if k in trainer_cfg and k not in DEVICE_KEYS}
     spec["devices"] = devices
+    spec["enable_model_summary"] = False
+    if not progress_bar:
+        spec["enable_progress_bar"] = False
     if output_dir is not None:
         spec["default_root_dir"] = output_dir
     return build_trainer(OmegaConf.create(spec), callbacks, loggers)

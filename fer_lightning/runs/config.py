@@ -17,6 +17,7 @@ OWN_KEYS = (
     "paths.output_dir",
     "paths.log_dir",
     "allow_manifest_change",
+    "verbose",
     "corrupt",
     "missing",
     "calibrate",
@@ -177,4 +178,6 @@ def evaluation_config(run_config: DictConfig, composed: DictConfig) -> tuple[Dic
     applied = apply_overrides(run_cfg, composed, task_overrides())
     with open_dict(run_cfg):
         run_cfg.paths.output_dir = str(composed.paths.output_dir)
+        # this command's, not the training run's (the wandb logger of the evaluation reads it)
+        run_cfg.verbose = bool(composed.get("verbose", False))
     return run_cfg, applied

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fer_lightning import calibration
 from fer_lightning.budget import Budget, apply_budget
-from fer_lightning.checkpointing import PREEMPTED
+from fer_lightning.checkpointing import PREEMPTED, AtomicModelCheckpoint
 from fer_lightning.data.manifest_datamodule import ManifestDataModule
 from fer_lightning.data.near_duplicates import shared_share
 from fer_lightning.errors import FERError
@@ -40,7 +40,7 @@ from fer_lightning.runs.checkpoint import LAST, RunCheckpoint, check_resumable
 from fer_lightning.runs.config import check_run_config, experiment_name, task_overrides
 from fer_lightning.runs.corruption import BatchCorruption, CorruptionSpec
 from fer_lightning.runs.distributed import end_process_group, kept_threads, rank_failure, wait_for_ranks
-from fer_lightning.runs.results import RESULTS, TestOutcome, print_summary, read_results, write_report
+from fer_lightning.runs.results import RESULTS, TestOutcome, condition, print_summary, read_results, write_report
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ class Run:
     def report(self, outcome: TestOutcome, fields: dict, split: str = "test") -> dict:
         """Writes results.json, predictions.csv and confusion_matrix.png; prints the summary."""
         dm = self.datamodule
-        title = f"{dm.name} {dm.modality} {split}"
+        title = f"{dm.name} {dm.modality} {split}{condition(fields.get('corruption'))}"
         fields = {**fields, "near_duplicate_test_share": shared_share(dm.rows, outcome.sample_ids, split)}
         results, path = write_report(
             self.output_dir, outcome, {**self.header(), **fields}, title=title, conditions=_conditions(dm.root)
@@ -338,6 +338,7 @@ def train_and_test(cfg: DictConfig) -> tuple[dict | None, Run]:
         outcome,
         {
             "best_val_accuracy": fit.best_val_accuracy,
+            "checkpoint": fit.best_checkpoint,
             "best_checkpoint": fit.best_checkpoint,
             "test_checkpoint": fit.test_checkpoint,
             "epochs_trained": fit.epochs_trained,
@@ -348,6 +349,9 @@ def train_and_test(cfg: DictConfig) -> tuple[dict | None, Run]:
         },
     )
     log_results(run.loggers, results, run.output_dir)
+    ckpt_cb = run.trainer.checkpoint_callback
+    if isinstance(ckpt_cb, AtomicModelCheckpoint):
+        ckpt_cb.keep_tested_only(run.trainer, fit.best_checkpoint)
     return results, run
 
 
@@ -370,6 +374,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_cfg: DictConfig, run: RunCheckpoint
         outcome,
         {
             "best_val_accuracy": previous.get("best_val_accuracy"),
+            "checkpoint": str(run.path.resolve()),
             "best_checkpoint": str(run.path.resolve()),
             "epochs_trained": int(run.checkpoint.get("epoch", -1)) + 1,
             "train_seconds": previous.get("train_seconds", float("nan")),  # NaN: the run left no results.json

@@ -102,6 +102,7 @@ class Predictor:
 
     def as_dict(self, probs: torch.Tensor) -> dict:
         return {
-            "label": self.classes[int(probs.argmax())],
+            # the predicted class, as predictions.csv's pred; "label" there is the true class
+            "prediction": self.classes[int(probs.argmax())],
             "probabilities": {c: round(float(p), 6) for c, p in zip(self.classes, probs.tolist(), strict=True)},
         }

@@ -24,6 +24,7 @@ from rich.table import Table
 from fer_lightning.calibration import calibration_report, reliability_bins, top_label
 from fer_lightning.io import atomic_write_text
 from fer_lightning.metrics import classification_report, format_with_ci
+from fer_lightning.modalities import MODALITIES
 from fer_lightning.models.fusion import modality_weight_summary
 from fer_lightning.plots import confusion_matrix_figure, reliability_figure
 
@@ -38,6 +39,9 @@ HEADER_KEYS = {"dataset", "modality", "seed", "classes", "manifest_sha1"}
 # train and evaluate write the same keys.
 REPORT_FIELDS = {
     "best_val_accuracy": None,
+    # the checkpoint file tested (train: the best-validation one, or last.ckpt with test_checkpoint=last)
+    "checkpoint": None,
+    # deprecated: the same path as "checkpoint", kept for one release for readers of the old name
     "best_checkpoint": None,
     # which checkpoint train tested: "best" (best validation accuracy) or "last"; None from evaluate
     "test_checkpoint": None,
@@ -196,12 +200,27 @@ def _weight_summary(outcome: TestOutcome, conditions: dict[str, dict] | None) ->
     return summary
 
 
+def condition(corruption: dict | None) -> str:
+    """What a heading adds for a test on corrupted or missing images (results.json's ``corruption``):
+    ``" (infrared: noise, severity 3)"``, ``" (infrared missing)"``, or nothing for clean data."""
+    if not corruption:
+        return ""
+    if corruption.get("missing"):
+        return f" ({corruption['missing']} missing)"
+    kinds = ", ".join(f"{m}: {corruption[m]}" for m in MODALITIES if corruption.get(m))
+    return f" ({kinds}, severity {corruption.get('severity')})"
+
+
 def print_summary(results: dict, path: Path | None = None, console: Console | None = None) -> None:
     """Headline metrics with their 95 % intervals and n, then one row per class."""
     console = console or Console()
     test = results["test"]
     n = test["n"]
-    title = f"{results['dataset']} · {results['modality']} · seed {results['seed']} · test n={n}"
+    split = results.get("split") or "test"
+    title = (
+        f"{results['dataset']} · {results['modality']} · seed {results['seed']} · {split} n={n}"
+        f"{condition(results.get('corruption'))}"
+    )
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value [95% CI]")
@@ -220,7 +239,7 @@ def print_summary(results: dict, path: Path | None = None, console: Console | No
     seconds = "-" if seconds is None or math.isnan(seconds) else f"{seconds:.1f}"
     table.add_row("epochs / train seconds", f"{results['epochs_trained']} / {seconds}")
     console.print(table)
-    per_class = Table(title="per class (test)")
+    per_class = Table(title=f"per class ({split})")
     for col in ("class", "precision", "recall", "f1", "support"):
         per_class.add_column(col)
     for name, m in test["per_class"].items():

@@ -14,14 +14,16 @@ from fer_lightning.calibration import calibration_report
 from fer_lightning.data.corruptions import KINDS, SEVERITIES
 from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_write_text
-from fer_lightning.metrics import classification_report
+from fer_lightning.metrics import classification_report, format_with_ci
 from fer_lightning.modalities import MODALITIES
 from fer_lightning.plots import robustness_figure
 from fer_lightning.runs import calibrate
+from fer_lightning.runs.build import eval_trainer
 from fer_lightning.runs.checkpoint import load_run_checkpoint
 from fer_lightning.runs.config import evaluation_config
 from fer_lightning.runs.corruption import CorruptionSpec
 from fer_lightning.runs.engine import Run
+from fer_lightning.runs.results import condition
 
 COLUMNS = (
     "model",
@@ -116,26 +118,31 @@ def robustness_grid(cfg: DictConfig) -> list[dict]:
             )
         temperature = calibrate.fit_on_val(run).temperature if method else None
 
-        def measure(spec, modality: str, kind: str, severity, run=run, label=label, ckpt=ckpt, t=temperature):
+        # one labelled line per condition in place of a progress bar per test
+        run.trainer = eval_trainer(run_cfg.trainer, str(run.output_dir), progress_bar=False)
+        missing = bool(cfg.get("include_missing") and getattr(run.model, "supports_missing", False))
+        conditions: list[tuple[CorruptionSpec | None, str, str, int | str]] = [(None, "-", "none", 0)]
+        for m in modalities:
+            conditions += [
+                (CorruptionSpec(**{m: kind}, severity=s, seed=seed), m, kind, s) for kind in kinds for s in severities
+            ]
+            if missing:
+                conditions.append((CorruptionSpec(missing=m), m, "missing", ""))
+        for i, (spec, modality, kind, severity) in enumerate(conditions, 1):
             outcome = run.test(str(cfg.split), corruption=spec)
-            if t is not None:
-                outcome = calibrate.scaled(outcome, t)
+            if temperature is not None:
+                outcome = calibrate.scaled(outcome, temperature)
             report = classification_report(outcome.labels, outcome.preds, outcome.classes)
             cal = calibration_report(outcome.labels, outcome.probs)
             values = (
                 *(label, str(ckpt.path), modality, kind, severity, report["n"], report["accuracy"]),
                 *report["accuracy_ci95"],
-                *(cal["ece"], *cal["ece_ci95"], cal["nll"], cal["brier"], t),
+                *(cal["ece"], *cal["ece_ci95"], cal["nll"], cal["brier"], temperature),
             )
             rows.append(dict(zip(COLUMNS, values, strict=True)))
-
-        measure(None, "-", "none", 0)
-        for m in modalities:
-            for kind in kinds:
-                for s in severities:
-                    measure(CorruptionSpec(**{m: kind}, severity=s, seed=seed), m, kind, s)
-            if cfg.get("include_missing") and getattr(run.model, "supports_missing", False):
-                measure(CorruptionSpec(missing=m), m, "missing", "")
+            what = condition(spec.record()).strip(" ()") if spec else "clean"
+            accuracy = format_with_ci(report["accuracy"], report["accuracy_ci95"], report["n"])
+            print(f"robustness {i}/{len(conditions)} {label}, {what}: accuracy {accuracy}", flush=True)
     out = Path(cfg.paths.output_dir)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")

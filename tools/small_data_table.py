@@ -1,6 +1,6 @@
-"""The table of scripts/small_data_study.sh: test accuracy mean ± std over seeds per job, n, wall time per run.
+"""The table of tools/small_data_study.sh: test accuracy mean ± std over seeds per job, n, wall time per run.
 
-    python scripts/small_data_table.py [logs/small]
+    python tools/small_data_table.py [logs/small]
 
 For the reference loop it also gives the accuracy the other tie rule would have had (same runs), and for every
 job how many runs had a tie for the best validation accuracy.

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Issue 14's small-data comparison: the study-faithful reference loop against the paper / ours / default recipes
-# on dataset=synthetic_small (visible, 64 px, random init), with the ablations of the gap.
+# Maintainers' measurement (the README's small-data table): the study-faithful reference loop against the paper /
+# ours / default recipes on dataset=synthetic_small (visible, 64 px, random init), with the ablations of the gap.
 #
-#   scripts/small_data_study.sh JOB SEED     # one run, into logs/small/JOB-sSEED/ (wall, user, system seconds in time)
-#   scripts/small_data_study.sh list         # the job names
-#   python scripts/small_data_table.py       # the table, from logs/small/
+#   tools/small_data_study.sh JOB SEED     # one run, into logs/small/JOB-sSEED/ (wall, user, system seconds in time)
+#   tools/small_data_study.sh list         # the job names
+#   python tools/small_data_table.py       # the table, from logs/small/
 #
 # Same split, resolution and image budget everywhere: 120 training images x 26 offline copies x 10 epochs
 # (31,200 images), or 260 online epochs of 120 for the online recipes; one thread per job (2 cores: 2 jobs at once).
@@ -17,7 +17,8 @@ LOGS=${LOGS:-$PWD/logs/small}
 EPOCHS=10
 ONLINE=$((EPOCHS * 26))
 
-# the paper preset before issue 14 (albumentations' Perspective 0.05-0.125, shear 11.5 deg), for the ablation
+# the paper preset as it was at commit 1705b03 (albumentations' Perspective 0.05-0.125, shear 11.5 deg), for the
+# ablation
 OLD_CONF=$LOGS/conf
 mkdir -p "$OLD_CONF/augment"
 git show 1705b03:conf/augment/paper.yaml > "$OLD_CONF/augment/paper_albu_old.yaml"
@@ -68,7 +69,7 @@ declare -A JOBS=(
 
 if [[ "${1:-}" == "list" ]]; then printf '%s\n' "${!JOBS[@]}" | sort; exit 0; fi
 job=$1 seed=$2
-[[ -v "JOBS[$job]" ]] || { echo "error: unknown job $job (scripts/small_data_study.sh list)" >&2; exit 2; }
+[[ -v "JOBS[$job]" ]] || { echo "error: unknown job $job (tools/small_data_study.sh list)" >&2; exit 2; }
 out=$LOGS/$job-s$seed
 [[ -f $out/results.json || -f $out/result.json ]] && { echo "done already: $out"; exit 0; }
 mkdir -p "$out"

@@ -1,6 +1,7 @@
-"""Issue 13's five-seed table: test accuracy per model over training seeds, paired against a baseline per seed.
+"""Maintainers' seed table (the README's fusion-mode comparison): test accuracy per model over training seeds,
+paired against a baseline per seed.
 
-    python scripts/seed_table.py ROOT [--baseline interleave] [--conditions data/synthetic/conditions.csv]
+    python tools/seed_table.py ROOT [--baseline interleave] [--conditions data/synthetic/conditions.csv]
 
 ROOT holds one run dir per model and seed, named ``<model>_s<seed>`` (each with results.json and
 predictions.csv, as ``fer_lightning.train`` writes them). For each model: mean ± std of test accuracy over seeds,

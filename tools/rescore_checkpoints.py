@@ -1,7 +1,7 @@
 """Test accuracy of every checkpoint a run kept (best-validation and last.ckpt), with and without a horizontal-flip
 test-time average, on the run's own test split: which weights to test, measured on the same trained runs.
 
-    python scripts/rescore_checkpoints.py logs/small/ours_480-s0 [more run dirs]   # one JSON line per run
+    python tools/rescore_checkpoints.py logs/small/ours_480-s0 [more run dirs]   # one JSON line per run
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ One training run per seed records, at every validation check, the validation acc
 accuracy of the model as it is then; each rule's pick is scored offline on the same runs, so the rules are compared
 on identical training trajectories. A measurement, not a product path:
 
-    python scripts/tie_rule.py --seeds 0 1 2 3 4 [--epochs 30] [--out tie_rule.json] [overrides ...]
+    python tools/tie_rule.py --seeds 0 1 2 3 4 [--epochs 30] [--out tie_rule.json] [overrides ...]
 
 Prints one Markdown table (mean ± std over seeds of each rule's test accuracy, and how often the rules disagree).
 """
