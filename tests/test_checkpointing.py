@@ -40,26 +40,7 @@ class Scripted(L.LightningModule):
 
 
 def kept_epoch(tmp_path, tie_break: str) -> int:
-    cb = AtomicModelCheckpoint(
-        dirpath=tmp_path / tie_break,
-        filename="best-epoch{epoch:03d}",
-        monitor="val/accuracy",
-        mode="max",
-        save_last=True,
-        auto_insert_metric_name=False,
-        tie_break=tie_break,
-    )
-    trainer = L.Trainer(
-        max_epochs=len(ACCURACY),
-        callbacks=[cb],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(Scripted())
+    _, cb = fitted(tmp_path / tie_break, epochs=len(ACCURACY), tie_break=tie_break)
     # the superseded tie is deleted: one best file, the one recorded
     assert [p.name for p in (tmp_path / tie_break).glob("best-*.ckpt")] == [cb.best_model_path.rsplit("/", 1)[1]]
     assert float(cb.best_model_score) == pytest.approx(0.7)
@@ -88,8 +69,8 @@ def test_an_unknown_test_checkpoint_names_the_key(tmp_path):
         AtomicModelCheckpoint(dirpath=tmp_path, monitor="val/accuracy", test_checkpoint="last", save_last=False)
 
 
-def fitted(dirpath, **kwargs) -> tuple[L.Trainer, AtomicModelCheckpoint]:
-    """Two scripted epochs: the best-validation checkpoint is epoch 1's, and last.ckpt is written."""
+def fitted(dirpath, epochs: int = 2, **kwargs) -> tuple[L.Trainer, AtomicModelCheckpoint]:
+    """Scripted epochs (two: the best-validation checkpoint is epoch 1's), and last.ckpt is written."""
     cb = AtomicModelCheckpoint(
         dirpath=dirpath,
         filename="best-epoch{epoch:03d}",
@@ -100,7 +81,7 @@ def fitted(dirpath, **kwargs) -> tuple[L.Trainer, AtomicModelCheckpoint]:
         **kwargs,
     )
     trainer = L.Trainer(
-        max_epochs=2,
+        max_epochs=epochs,
         callbacks=[cb],
         logger=False,
         enable_progress_bar=False,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 import lightning as L
 import numpy as np
@@ -19,7 +18,7 @@ from fer_lightning.data.datasets import ResumableLoader, SeededSampler
 from fer_lightning.errors import Preempted
 from fer_lightning.runs import train_and_test
 from tests.conftest import TINY, compose_cfg
-from tests.test_resume import CLI, prepare_tiny, train_cli
+from tests.test_resume import CLI, prepare_tiny, signal_when, train_cli
 
 
 def test_one_pass_draws_what_the_sampler_always_drew_and_more_passes_cover_each_sample_once_per_pass():
@@ -144,10 +143,7 @@ def test_a_preempted_run_started_again_resumes_to_the_uninterrupted_result(tmp_p
     reference = train_cli([*common, f"hydra.run.dir={full}"])
     victim = train_cli([*common, f"hydra.run.dir={preempted}"])
     last = preempted / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 900
-    while not last.exists() and victim.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    victim.send_signal(signal.SIGUSR2)
+    signal_when(last, victim, signal.SIGUSR2, timeout=900)
     out, _ = victim.communicate(timeout=900)
     assert victim.returncode == 3, out
     assert "preempted: SIGUSR2 received: saved" in out and "Traceback" not in out

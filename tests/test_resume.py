@@ -56,6 +56,14 @@ def train_cli(args: list[str], **kwargs) -> subprocess.Popen:
     )
 
 
+def signal_when(path: Path, proc: subprocess.Popen, signum: int, timeout: float = 900, poll: float = 0.02) -> None:
+    """Sends ``signum`` to ``proc`` once ``path`` exists (or the process ended, or ``timeout`` passed)."""
+    deadline = time.time() + timeout
+    while not path.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(poll)
+    proc.send_signal(signum)
+
+
 def fake_trainer(save) -> SimpleNamespace:
     return SimpleNamespace(
         save_checkpoint=save,
@@ -171,10 +179,7 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path, data_dir):
     reference = train_cli([*common, f"hydra.run.dir={full}"])
     victim = train_cli([*common, f"hydra.run.dir={killed}"])
     last = killed / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 900
-    while not last.exists() and victim.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
+    signal_when(last, victim, signal.SIGKILL, timeout=900, poll=0.02)
     out, _ = victim.communicate()
     assert last.exists(), out
     assert not (killed / "results.json").exists(), "the run finished before it could be killed"
@@ -212,10 +217,7 @@ def test_killed_before_the_first_checkpoint_resumes_from_scratch(tmp_path, data_
     reference = train_cli([*common, f"hydra.run.dir={full}"])
     victim = train_cli([*common, f"hydra.run.dir={killed}"])
     started = killed / ".hydra" / "config.yaml"
-    deadline = time.time() + 600
-    while not started.exists() and victim.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    victim.send_signal(signal.SIGKILL)
+    signal_when(started, victim, signal.SIGKILL, timeout=600, poll=0.01)
     victim.communicate()
     assert started.exists() and not (killed / "checkpoints" / "last.ckpt").exists()
 
