@@ -106,7 +106,7 @@ def test_bench_times_a_real_training_run_and_its_wait_for_data(tmp_path, capsys)
     result = json.loads(lines[-1])
     assert result["passes_per_epoch"] == 2 and result["run_steps"] >= 8
     assert 0 < result["data_wait_s"] < result["run_wall_s"]
-    assert result["data_wait_fraction"] == pytest.approx(result["data_wait_s"] / result["run_wall_s"], abs=2e-3)
+    assert result["data_wait_fraction"] == pytest.approx(result["data_wait_s"] / result["run_wall_s"], abs=0.01)
     assert result["model_only_img_s"] > 0
     assert any(line.startswith("| real training run: ") for line in lines)
     # it trained as train does: checkpoints written

@@ -160,7 +160,10 @@ def test_two_seed_multirun_shares_group_and_tags(tmp_path, data_dir):
 
 @pytest.mark.parametrize("verbose", [False, True])
 def test_wandb_prints_its_lines_only_with_verbose(verbose, tmp_path, wandb_offline, monkeypatch, capfd):
+    import wandb
+
     monkeypatch.delenv("WANDB_SILENT")
+    wandb.teardown()  # wandb keeps its settings (silent or not) per process from the first run of an earlier test
     cfg = compose_cfg(["logger=wandb", f"verbose={str(verbose).lower()}"], tmp_path)
     node = OmegaConf.to_container(cfg.logger.wandb, resolve=True)
     assert node["verbose"] is verbose

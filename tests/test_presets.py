@@ -280,6 +280,7 @@ def test_preset_composes_to_its_snapshot(name, tmp_path):
     # added by the multi-device issue: passes per epoch (1 in the presets' epoch budgets)
     expected["dataset.passes_per_epoch"] = "auto"
     expected |= {"trainer.strategy": "auto", "trainer.num_nodes": 1}
+    expected["dataset.split.near_duplicates"] = "group"  # the near-duplicates issue: clusters stay in one split
     expected |= {
         "callbacks.preemption._target_": "fer_lightning.checkpointing.PreemptionCheckpoint",
         "callbacks.preemption.signals": ["SIGUSR2"],
