@@ -91,7 +91,8 @@ def test_the_install_block_is_what_ci_runs():
     first = next(body for info, body in readme_blocks() if info.startswith("bash"))
     install, test = commands(first)
     assert install == (
-        'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[dev,export]" && python -m fer_lightning.train'
+        "python3 -m venv .venv && . .venv/bin/activate && "
+        'pip install -e ".[dev,export]" && python -m fer_lightning.train'
     )
     assert test == "python -m pytest"
     ci = (REPO / ".ci" / "run").read_text().splitlines()
