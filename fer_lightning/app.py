@@ -15,14 +15,13 @@ from pathlib import Path
 import hydra
 from hydra.errors import (
     ConfigCompositionException,
-    InstantiationException,
     MissingConfigException,
     OverrideParseException,
 )
 from omegaconf import DictConfig
 
 from fer_lightning import resolvers  # noqa: F401  (registers the config resolvers every command's config uses)
-from fer_lightning.errors import FERError, shortened
+from fer_lightning.errors import expected_error, one_line, shortened
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -39,13 +38,11 @@ def report_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except FERError as exc:
-            fail(str(exc), exc.exit_status, exc.label)
-        except InstantiationException as exc:
-            # Hydra wraps errors raised in constructors; ours are still expected errors.
-            if isinstance(exc.__cause__, FERError):
-                fail(str(exc.__cause__))
-            raise
+        except Exception as exc:
+            error = expected_error(exc)
+            if error is None:
+                raise
+            fail(str(error), error.exit_status, error.label)
 
     return wrapper
 
@@ -68,7 +65,7 @@ def command(config_name: str, run: Callable[[DictConfig], object], setup: Callab
 
 def hydra_error_line(exc: Exception) -> str:
     """One line for an error Hydra raises before the command runs, with the fix."""
-    text = " ".join(str(exc).split())
+    text = one_line(exc)
     if isinstance(exc, OverrideParseException):
         bad = str(getattr(exc, "override", "") or "")
         key, _, value = bad.partition("=")
@@ -84,7 +81,7 @@ def hydra_error_line(exc: Exception) -> str:
         return f"{missing or text}: no such config; check the name"
     if isinstance(exc, ConfigCompositionException):
         key = re.search(r"override '([^']+)'", text)
-        cause = " ".join(str(exc.__cause__).split()).split(" full_key")[0] if exc.__cause__ else text
+        cause = one_line(exc.__cause__).split(" full_key")[0] if exc.__cause__ else text
         if key:
             return f"{key.group(1)}: {cause}; check the key name (a new key needs a leading +)"
         return text
@@ -122,8 +119,9 @@ def hydra_entry(main: Callable[[], object]) -> None:
         if "-m" in sys.argv or "--multirun" in sys.argv:
             # Hydra's sweeper re-raises the first failed job's exception once every job has run.
             fail(f"a sweep job failed: {shortened(exc, 200)}", status=1)
-        if isinstance(exc, FERError):
-            fail(str(exc))
+        error = expected_error(exc)
+        if error is not None:
+            fail(str(error))
         raise
 
 

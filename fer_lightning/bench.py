@@ -25,11 +25,18 @@ import tempfile
 from pathlib import Path
 
 import torch
-from hydra.errors import InstantiationException
 
 from fer_lightning.benchmark import CONF, bench, table
-from fer_lightning.errors import FERError
+from fer_lightning.errors import FERError, expected_error
 from fer_lightning.study_pipeline import VIRI
+from fer_lightning.validation import Number
+
+COUNT = Number(int, 1)
+FLAG_RULES = {
+    **dict.fromkeys(("image_size", "batch_size", "steps", "study_steps", "pairs", "unique", "epochs", "warmup"), COUNT),
+    "run_steps": Number(int, 0, fix="use 0 (no training run) or a positive integer"),
+    "passes": Number(int, 1, words=("auto",), lenient=True),
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,15 +73,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.image_size = 224 if args.device == "cuda" else 64
     if args.study_steps is None:
         args.study_steps = args.steps
-    for name in ("image_size", "batch_size", "steps", "study_steps", "pairs", "unique", "epochs"):
-        if getattr(args, name) < 1:
-            raise FERError(f"--{name.replace('_', '-')}={getattr(args, name)}: use a positive integer")
-    if args.run_steps < 0:
-        raise FERError(f"--run-steps={args.run_steps}: use 0 (no training run) or a positive integer")
-    if args.passes != "auto" and not (args.passes.isdigit() and int(args.passes) >= 1):
-        raise FERError(f"--passes={args.passes}: use auto or an integer >= 1")
-    if args.warmup < 1:
-        raise FERError(f"--warmup={args.warmup}: use at least 1")
+    for name, rule in FLAG_RULES.items():
+        setattr(args, name, rule.check(f"--{name.replace('_', '-')}", getattr(args, name)))
     if not (CONF / "augment" / f"{args.augment}.yaml").is_file():
         raise FERError(f"--augment {args.augment}: no {CONF / 'augment' / args.augment}.yaml")
     return args
@@ -93,10 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with tempfile.TemporaryDirectory(prefix="fer-bench-") as tmp:
                 result = bench(args, Path(tmp))
-    except (FERError, InstantiationException) as exc:
-        # Hydra wraps errors raised in constructors; ours are still expected errors
-        error = exc if isinstance(exc, FERError) else exc.__cause__
-        if not isinstance(error, FERError):
+    except Exception as exc:
+        error = expected_error(exc)
+        if error is None:
             raise
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2

@@ -22,7 +22,7 @@ from lightning.pytorch.profilers import Profiler
 from omegaconf import DictConfig, open_dict
 
 from fer_lightning.budget import apply_budget
-from fer_lightning.data.datasets import FERDataset, offline_expand
+from fer_lightning.data.datasets import FERDataset, available_cores, offline_expand
 from fer_lightning.data.manifest import read_manifest
 from fer_lightning.data.manifest_datamodule import ManifestDataModule
 from fer_lightning.data.transforms import PairTransform
@@ -281,7 +281,7 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
     return {
         "device": args.device,
         "device_name": gpu or platform.processor() or platform.machine(),
-        "cpu_cores": resolve_cores(),
+        "cpu_cores": available_cores(),
         "date": dt.date.today().isoformat(),
         "torch": torch.__version__,
         "image_size": args.image_size,
@@ -319,12 +319,6 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
 
 def _round(x: float | None, digits: int) -> float | None:
     return None if x is None else round(x, digits)
-
-
-def resolve_cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def table(r: dict) -> str:

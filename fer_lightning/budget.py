@@ -26,8 +26,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 from fer_lightning.errors import FERError
+from fer_lightning.validation import Number, checked
 
 log = logging.getLogger(__name__)
+
+# budget.steps / budget.val_checks: a count, or null (the run takes trainer.max_epochs as configured)
+RULES = {f"budget.{key}": Number(int, 1, null=True, hint=", or null") for key in ("steps", "val_checks")}
 
 
 @dataclass(frozen=True)
@@ -64,15 +68,6 @@ class Budget:
         return [StepwiseLR()] if self.lr_horizon_steps else []
 
 
-def _positive(budget: Mapping, key: str) -> int | None:
-    value = budget.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise FERError(f"budget.{key}={value!r}: use a positive integer, or null")
-    return value
-
-
 def _interval(epochs: int, val_checks: int) -> int:
     """The validation interval, in epochs, that overshoots ``epochs`` least once the run is rounded up to whole
     intervals, among those giving ``val_checks`` to ``2 * val_checks - 1`` checks; of equal overshoots, the longer
@@ -104,7 +99,7 @@ def plan(
     passes per epoch (``dataset.passes_per_epoch``).
     """
     budget = budget or {}
-    steps, val_checks = _positive(budget, "steps"), _positive(budget, "val_checks")
+    steps, val_checks = (checked(RULES, f"budget.{key}", budget.get(key)) for key in ("steps", "val_checks"))
     if n_train < 1 or batch_size < 1:
         raise FERError(f"budget: {n_train} training images at batch {batch_size}; add training data")
     images = n_train * max(1, offline_copies) * max(1, passes)
@@ -147,7 +142,7 @@ def auto_passes(budget: Mapping | None, steps_per_pass: int) -> int:
     """Training-set passes per epoch for ``dataset.passes_per_epoch=auto``: 1 in an epoch budget (an epoch keeps
     its meaning), else enough for :data:`MIN_EPOCH_STEPS`, at most one validation interval's steps."""
     budget = budget or {}
-    steps, val_checks = _positive(budget, "steps"), _positive(budget, "val_checks")
+    steps, val_checks = (checked(RULES, f"budget.{key}", budget.get(key)) for key in ("steps", "val_checks"))
     if not steps or steps_per_pass < 1:
         return 1
     per_check = steps // (val_checks or 1)

@@ -19,6 +19,16 @@ class Preempted(FERError):
     label = "preempted"
 
 
+def expected_error(exc: BaseException) -> FERError | None:
+    """The :class:`FERError` that ``exc`` is, or that Hydra's ``InstantiationException`` wraps (at any depth: Hydra
+    wraps what a constructor raises, once per nested ``_target_``); None for an unexpected error."""
+    from hydra.errors import InstantiationException  # here: the ONNX runtime imports this module without Hydra
+
+    while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc if isinstance(exc, FERError) else None
+
+
 def one_line(value: object) -> str:
     """``value`` as text with its whitespace collapsed, so a cause (an OS or server message) fits one line."""
     return " ".join(str(value).split())

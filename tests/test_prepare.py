@@ -247,7 +247,7 @@ def test_an_archive_over_the_entry_cap_is_refused_naming_the_key(tmp_path, publi
 
 @pytest.mark.parametrize("value", ["0", "-5", "nan", "abc"])
 def test_a_bad_extraction_cap_is_one_line_naming_the_key(tmp_path, value):
-    with pytest.raises(FERError, match=rf"^dataset\.extract\.max_archive_mb='?{value}'?: use a number >= 1"):
+    with pytest.raises(FERError, match=rf"^dataset\.extract\.max_archive_mb='?{value}'?: use a finite number >= 1"):
         prepare(
             prepare_cfg(["dataset=viri", "dataset.download=false", f"dataset.extract.max_archive_mb={value}"], tmp_path)
         )
@@ -605,7 +605,7 @@ def test_a_number_given_as_regex_is_a_pattern(tmp_path):
         ("dataset.batch_size=abc", "dataset.batch_size='abc': use an integer >= 1"),
         ("dataset.image_size=-1", "dataset.image_size=-1: use an integer >= 1 (the square side in pixels"),
         ("dataset.eval_batch_size=0", "dataset.eval_batch_size=0: use an integer >= 1, or null"),
-        ("dataset.cache_scale=0.5", "dataset.cache_scale=0.5: use a number >= 1"),
+        ("dataset.cache_scale=0.5", "dataset.cache_scale=0.5: use auto or a finite number >= 1"),
         ("dataset.num_workers=-2", "dataset.num_workers=-2: use auto or an integer >= 0"),
     ],
 )

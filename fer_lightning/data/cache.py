@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fer_lightning.data.datasets import available_cores
 from fer_lightning.data.images import decode_resized
 from fer_lightning.io import atomic_path, atomic_write_text, remove_stale_temporaries
 
@@ -160,8 +160,7 @@ def _build(npy: Path, meta_path: Path, key: str, manifest_dir: Path, paths: list
             crcs[i] = _row_crc(arr[i])
 
         # PIL releases the GIL while decoding and resizing, so threads use every core without pickling pixels.
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        with ThreadPoolExecutor(max(1, min(cores, 16))) as pool:
+        with ThreadPoolExecutor(max(1, min(available_cores(), 16))) as pool:
             list(pool.map(work, range(len(paths))))
         arr.flush()
         meta = {

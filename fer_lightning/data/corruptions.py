@@ -22,9 +22,11 @@ from PIL import Image, ImageFilter
 
 from fer_lightning.errors import FERError
 from fer_lightning.modalities import MODALITIES
+from fer_lightning.validation import Number
 
 KINDS = ("noise", "blur", "occlusion", "hotspot", "stripes", "contrast", "dead")
 SEVERITIES = (0, 1, 2, 3, 4, 5)
+SEVERITY = Number(int, SEVERITIES[0], SEVERITIES[-1], fix="use an integer from 0 (none) to 5 (worst)")
 
 # Per kind, the strength at severities 1..5 (index 0 is severity 1).
 _NOISE_STD = (6.0, 12.0, 24.0, 40.0, 64.0)  # grey levels
@@ -40,8 +42,7 @@ def check(kind: str, severity: int, key: str = "corrupt.<modality>") -> None:
     """Raises one FERError naming ``key`` (e.g. ``corrupt.infrared``) or ``corrupt.severity``."""
     if kind not in KINDS:
         raise FERError(f"{key}={kind}: unknown corruption; use one of {', '.join(KINDS)}")
-    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or severity not in SEVERITIES:
-        raise FERError(f"corrupt.severity={severity}: use an integer from 0 (none) to 5 (worst)")
+    SEVERITY.check("corrupt.severity", severity)
 
 
 def check_missing(missing: str | None) -> str | None:

@@ -11,10 +11,11 @@ from pathlib import Path
 from fer_lightning.data import synthetic
 from fer_lightning.data.build import ImageOptions, build
 from fer_lightning.data.extract import DEFAULT_CAPS, MAX_ARCHIVE_KEY, MAX_ENTRY_KEY, SizeCaps
-from fer_lightning.data.manifest_datamodule import ManifestDataModule, number
+from fer_lightning.data.manifest_datamodule import ManifestDataModule
 from fer_lightning.data.sources.folder import folder_sources
 from fer_lightning.data.sources.published import EXTRACTED, published_sources
 from fer_lightning.errors import FERError
+from fer_lightning.validation import Number, checked
 
 __all__ = [
     "FolderDataModule",
@@ -25,6 +26,13 @@ __all__ = [
     "SyntheticDataModule",
     "VIRIDataModule",
 ]
+
+# Preparation's numbers: retries of a download, and the caps on what an archive may expand to (MB)
+RULES = {
+    "dataset.retries": Number(int, 0, lenient=True),
+    MAX_ENTRY_KEY: Number(float, 1, lenient=True),
+    MAX_ARCHIVE_KEY: Number(float, 1, lenient=True),
+}
 
 
 class SyntheticDataModule(ManifestDataModule):
@@ -91,11 +99,11 @@ class PublishedDataModule(ImageFilesDataModule):
         self.download = download
         self.verify = verify
         self.base_url = base_url
-        self.retries = number("dataset.retries", retries, 0)
+        self.retries = checked(RULES, "dataset.retries", retries)
         caps = {**vars(DEFAULT_CAPS), **(extract or {})}
         self.caps = SizeCaps(
-            number(MAX_ENTRY_KEY, caps.pop("max_entry_mb"), 1, float),
-            number(MAX_ARCHIVE_KEY, caps.pop("max_archive_mb"), 1, float),
+            checked(RULES, MAX_ENTRY_KEY, caps.pop("max_entry_mb")),
+            checked(RULES, MAX_ARCHIVE_KEY, caps.pop("max_archive_mb")),
         )
         if caps:
             raise FERError(f"dataset.extract.{sorted(caps)[0]}: no such key; use max_entry_mb or max_archive_mb")

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fer_lightning.data.transforms import PairTransform
-from fer_lightning.errors import FERError
+from fer_lightning.validation import Number
 
 
 class FERDataset(Dataset):
@@ -151,17 +151,20 @@ class ResumableLoader(DataLoader):
         return iterator
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+WORKERS = Number(int, 0, null=True, words=("auto",), lenient=True)
+
+
 def resolve_workers(value: int | str | None) -> int:
     """``auto``: none on a small CPU-only box (workers would steal the model's cores), most cores with a GPU."""
+    value = WORKERS.check("dataset.num_workers", value)
     if value is None or value == "auto":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = available_cores()
         if torch.cuda.is_available():
             return max(1, min(cores - 1, 12))
         return 0 if cores <= 2 else min(4, cores // 4)
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        n = -1
-    if n < 0:
-        raise FERError(f"dataset.num_workers={value!r}: use auto or an integer >= 0")
-    return n
+    return value

@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps
 
-from fer_lightning.errors import FERError
+from fer_lightning.errors import FERError, one_line
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
@@ -27,7 +27,7 @@ class UnreadableImage(FERError):
     def reason(self, path: str | Path) -> str:
         """Why, without the file's name: a rejected.csv row names it already, and short reasons group."""
         cause = self.__cause__
-        detail = " ".join(str(cause).split()) if cause is not None else str(self)
+        detail = one_line(cause) if cause is not None else str(self)
         return detail.replace(f"'{path}'", "").replace(str(path), "").strip(" :") or "undecodable"
 
 
@@ -76,7 +76,7 @@ def load_rgb(
                 img.load()
                 return _to_rgb_array(img, sixteen_bit, (float(lo), float(hi)))
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = one_line(exc) or type(exc).__name__
         raise UnreadableImage(
             f"{path}: cannot decode image ({reason}); delete the file or re-extract its archive"
         ) from exc

@@ -35,21 +35,22 @@ from fer_lightning.data.transforms import PairTransform, offline_variants
 from fer_lightning.errors import FERError
 from fer_lightning.io import file_sha1, remove_stale_temporaries
 from fer_lightning.modalities import cameras
+from fer_lightning.validation import Choice, Number, checked
 
 log = logging.getLogger(__name__)
 
 
-def number(key: str, value, minimum: float, kind: type = int, fix: str = ""):
-    """``value`` as ``kind`` when it is one (or its digits) and >= ``minimum``; else one line naming the key."""
-    try:
-        number = kind(value) if not isinstance(value, bool) else None
-        ok = number is not None and number >= minimum and (kind is float or float(value) == number)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        want = f"an integer >= {minimum}" if kind is int else f"a number >= {minimum}"
-        raise FERError(f"{key}={value!r}: use {want}{fix}")
-    return number
+# The datamodule's numbers and choices, checked here because it is also built without Hydra (tests, the benchmark)
+RULES = {
+    "dataset.image_size": Number(int, 1, lenient=True, hint=" (the square side in pixels, e.g. 224)"),
+    "dataset.batch_size": Number(int, 1, lenient=True),
+    "dataset.eval_batch_size": Number(int, 1, lenient=True, hint=", or null for dataset.batch_size"),
+    "augment.offline_copies": Number(int, 0, lenient=True, hint=" (0: online augmentation)"),
+    "dataset.cache_scale": Number(float, 1, words=("auto",), lenient=True, hint=" (1 caches at the input size)"),
+    "dataset.passes_per_epoch": Number(int, 1, words=("auto",), lenient=True),
+    "dataset.normalization": Choice(NORMALIZATIONS),
+    "seed": Number(int, 0, lenient=True),
+}
 
 
 class ManifestDataModule(L.LightningDataModule):
@@ -98,44 +99,32 @@ class ManifestDataModule(L.LightningDataModule):
         passes_per_epoch: int | str = "auto",
     ):
         super().__init__()
-        if normalization not in NORMALIZATIONS:
-            raise FERError(f"dataset.normalization={normalization!r}: use one of {', '.join(NORMALIZATIONS)}")
+        checked(RULES, "dataset.normalization", normalization)
         if name:
             self.name = name
         self.modality = modality
         self.modalities = cameras(modality)
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.configured_classes = list(classes) if classes else None
-        self.image_size = number("dataset.image_size", image_size, 1, fix=" (the square side in pixels, e.g. 224)")
-        self.batch_size = number("dataset.batch_size", batch_size, 1)
+        self.image_size = checked(RULES, "dataset.image_size", image_size)
+        self.batch_size = checked(RULES, "dataset.batch_size", batch_size)
         self.eval_batch_size = (
-            self.batch_size
-            if eval_batch_size is None
-            else number("dataset.eval_batch_size", eval_batch_size, 1, fix=", or null for dataset.batch_size")
+            self.batch_size if eval_batch_size is None else checked(RULES, "dataset.eval_batch_size", eval_batch_size)
         )
         self.num_workers = resolve_workers(num_workers)
         self.augment = dict(augment or {})
-        copies = self.augment.get("offline_copies") or 0
-        self.offline_copies = number("augment.offline_copies", copies, 0, fix=" (0: online augmentation)")
+        self.offline_copies = checked(RULES, "augment.offline_copies", self.augment.get("offline_copies") or 0)
         # auto: the source resolution, capped, where the augmentation warps (data/cache.auto_size)
-        self.cache_scale = (
-            "auto"
-            if cache_scale == "auto"
-            else number("dataset.cache_scale", cache_scale, 1, float, fix=" (auto, or 1 caches at the input size)")
-        )
+        self.cache_scale = checked(RULES, "dataset.cache_scale", cache_scale)
         self.cache_side: int | None = None
         # auto: 1, or in a step budget enough passes for an epoch of budget.MIN_EPOCH_STEPS (fer_lightning/budget.py)
-        self.passes_setting = (
-            "auto"
-            if passes_per_epoch == "auto"
-            else number("dataset.passes_per_epoch", passes_per_epoch, 1, fix=" (or auto)")
-        )
+        self.passes_setting = checked(RULES, "dataset.passes_per_epoch", passes_per_epoch)
         self.passes_per_epoch = 1 if passes_per_epoch == "auto" else self.passes_setting
         self.normalization = normalization
         split = dict(split or {})
         self.fold = split.get("fold")
         self.split_spec = SplitSpec.from_config(split)
-        self.seed = number("seed", seed, 0)
+        self.seed = checked(RULES, "seed", seed)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.classes: list[str] = []
         self.manifest_sha1: str | None = None

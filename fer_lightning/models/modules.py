@@ -8,7 +8,6 @@ modality needs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,21 +35,25 @@ from fer_lightning.models.fusion import (
 )
 from fer_lightning.models.heads import build_head
 from fer_lightning.models.mixup import mixup
+from fer_lightning.validation import Number
 
-_FINITE_NONNEGATIVE = (lambda v: 0 <= v < math.inf, "a finite number >= 0")
+_FINITE_NONNEGATIVE = Number(float, 0)
 # Numbers of model.optimizer / model.scheduler that torch refuses with a traceback, or accepts and never learns
-# (lr=0, a cosine period below one): key -> (test, what to use). betas are tested one by one.
-_NUMBER_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
-    "lr": (lambda v: 0 < v < math.inf, "a finite number > 0, e.g. 0.001 (with 0 the model never learns)"),
+# (lr=0, a cosine period below one). betas are tested one by one.
+_NUMBER_RULES: dict[str, Number] = {
+    "lr": Number(float, 0, low_open=True, hint=", e.g. 0.001 (with 0 the model never learns)"),
     "weight_decay": _FINITE_NONNEGATIVE,
     "momentum": _FINITE_NONNEGATIVE,
     "eps": _FINITE_NONNEGATIVE,
     "eta_min": _FINITE_NONNEGATIVE,
-    "betas": (lambda v: 0 <= v < 1, "two numbers in [0, 1), e.g. [0.9,0.999]"),
-    "gamma": (lambda v: 0 < v < math.inf, "a finite number > 0"),
-    "T_max": (lambda v: v >= 1 and float(v).is_integer(), "an integer >= 1 (it follows trainer.max_epochs unless set)"),
-    "step_size": (lambda v: v >= 1 and float(v).is_integer(), "an integer >= 1"),
+    "betas": Number(float, 0, 1, high_open=True, fix="use two numbers in [0, 1), e.g. [0.9,0.999]"),
+    "gamma": Number(float, 0, low_open=True),
+    "T_max": Number(int, 1, lenient=True, hint=" (it follows trainer.max_epochs unless set)"),
+    "step_size": Number(int, 1, lenient=True),
 }
+MIXUP_ALPHA = Number(float, 0, hint=" (0 turns mixup off)")
+AUX_LOSS_WEIGHT = Number(float, 0, hint=" (0 turns it off)")
+MODALITY_DROPOUT = Number(float, 0, 1)
 
 
 def _is_number(value: Any) -> bool:
@@ -61,14 +64,15 @@ def check_optimizer_numbers(part: str, keywords: Mapping[str, Any] | None) -> No
     """One line naming ``model.<part>.<key>`` for a number among ``keywords`` (the config node, or the partial's
     keywords) that cannot train."""
     for key, value in (keywords or {}).items():
-        if key not in _NUMBER_RULES:
+        rule = _NUMBER_RULES.get(key)
+        if rule is None:
             continue
-        test, use = _NUMBER_RULES[key]
         pair = key == "betas" and isinstance(value, Sequence) and not isinstance(value, str)
         values = list(value) if pair else [value]
-        if not all(_is_number(v) and test(v) for v in values) or (key == "betas" and len(values) != 2):
+        # a string is refused here even where the rule would parse it: torch takes the config's value as it is
+        if not all(_is_number(v) and rule.ok(v) for v in values) or (key == "betas" and len(values) != 2):
             shown = f"[{','.join(map(str, values))}]" if pair else value
-            raise FERError(f"model.{part}.{key}={shown}: use {use}")
+            raise FERError(f"model.{part}.{key}={shown}: {rule.advice()}")
 
 
 class FERModule(L.LightningModule):
@@ -105,9 +109,7 @@ class FERModule(L.LightningModule):
         mixup_alpha: float = 0.0,
     ):
         super().__init__()
-        if not _is_number(mixup_alpha) or not 0 <= mixup_alpha < math.inf:
-            raise FERError(f"model.mixup_alpha={mixup_alpha}: use a finite number >= 0 (0 turns mixup off)")
-        self.mixup_alpha = float(mixup_alpha)
+        self.mixup_alpha = MIXUP_ALPHA.check("model.mixup_alpha", mixup_alpha)
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.optimizer_factory = optimizer
@@ -275,10 +277,8 @@ class FusionModule(FERModule):
     ):
         super().__init__(**kwargs)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        if not 0.0 <= modality_dropout <= 1.0:
-            raise FERError(f"model.modality_dropout={modality_dropout}: must be in [0, 1]")
-        if aux_loss_weight < 0:
-            raise FERError(f"model.aux_loss_weight={aux_loss_weight}: must be >= 0 (0 turns it off)")
+        MODALITY_DROPOUT.check("model.modality_dropout", modality_dropout)
+        AUX_LOSS_WEIGHT.check("model.aux_loss_weight", aux_loss_weight)
         check_fusion(fusion, late_combine)
         self.fusion = fusion
         self.modality_dropout = modality_dropout

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fer_lightning.callbacks import ModelSummary
 from fer_lightning.data.manifest_datamodule import ManifestDataModule
-from fer_lightning.errors import FERError
+from fer_lightning.errors import FERError, expected_error
 from fer_lightning.models.modules import FusionModule, SingleModalityModule
 from fer_lightning.runs.checkpoint import RunCheckpoint, checkpoint_modality
 from fer_lightning.runs.config import EVAL_TRAINER_KEYS
@@ -28,11 +28,9 @@ def _instantiate(node: Any, **kwargs: Any) -> Any:
         return instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as exc:
         # Hydra wraps what a constructor raises; ours are expected errors and stay one line.
-        cause = exc.__cause__
-        while isinstance(cause, InstantiationException):
-            cause = cause.__cause__
-        if isinstance(cause, FERError):
-            raise cause from None
+        error = expected_error(exc)
+        if error is not None:
+            raise error from None
         raise
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from fer_lightning.budget import RULES as BUDGET_RULES
 from fer_lightning.errors import FERError
 from fer_lightning.models.modules import check_optimizer_numbers
 from fer_lightning.runs.distributed import check_strategy
+from fer_lightning.validation import Number, check_config
 
 # Keys of evaluate's own config; every other override is applied to the run's saved config.
 OWN_KEYS = (
@@ -100,12 +102,14 @@ def task_overrides() -> list[str]:
     return list(hydra_cfg.overrides.task) if hydra_cfg is not None else []
 
 
-def _int(cfg: DictConfig, key: str, minimum: int, fix: str) -> None:
-    value = OmegaConf.select(cfg, key)
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise FERError(f"{key}={value!r}: {fix}")
+# What the run layer checks on the composed config before anything is built (one line each, naming the key); each
+# component's own rules join them, so a bad value is refused before any data is prepared.
+RUN_RULES = {
+    "seed": Number(int, 0, fix="the seed must be a non-negative integer, e.g. seed=3"),
+    "trainer.max_epochs": Number(int, 1, fix="train for at least one epoch, e.g. trainer.max_epochs=12"),
+    "trainer.max_steps": Number(int, -1, fix="use -1 (no limit) or a positive number of optimiser steps"),
+    **BUDGET_RULES,
+}
 
 
 def check_run_config(cfg: DictConfig) -> None:
@@ -113,14 +117,10 @@ def check_run_config(cfg: DictConfig) -> None:
 
     Dataset values (sizes, batch sizes, regexes) are checked where they enter, by the datamodule.
     """
-    _int(cfg, "seed", 0, "the seed must be a non-negative integer, e.g. seed=3")
+    check_config(cfg, RUN_RULES)
     # Before any data is prepared; the scheduler's numbers follow the budget, so the model checks those.
     check_optimizer_numbers("optimizer", OmegaConf.select(cfg, "model.optimizer"))
     check_strategy(OmegaConf.select(cfg, "trainer.strategy"))
-    _int(cfg, "trainer.max_epochs", 1, "train for at least one epoch (trainer.max_epochs=12), or -1 with max_steps")
-    if OmegaConf.select(cfg, "trainer.max_epochs") == -1:
-        return
-    _int(cfg, "trainer.max_steps", -1, "use -1 (no limit) or a positive number of optimiser steps")
 
 
 def apply_overrides(run_cfg: DictConfig, composed: DictConfig, overrides: list[str]) -> list[str]:

@@ -25,6 +25,7 @@ from fer_lightning.data.synthetic.thermal import palette_lut, render_thermal
 from fer_lightning.data.synthetic.visible import render_visible
 from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_write_bytes, atomic_write_text, commit, file_sha1
+from fer_lightning.validation import Number, checked
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,13 @@ def near_duplicate(rng: np.random.Generator, *images: np.ndarray) -> tuple[np.nd
     return tuple(out)
 
 
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+# generate()'s counts (an InvalidValue is a ValueError: build_dataset reports it under dataset.generator)
+RULES = {
+    "n_subjects": Number(int, 1),
+    "samples_per_class": Number(int, 1),
+    "image_size": Number(int, 16),
+    "seed": Number(int, 0),
+}
 
 
 def generate(
@@ -107,10 +111,10 @@ def generate(
     label, subject and conditions). Every sample draws from its own generator seeded by (seed, subject, class,
     index), so output is byte-identical for the same arguments and independent of generation order.
     """
-    n_subjects = _positive_int("n_subjects", n_subjects)
-    samples_per_class = _positive_int("samples_per_class", samples_per_class)
-    image_size = _positive_int("image_size", image_size, 16)
-    seed = _positive_int("seed", seed, 0)
+    n_subjects = checked(RULES, "n_subjects", n_subjects)
+    samples_per_class = checked(RULES, "samples_per_class", samples_per_class)
+    image_size = checked(RULES, "image_size", image_size)
+    seed = checked(RULES, "seed", seed)
     palette_lut(palette)
     knobs = Knobs.from_difficulty(difficulty)
 
