@@ -106,3 +106,34 @@ def test_keep_tested_deletes_only_the_checkpoint_the_run_did_not_test(test_check
     assert sorted(p.name for p in (tmp_path / "all").glob("*.ckpt")) == ["best-epoch001.ckpt", "last.ckpt"]
     with pytest.raises(FERError, match=r"callbacks\.model_checkpoint\.keep='best': use one of all, tested"):
         AtomicModelCheckpoint(dirpath=tmp_path, monitor="val/accuracy", keep="best")
+
+
+def test_the_private_lightning_methods_it_relies_on_are_unchanged():
+    """AtomicModelCheckpoint overrides and calls private ModelCheckpoint methods: a Lightning release that renames or
+    re-signs one must fail here (then adapt fer_lightning/checkpointing.py and raise the pin in pyproject.toml)."""
+    import inspect
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from fer_lightning.checkpointing import PRIVATE_MODEL_CHECKPOINT_API
+
+    for name, params in PRIVATE_MODEL_CHECKPOINT_API.items():
+        method = getattr(ModelCheckpoint, name, None)
+        assert callable(method), f"lightning {L.__version__}: ModelCheckpoint.{name} is gone"
+        assert tuple(inspect.signature(method).parameters) == params, f"lightning {L.__version__}: {name} changed"
+    # every private ModelCheckpoint method the module touches is listed above
+    source = inspect.getsource(AtomicModelCheckpoint)
+    used = set(re.findall(r"(?:self|super\(\))\.(_[a-z]\w*)\(", source))
+    inherited = {name for name in used if hasattr(ModelCheckpoint, name)}
+    assert inherited == set(PRIVATE_MODEL_CHECKPOINT_API)
+
+
+def test_the_installed_lightning_is_within_the_tested_pin():
+    from packaging.requirements import Requirement
+
+    from tests.conftest import REPO
+
+    pinned = [line for line in (REPO / "pyproject.toml").read_text().splitlines() if '"lightning>=' in line]
+    requirement = Requirement(pinned[0].strip().strip('",'))
+    assert requirement.specifier.contains(L.__version__), f"lightning {L.__version__} is outside {requirement}"
+    assert any(spec.operator in ("<=", "<") for spec in requirement.specifier), "lightning has no upper bound"

@@ -30,6 +30,7 @@ from fer_lightning.runs.checkpoint import load_run_checkpoint
 from fer_lightning.runs.config import evaluation_config
 from fer_lightning.runs.engine import SPLITS, Run
 from fer_lightning.runtime import FORMAT, MODEL_JSON, softmax
+from fer_lightning.validation import Number, checked
 
 # fp32 on the CPU: measured differences are near 1e-7 (docs/deploy.md); 1e-4 leaves room for other CPUs and
 # onnxruntime builds while still catching a wrong normalisation, a frozen batch size or a dropped branch
@@ -37,6 +38,14 @@ TOLERANCE = 1e-4
 FORMATS = ("onnx",)
 # the batch the graph is traced with; parity runs on a larger one
 TRACE_BATCH = 2
+# export's own keys
+RULES = {
+    "parity_samples": Number(int, TRACE_BATCH, low_open=True, hint=" (a batch other than the traced one)"),
+    "tolerance": Number(
+        float, 0, 1, low_open=True, high_open=True, fix=f"use a probability difference in (0, 1), e.g. {TOLERANCE}"
+    ),
+    "opset": Number(int, 14, fix="use an ONNX opset >= 14, e.g. 17"),
+}
 
 
 class OnnxGraph(nn.Module):
@@ -83,16 +92,8 @@ def _check_settings(cfg: DictConfig) -> tuple[str, int, float, int]:
     split = str(cfg.get("split"))
     if split not in SPLITS:
         raise FERError(f"split={split}: the parity inputs come from one of {', '.join(SPLITS)}")
-    n = cfg.get("parity_samples")
-    if isinstance(n, bool) or not isinstance(n, int) or n <= TRACE_BATCH:
-        raise FERError(f"parity_samples={n}: use an integer > {TRACE_BATCH} (a batch other than the traced one)")
-    tol = cfg.get("tolerance")
-    if isinstance(tol, bool) or not isinstance(tol, int | float) or not 0 < tol < 1:
-        raise FERError(f"tolerance={tol}: use a probability difference in (0, 1), e.g. {TOLERANCE}")
-    opset = cfg.get("opset")
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 14:
-        raise FERError(f"opset={opset}: use an ONNX opset >= 14, e.g. 17")
-    return split, n, float(tol), opset
+    n, tol, opset = (checked(RULES, key, cfg.get(key)) for key in ("parity_samples", "tolerance", "opset"))
+    return split, n, tol, opset
 
 
 def parity_batch(run: Run, split: str, n: int) -> dict[str, torch.Tensor]:

@@ -24,6 +24,10 @@ from fer_lightning.runs.config import evaluation_config
 from fer_lightning.runs.corruption import CorruptionSpec
 from fer_lightning.runs.engine import Run
 from fer_lightning.runs.results import condition
+from fer_lightning.validation import Number
+
+# corrupt_seed: seeds every sample's corruption draw
+CORRUPT_SEED = Number(int, 0)
 
 COLUMNS = (
     "model",
@@ -90,9 +94,7 @@ def grid_settings(cfg: DictConfig) -> tuple[list[str], list[int], list[str] | No
             f"{_typed('modalities', modalities)}: no such modality {bad[0]!r}; use some of "
             f"{', '.join(MODALITIES)}, or modalities=null for every one the model reads"
         )
-    seed = cfg.get("corrupt_seed")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise FERError(f"corrupt_seed={seed!r}: use an integer >= 0")
+    seed = CORRUPT_SEED.check("corrupt_seed", cfg.get("corrupt_seed"))
     return [str(k) for k in kinds], severities, modalities, seed
 
 
