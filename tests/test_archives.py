@@ -352,6 +352,27 @@ def test_ensure_archives_single_mismatch_names_file_expected_actual(tmp_path, mo
     assert "f" * 40 in message and blobs[specs[3].name] in message and "dataset.verify=false" in message
 
 
+def test_each_archive_is_hashed_once_from_verifying_to_extracting(tmp_path, monkeypatch, forbid_network):
+    raw = tmp_path / "raw"
+    blobs = build_published_set(raw, "viri", images_per_class=1)
+    monkeypatch.setitem(PUBLISHED_ARCHIVES, "viri", specs_with_blobs("viri", blobs))
+    hashed = []
+
+    def counting(path):
+        hashed.append(Path(path).name)
+        return git_blob_sha1(path)
+
+    monkeypatch.setattr(published, "git_blob_sha1", counting)
+    monkeypatch.setattr(extract, "git_blob_sha1", counting)
+    extracted = extract_all(ensure_archives("viri", raw, download=False, verify=True), tmp_path / "out")
+    assert sorted(hashed) == sorted(blobs)  # verified once each; the fresh extraction reuses the blob id
+    markers = [json.loads((r.dest / EXTRACTED_MARKER_NAME).read_text()) for _, r in extracted]
+    assert {m["archive"]: m["blob"] for m in markers} == blobs
+    hashed.clear()
+    extract_all(ensure_archives("viri", raw, download=False, verify=True), tmp_path / "out")
+    assert hashed == []  # unchanged archives and extractions: nothing is hashed
+
+
 def test_ensure_archives_verify_false_warns_and_continues(tmp_path, monkeypatch, forbid_network):
     raw = tmp_path / "raw"
     blobs = build_published_set(raw, "viri", images_per_class=1)
@@ -483,7 +504,7 @@ def test_7z_empty_and_backslash_entries(tmp_path):
     assert result.images == [Path("a/2.jpg"), Path("a/b/1.JPG")]
     assert result.skipped == [("a/empty.png", "empty file")]
     assert (tmp_path / "out/a/b/1.JPG").read_bytes() == image_bytes(1)
-    assert safe_extract(archive, tmp_path / "out").reused
+    assert safe_extract(archive, tmp_path / "out") == result  # the marker's record, read back
 
 
 @pytest.mark.parametrize("fmt", ["zip", "7z"])
@@ -542,7 +563,6 @@ def test_extraction_is_idempotent(tmp_path, monkeypatch):
     archive = build_zip(tmp_path / "a.zip", {"x/1.jpg": image_bytes(1), "x/n.txt": b"t"})
     dest = tmp_path / "out"
     first = safe_extract(archive, dest)
-    assert not first.reused
     before = (dest / "x/1.jpg").stat().st_mtime_ns
 
     def no_reading(*args, **kwargs):
@@ -550,7 +570,7 @@ def test_extraction_is_idempotent(tmp_path, monkeypatch):
 
     monkeypatch.setattr(extract.zipfile, "ZipFile", no_reading)
     second = safe_extract(archive, dest)
-    assert second.reused and second.images == first.images and second.skipped == first.skipped
+    assert second == first
     assert (dest / "x/1.jpg").stat().st_mtime_ns == before
 
 
@@ -558,7 +578,7 @@ def test_changed_archive_is_extracted_again(tmp_path):
     dest = tmp_path / "out"
     safe_extract(build_zip(tmp_path / "a.zip", {"old.jpg": image_bytes(1)}), dest)
     result = safe_extract(build_zip(tmp_path / "a.zip", {"new/one.jpg": image_bytes(2)}), dest)
-    assert not result.reused and result.images == [Path("new/one.jpg")]
+    assert result.images == [Path("new/one.jpg")]
     assert not (dest / "old.jpg").exists()
 
 

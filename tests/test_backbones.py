@@ -14,7 +14,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from fer_lightning.errors import FERError
-from fer_lightning.models.backbones import BACKBONES, FeatureGate, build_backbone, cam_target
+from fer_lightning.models.backbones import BACKBONES, FeatureGate, build_backbone
 from fer_lightning.models.fusion import FUSIONS
 from fer_lightning.models.modules import FusionModule
 from tests.conftest import TINY, compose_cfg
@@ -43,7 +43,7 @@ def test_every_backbone_has_the_map_pool_interface(name):
         assert pooled.shape == (2, backbone.out_features)
         assert torch.allclose(backbone(x), pooled, atol=1e-6)
     assert isinstance(backbone.attention, FeatureGate) and backbone.attention.fc.in_features == backbone.out_features
-    layer, _ = cam_target(backbone)
+    layer, _ = backbone.cam_target()
     assert any(layer is m for m in backbone.modules())
 
 
@@ -71,13 +71,13 @@ def test_vit_map_is_the_patch_grid_without_the_class_token():
 
 def test_cam_targets_are_the_last_stage():
     resnet = build_backbone("resnet18")
-    assert cam_target(resnet) == (resnet.trunk.layer4, None)
+    assert resnet.cam_target() == (resnet.trunk.layer4, None)
     convnext = build_backbone("timm/convnext_atto")
-    assert cam_target(convnext)[0] is convnext.trunk.stages[-1]
+    assert convnext.cam_target()[0] is convnext.trunk.stages[-1]
     mobilenet = build_backbone("timm/mobilenetv3_small_050")
-    assert cam_target(mobilenet)[0] is mobilenet.trunk.blocks[-1]
+    assert mobilenet.cam_target()[0] is mobilenet.trunk.blocks[-1]
     vit = build_backbone("timm/vit_tiny_patch16_224", kwargs={"img_size": 32})
-    layer, reshape = cam_target(vit)
+    layer, reshape = vit.cam_target()
     assert layer is vit.trunk.blocks[-1].norm1
     assert reshape(torch.rand(2, 1 + 4, 192)).shape == (2, 192, 2, 2)
 
@@ -85,7 +85,7 @@ def test_cam_targets_are_the_last_stage():
 def test_grad_cam_runs_on_a_vit_with_its_token_reshape():
     backbone = build_backbone("timm/vit_tiny_patch16_224", attention="gate", kwargs={"img_size": 32}).eval()
     model = nn.Sequential(backbone, nn.Linear(backbone.out_features, 3))
-    layer, reshape = cam_target(backbone)
+    layer, reshape = backbone.cam_target()
     with GradCAM(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
         heat = cam(input_tensor=_x(1), targets=[ClassifierOutputTarget(1)])
     assert heat.shape == (1, 32, 32) and heat.min() >= 0

@@ -76,7 +76,7 @@ def test_pairs_by_stem_regardless_of_order_and_case():
         ("IMG_2_vis.JPG", "img_2_IR.jpg"),
         ("IMG_10_vis.JPG", "img_10_IR.jpg"),
     ]
-    assert result.warnings == [] and result.unpaired == {}
+    assert result.warnings == [] and all(v and i for _, v, i in result.pairs)
 
 
 def test_repeated_stems_in_subject_folders_pair_by_folder():
@@ -118,8 +118,8 @@ def test_partial_name_match_is_not_shifted_into_order_pairing():
     result = pair_files(vis, ir, mode="auto", require_pairs=False)
     pairs = [(v.name, i.name) for _, v, i in result.pairs if v and i]
     assert pairs == [(f"img_00{k}.jpg", f"img_00{k}.jpg") for k in range(2, 6)]
-    assert result.unpaired["sad"]["visible"] == [V / "img_001.jpg"]
-    assert result.unpaired["sad"]["infrared"] == [I / "img_006.jpg"]
+    alone = {(label, v, i) for label, v, i in result.pairs if not (v and i)}
+    assert alone == {("sad", V / "img_001.jpg", None), ("sad", None, I / "img_006.jpg")}
     assert all("sorted order" not in w for w in result.warnings)
 
 
@@ -164,7 +164,6 @@ def test_single_modality_runs_keep_every_image():
         ("sad", "s2_vis.jpg", "s2_ir.jpg"),
         ("sad", "s3_vis.jpg", None),
     ]
-    assert result.unpaired["sad"] == {"visible": paths(V, "s1_vis.jpg", "s3_vis.jpg"), "infrared": []}
     assert len(result.warnings) == 1
 
 

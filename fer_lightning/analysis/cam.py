@@ -21,7 +21,6 @@ from fer_lightning.data.images import load_rgb
 from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_path
 from fer_lightning.modalities import MODALITIES
-from fer_lightning.models.backbones import cam_target
 from fer_lightning.runs import Predictor, load_run_checkpoint
 
 
@@ -64,7 +63,7 @@ def explain(cfg: DictConfig) -> dict:
     written = {}
     for m in predictor.modalities:
         branch = _Branch(predictor.model, m, batch)
-        layer, reshape = cam_target(predictor.model.backbones[m])
+        layer, reshape = predictor.model.backbones[m].cam_target()
         with GradCAM(model=branch, target_layers=[layer], reshape_transform=reshape) as cam:
             heat = cam(input_tensor=batch[m], targets=[ClassifierOutputTarget(target_idx)])[0]
         original = load_rgb(paths[m])

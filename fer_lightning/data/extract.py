@@ -68,7 +68,6 @@ class ExtractResult:
     dest: Path
     images: list[Path] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    reused: bool = False  # True when an earlier complete extraction was found and kept
 
     @property
     def image_paths(self) -> list[Path]:
@@ -376,7 +375,7 @@ def safe_extract(
     marker = _read_marker(dest)
     if marker is not None and _marker_is_current(marker, archive, dest, blob_id):
         images = [Path(p) for p in marker["images"]]
-        return ExtractResult(archive, dest, images, [tuple(s) for s in marker["skipped"]], reused=True)
+        return ExtractResult(archive, dest, images, [tuple(s) for s in marker["skipped"]])
     if marker is None and dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise FERError(f"{dest}: exists but holds no complete extraction of {archive.name}; delete it and rerun")
     try:

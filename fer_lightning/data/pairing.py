@@ -27,13 +27,11 @@ class PairingResult:
     """Outcome of :func:`pair_files`.
 
     ``pairs`` rows are ``(label, visible, infrared)``; one side is ``None`` for an image kept
-    without a partner (only when pairs are not required). ``unpaired`` lists, per class, the
-    images that found no partner (empty when every image is paired).
+    without a partner (only when pairs are not required).
     """
 
     pairs: list[PairRow] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    unpaired: dict[str, dict[str, list[Path]]] = field(default_factory=dict)
 
 
 def natural_key(s: str | PurePath) -> tuple:
@@ -110,10 +108,13 @@ def _show(path: Path) -> str:
 
 
 def _listing(paths: Iterable[Path]) -> str:
-    paths = list(paths)
-    shown = ", ".join(_show(p) for p in paths[:_MAX_LISTED])
-    if len(paths) > _MAX_LISTED:
-        shown += f" and {len(paths) - _MAX_LISTED} more"
+    return _listed([_show(p) for p in paths])
+
+
+def _listed(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_MAX_LISTED])
+    if len(names) > _MAX_LISTED:
+        shown += f" and {len(names) - _MAX_LISTED} more"
     return shown
 
 
@@ -195,8 +196,7 @@ def pair_files(
         rows += [(label, v, None) for v in vis_only] + [(label, None, i) for i in ir_only]
         result.pairs += sorted(rows, key=lambda r: natural_key(r[1] or r[2]))
         if vis_only or ir_only:
-            result.unpaired[label] = {"visible": vis_only, "infrared": ir_only}
-            problems.append(_describe_unpaired(label, vis_only, ir_only))
+            problems.append(describe_unpaired(label, [_show(p) for p in vis_only], [_show(p) for p in ir_only]))
     if problems and require_pairs:
         raise FERError(
             "visible+infrared fusion needs every image paired, but some have no partner: "
@@ -208,10 +208,12 @@ def pair_files(
     return result
 
 
-def _describe_unpaired(label: str, vis_only: list[Path], ir_only: list[Path]) -> str:
+def describe_unpaired(label: str, visible: Sequence[str], infrared: Sequence[str]) -> str:
+    """``class 'Sad': 2 visible without infrared (a.jpg, b.jpg)``: the images of class ``label`` that have no
+    partner, by the names given (preparing's pairing and a fusion run's check on the manifest say it alike)."""
     parts = []
-    if vis_only:
-        parts.append(f"{len(vis_only)} visible without infrared ({_listing(vis_only)})")
-    if ir_only:
-        parts.append(f"{len(ir_only)} infrared without visible ({_listing(ir_only)})")
+    if visible:
+        parts.append(f"{len(visible)} visible without infrared ({_listed(visible)})")
+    if infrared:
+        parts.append(f"{len(infrared)} infrared without visible ({_listed(infrared)})")
     return f"class {label!r}: " + ", ".join(parts)

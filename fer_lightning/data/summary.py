@@ -13,6 +13,7 @@ from rich.table import Table
 from fer_lightning.data.build import STATE
 from fer_lightning.data.manifest import MANIFEST, REJECTED, SPLITS, read_manifest
 from fer_lightning.data.near_duplicates import LISTING
+from fer_lightning.data.pairing import describe_unpaired
 from fer_lightning.modalities import MODALITIES
 
 
@@ -24,15 +25,7 @@ def unpaired_message(manifest: Path, rows: list[dict]) -> str:
             if r[m] and not all(r[x] for x in MODALITIES):
                 # the sample id is the source image's path: r[m] may be its 8-bit copy (converted/<name>.png)
                 by_class[r["label"]][m].append(Path(r["sample_id"]).name)
-    parts = []
-    for label, sides in sorted(by_class.items()):
-        listed = []
-        for m, other in (("visible", "infrared"), ("infrared", "visible")):
-            names = sides[m]
-            if names:
-                shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-                listed.append(f"{len(names)} {m} without {other} ({shown})")
-        parts.append(f"class {label!r}: " + ", ".join(listed))
+    parts = [describe_unpaired(label, sides["visible"], sides["infrared"]) for label, sides in sorted(by_class.items())]
     return (
         f"{manifest}: modality=fusion needs every image paired, but some have no partner: "
         f"{'; '.join(parts)}; "

@@ -5,8 +5,8 @@ Every LightningModule (visible, infrared, fusion) builds its feature extractors 
 ``resnet34``, ``resnet50``) or ``timm/<model>`` for any model ``timm.list_models()`` knows.
 
 Whatever the trunk, a :class:`Backbone` offers the last stage's spatial map (``feature_map``), the pooled and
-attention-weighted vector (``pool``; ``forward(x) == pool(feature_map(x))``) and, through :func:`cam_target`,
-the layer Grad-CAM should watch.
+attention-weighted vector (``pool``; ``forward(x) == pool(feature_map(x))``) and, through
+:meth:`Backbone.cam_target`, the layer Grad-CAM should watch.
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ class Backbone(nn.Module):
         self.out_features = width
 
     def cam_target(self) -> tuple[nn.Module, Callable | None]:
+        """``(layer, reshape_transform or None)`` for pytorch_grad_cam; FERError where no layer fits."""
         raise FERError(f"explain does not support backbone {self.name}: no Grad-CAM target layer is known for it")
 
 
@@ -185,11 +186,6 @@ class TimmBackbone(Backbone):
             return super().cam_target()
         layer = trunk.get_submodule(info[-1]["module"])  # timm's own record of its last stage
         return layer, (lambda t: t.permute(0, 3, 1, 2)) if self.layout == "NHWC" else None
-
-
-def cam_target(backbone: Backbone) -> tuple[nn.Module, Callable | None]:
-    """``(layer, reshape_transform or None)`` for pytorch_grad_cam; FERError where no layer fits."""
-    return backbone.cam_target()
 
 
 # ------------------------------------------------------------------------------------------- registry

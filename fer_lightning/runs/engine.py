@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -91,7 +91,6 @@ class FitOutcome:
     best_val_accuracy: float | None
     epochs_trained: int
     train_seconds: float
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class Run:
@@ -229,7 +228,6 @@ class Run:
             best_val_accuracy=float(score) if score is not None else None,
             epochs_trained=int(self.trainer.current_epoch),
             train_seconds=round(time.time() - start, 2),
-            metrics={k: float(v) for k, v in self.trainer.callback_metrics.items()},
         )
 
     # -- test --------------------------------------------------------------------------------------------

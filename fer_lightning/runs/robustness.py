@@ -48,7 +48,7 @@ COLUMNS = (
 )
 
 
-def _model_label(run_cfg: DictConfig, ckpt: Path, taken: set[str]) -> str:
+def _model_label(run_cfg: DictConfig, taken: set[str]) -> str:
     base = str(run_cfg.modality)
     if base == "fusion":
         base = f"fusion-{run_cfg.model.get('fusion', 'interleave')}"
@@ -110,7 +110,7 @@ def robustness_grid(cfg: DictConfig) -> list[dict]:
         ckpt = load_run_checkpoint(path)
         run_cfg, _ = evaluation_config(ckpt.config, cfg)
         run = Run.from_checkpoint(ckpt, run_cfg, allow_manifest_change=bool(cfg.get("allow_manifest_change")))
-        label = _model_label(run_cfg, ckpt.path, taken)
+        label = _model_label(run_cfg, taken)
         modalities = wanted or list(run.datamodule.modalities)
         unread = [m for m in modalities if m not in run.datamodule.modalities]
         if unread:

@@ -316,9 +316,17 @@ def _missing_message(
 def extract_all(
     archives: Iterable[tuple[ArchiveSpec, Path]], extract_root: str | Path, caps: SizeCaps = DEFAULT_CAPS
 ) -> list[tuple[ArchiveSpec, ExtractResult]]:
-    """:func:`safe_extract` each archive into ``extract_root/<archive name without extension>``."""
+    """:func:`safe_extract` each archive into ``extract_root/<archive name without extension>``.
+
+    Each archive's blob id comes from the ``.verified.json`` beside it (which :func:`ensure_archives` just wrote),
+    so an archive is not hashed again to be extracted, nor to find its earlier extraction current.
+    """
     root = Path(extract_root)
-    return [(spec, safe_extract(path, root / spec.folder_name, caps=caps)) for spec, path in archives]
+    extracted = []
+    for spec, path in archives:
+        blob = _BlobCache(path.parent / VERIFIED_CACHE_NAME).blob(path)
+        extracted.append((spec, safe_extract(path, root / spec.folder_name, blob_id=blob, caps=caps)))
+    return extracted
 
 
 def collect_images(
