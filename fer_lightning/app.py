@@ -27,6 +27,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def fail(message: str, status: int = 2, label: str = "error"):
+    """Prints ``<label>: <message>`` on stderr and exits with ``status`` (2: bad input), without a traceback."""
     print(f"{label}: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
 

@@ -40,6 +40,8 @@ FLAG_RULES = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with each count checked (one ``error:`` line naming the flag) and the device's default
+    image size filled in."""
     p = argparse.ArgumentParser(prog="python -m fer_lightning.bench", description=__doc__.split("\n\n")[0])
     default_device = "cuda" if torch.cuda.is_available() else "cpu"
     p.add_argument("--device", choices=("cpu", "cuda"), default=default_device)
@@ -81,6 +83,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the benchmark on fresh synthetic data (kept in ``--data-dir`` if given); prints the table and, last,
+    one JSON line. Returns the exit status: 2 with one ``error:`` line for bad input."""
     logging.basicConfig(level=logging.WARNING)
     from fer_lightning.app import quiet_libraries
 

@@ -106,6 +106,8 @@ def compose_config(args: argparse.Namespace) -> DictConfig:
 
 
 def run_framework(dm: ManifestDataModule, args, cfg: DictConfig, classes: list[str]) -> dict:
+    """Times ``args.steps`` training steps (after ``args.warmup``) of the framework's model and loader on
+    ``dm``; returns its training and evaluation images per second, the precision used and the model."""
     model = build_model(cfg.model, classes)
     timer = _Timer(args.warmup, args.device)
     precision = auto_precision() if args.device == "cuda" else "32-true"
@@ -234,6 +236,9 @@ def offline_draw_seconds(dm: ManifestDataModule, args, n_samples: int = 16) -> f
 
 
 def bench(args: argparse.Namespace, work: Path) -> dict:
+    """The whole benchmark in ``work`` (its images generated there, or reused when a kept folder holds as many
+    pairs): the framework, the study-style loop and, with ``--run-steps``, a real training run; returns the record
+    :func:`table` prints."""
     cfg = compose_config(args)
     manifest = work / "bench" / "manifest.csv"
     if manifest.is_file() and (work / "bench" / "split.json").is_file() and len(read_manifest(manifest)) == args.pairs:
@@ -322,6 +327,8 @@ def _round(x: float | None, digits: int) -> float | None:
 
 
 def table(r: dict) -> str:
+    """The benchmark record ``r`` as a header line and a Markdown table of throughputs (``not run`` where a
+    pipeline was skipped)."""
     u = r["unit"]
     r = {k: ("not run" if v is None else v) for k, v in r.items()}
     lines = [

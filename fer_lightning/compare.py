@@ -19,6 +19,7 @@ from fer_lightning.app import report_errors
 
 @report_errors
 def main(argv: list[str] | None = None) -> None:
+    """``python -m fer_lightning.compare A B [--by CSV --column NAME]``: prints the paired comparison table."""
     parser = argparse.ArgumentParser(prog="python -m fer_lightning.compare", description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path, help="predictions.csv of model A (or its evaluation folder)")
     parser.add_argument("b", type=Path, help="predictions.csv of model B, tested on the same samples")

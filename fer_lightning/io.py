@@ -82,11 +82,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through :func:`atomic_path`: a reader sees the old file or the new one."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` to ``path`` through :func:`atomic_path`: a reader sees the old file or the new one."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
@@ -143,6 +145,7 @@ def _alive(pid: int) -> bool:
 
 
 def file_sha1(path: str | os.PathLike) -> str:
+    """The SHA-1 hex digest of the file's bytes (read in 1 MiB chunks), as ``manifest.csv`` records it."""
     h = hashlib.sha1()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -17,6 +17,8 @@ from fer_lightning.app import report_errors
 
 @report_errors
 def main(argv: list[str] | None = None) -> None:
+    """``python -m fer_lightning.report DIR``: prints the table of every results.json under ``DIR`` and writes
+    ``report.md`` and ``report.csv`` there."""
     parser = argparse.ArgumentParser(prog="python -m fer_lightning.report", description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path, help="a folder holding run dirs (searched recursively for results.json)")
     parser.add_argument(

@@ -40,14 +40,17 @@ DEFAULT_RECIPE = {"synthetic": "short"}
 
 
 def default_recipe(dataset: str) -> str:
+    """The recipe ``${fer_default_recipe:${dataset}}`` resolves to: :data:`DEFAULT_RECIPE`'s, else ``ours``."""
     return DEFAULT_RECIPE.get(dataset, "ours")
 
 
 def unique_suffix() -> str:
+    """``${fer_unique:}``: the process id and 4 random hex digits, so run dirs started in the same second differ."""
     return f"{os.getpid()}{secrets.token_hex(2)}"
 
 
 def register() -> None:
+    """Registers the ``fer_*`` resolvers the configs use (once per process; importing this module does it)."""
     if not OmegaConf.has_resolver("fer_precision"):
         OmegaConf.register_new_resolver("fer_precision", auto_precision, use_cache=True)
     if not OmegaConf.has_resolver("fer_on_cuda"):

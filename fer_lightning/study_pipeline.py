@@ -28,6 +28,7 @@ STUDY_WORKERS = 2
 
 
 def sync(device: str) -> None:
+    """Waits for the GPU's queued work (a no-op on the CPU), so a timer reads the work's end."""
     if device == "cuda":
         torch.cuda.synchronize()
 
@@ -103,6 +104,8 @@ def study_model_config(cfg: DictConfig) -> DictConfig:
 
 
 def run_study_style(root: Path, rows: list[dict], classes: list[str], args, cfg: DictConfig) -> float:
+    """Times the source study's training loop (PIL decoding every epoch, a plain Adam loop, fp32) on the same
+    model and images for ``args.study_steps`` steps after ``args.warmup``; returns images per second."""
     modalities = ("visible", "infrared") if args.modality == "fusion" else (args.modality,)
     train_rows = [r for r in rows if r["split"] == "train"]
     ds = StudyStyleDataset(root, train_rows, modalities, classes, args.image_size)

@@ -96,6 +96,8 @@ def gather(sweep_dir: Path, since: float = 0.0) -> list[dict[str, Any]]:
 
 
 def summarise(sweep_dir: Path, since: float = 0.0) -> dict[str, Any]:
+    """The summary of the sweep's jobs started at ``since`` (a ``time.time()``) or later: counts, and the failed
+    jobs' errors and run dirs; written to ``sweep_dir/sweep_summary.json`` and returned."""
     jobs = gather(sweep_dir, since)
     bad = [j for j in jobs if j["status"] != "completed"]
     summary = {
@@ -111,6 +113,8 @@ def summarise(sweep_dir: Path, since: float = 0.0) -> dict[str, Any]:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
+    """The lines printed at a sweep's end: jobs completed and failed, then each failed job's overrides, error and
+    run dir."""
     head = (
         f"sweep: {summary['n_completed']} of {summary['n_jobs']} jobs completed, "
         f"{summary['n_failed']} failed ({Path(summary['sweep_dir']) / SUMMARY})"

@@ -46,6 +46,8 @@ def run(cfg: DictConfig) -> float | None:
 # console script fer-train), and would look for a package named conf
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    """The ``@hydra.main`` body: a single run reports a bad value as one ``error:`` line (exit 2); a multirun job
+    raises it instead so that only that job fails. Returns the best validation accuracy (a sweeper's objective)."""
     # In a multirun a failing job must fail alone: an exception lets Hydra record it and run the other jobs
     # (fer_lightning.sweep.SweepSummary reports it); report_errors' sys.exit(2) would end the whole sweep.
     if HydraConfig.get().mode == RunMode.MULTIRUN:

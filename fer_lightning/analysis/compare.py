@@ -99,6 +99,8 @@ def _groups(path: Path, column: str, samples: set[str]) -> dict[str, list[str]]:
 
 
 def format_table(rows: dict[str, dict]) -> str:
+    """The Markdown table of :func:`compare`'s rows: accuracies, the difference with its 95 % CI, and the
+    discordant counts."""
     lines = [
         "| samples | n | accuracy A | accuracy B | A - B [95 % CI] | A right, B wrong | B right, A wrong |",
         "|---|---|---|---|---|---|---|",

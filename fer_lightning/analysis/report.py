@@ -108,6 +108,8 @@ def _pm(mean: float, std: float) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
+    """The Markdown table of :func:`summarise`'s rows, in percent; a split column only where a row is not the
+    test split."""
     show_split = any(r["split"] != "test" for r in rows)
     head = [
         "dataset",
@@ -136,6 +138,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def to_csv(rows: list[dict]) -> str:
+    """``rows`` as CSV (the columns of the first row); NaN (a metric no run recorded) as an empty cell."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()

@@ -126,6 +126,7 @@ def manifest_bytes(rows: Iterable[dict]) -> bytes:
 
 
 def write_manifest(path: Path, rows: Iterable[dict]) -> None:
+    """Writes ``rows`` as ``path`` atomically, in the manifest's column order (:func:`manifest_bytes`)."""
     atomic_write_bytes(path, manifest_bytes(rows))
 
 
@@ -139,6 +140,12 @@ def rejected_text(rejected: Iterable[tuple[str, str]]) -> str:
 
 
 def read_manifest(path: Path, allow_unsplit: bool = False) -> list[dict]:
+    """The rows of the manifest at ``path``.
+
+    ``allow_unsplit``: rows with an empty ``split`` are accepted (a manifest before its split is drawn).
+
+    Raises:
+        FERError: no file, a missing column, an unknown split, or a row with neither image."""
     if not path.is_file():
         raise FERError(f"{path}: no manifest; prepare the dataset first (python -m fer_lightning.prepare)")
     with open(path, newline="") as f:
@@ -383,6 +390,7 @@ def check_leakage(rows: list[dict]) -> None:
 
 
 def split_state(manifest_dir: Path) -> dict | None:
+    """The dataset's ``split.json`` (how its split was drawn), or None when it has none yet."""
     path = manifest_dir / "split.json"
     return json.loads(path.read_text()) if path.is_file() else None
 

@@ -45,6 +45,8 @@ def build_datamodule(dataset_cfg: DictConfig, read_only: bool = False) -> Manife
 
 
 def build_model(model_cfg: DictConfig, classes: list[str]) -> L.LightningModule:
+    """The LightningModule of ``model_cfg`` for ``classes`` (their count sizes the head; their names go into the
+    checkpoint). A bad value is one FERError line, not Hydra's wrapped traceback."""
     return _instantiate(model_cfg, num_classes=len(classes), class_names=classes)
 
 
@@ -56,6 +58,8 @@ def build_group(group: DictConfig | None) -> list:
 
 
 def build_trainer(trainer_cfg: DictConfig, callbacks: list | None = None, loggers: list | None = None) -> L.Trainer:
+    """The Trainer of ``trainer_cfg`` with ``callbacks`` and ``loggers`` (none: no logger); without a terminal,
+    no redrawn progress bar, and the project's model summary in place of Lightning's."""
     callbacks = list(callbacks or [])
     trainer_cfg = trainer_cfg.copy()
     with open_dict(trainer_cfg):

@@ -45,6 +45,7 @@ def fit_on_val(run: Run) -> Calibration:
 
 
 def scaled(outcome: TestOutcome, temperature: float) -> TestOutcome:
+    """``outcome`` with its probabilities rescaled by ``temperature`` (the labels and predictions unchanged)."""
     return dataclasses.replace(outcome, probs=rescale(outcome.probs, temperature).astype(np.float32))
 
 

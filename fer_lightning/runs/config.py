@@ -92,6 +92,7 @@ def _hydra():
 
 
 def experiment_name() -> str | None:
+    """The ``experiment=`` chosen on the command line or in the defaults; None outside Hydra or without one."""
     hydra_cfg = _hydra()
     return hydra_cfg.runtime.choices.get("experiment") if hydra_cfg is not None else None
 

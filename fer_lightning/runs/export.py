@@ -70,6 +70,7 @@ class OnnxGraph(nn.Module):
 
 
 def graph_name(inputs: tuple[str, ...], all_inputs: tuple[str, ...]) -> str:
+    """``model.onnx`` for the graph of every input, ``model.<a>+<b>.onnx`` for one that takes only ``inputs``."""
     return "model.onnx" if inputs == all_inputs else f"model.{'+'.join(inputs)}.onnx"
 
 

@@ -112,6 +112,7 @@ class TestOutcome:
 
 
 def write_results(run_dir: Path, results: dict) -> Path:
+    """Writes ``results`` as ``run_dir/results.json`` atomically (NaN kept as NaN); returns its path."""
     path = Path(run_dir) / RESULTS
     atomic_write_text(path, json.dumps(results, indent=2, allow_nan=True) + "\n")
     return path

@@ -36,6 +36,7 @@ GENERATOR_STAMP = "generator.json"
 
 
 def check_expression(expression: str) -> None:
+    """Raises ValueError naming the valid classes unless ``expression`` is one of :data:`CLASSES`."""
     if expression not in CLASSES:
         raise ValueError(f"unknown expression {expression!r}; valid: {', '.join(CLASSES)}")
 

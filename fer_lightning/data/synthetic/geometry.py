@@ -122,6 +122,7 @@ class Pose:
 
 
 def ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 40) -> np.ndarray:
+    """``n`` points ``(x, y)`` around the axis-aligned ellipse centred at ``(cx, cy)`` with radii ``rx``, ``ry``."""
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1)
 

@@ -33,6 +33,9 @@ _RIG_SCALE = 0.94
 
 
 def sample_scene(rng: np.random.Generator, subject: Subject, knobs: Knobs) -> Scene:
+    """One sample's conditions: the face's pose in each camera (the infrared one offset as ``knobs.ir_misalign``
+    says), the expression intensity, the room temperature, an occluder, and which failure, if any, each camera
+    shows (bad light, a thermal artifact)."""
     pj = knobs.pose_jitter
     lo, hi = knobs.intensity
     pose = Pose(

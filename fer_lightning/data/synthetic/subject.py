@@ -102,5 +102,6 @@ class Subject:
 
 
 def rgb(c: Any) -> tuple[int, int, int]:
+    """An RGB triple of ints in [0, 255] from any three numbers (rounded and clipped), as Pillow's drawing wants."""
     r, g, b = np.clip(np.round(np.asarray(c, dtype=np.float64)), 0, 255).astype(int)
     return int(r), int(g), int(b)

@@ -58,6 +58,7 @@ PALETTES: dict[str, np.ndarray] = {
 
 
 def palette_lut(name: str) -> np.ndarray:
+    """The ``(256, 3)`` uint8 colour table of palette ``name``; ValueError naming the valid ones otherwise."""
     if name not in PALETTES:
         raise ValueError(f"unknown palette {name!r}; valid: {', '.join(PALETTES)}")
     return PALETTES[name]
@@ -100,6 +101,9 @@ def render_thermal(
     knobs: Knobs,
     palette: str,
 ) -> np.ndarray:
+    """The infrared image of ``scene``, ``(image_size, image_size, 3)`` uint8: a temperature field drawn from
+    the subject's skin temperature and ``geom``, through the sensor's resolution, noise and failures in
+    ``knobs``, mapped to colours by ``palette``."""
     lut = palette_lut(palette)
     # Drawn at twice the sensor's resolution, which the sensor then averages down.
     n_eff = max(8, round(image_size * knobs.ir_resolution))

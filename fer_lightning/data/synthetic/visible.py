@@ -29,6 +29,8 @@ def _mix(c1: tuple[int, int, int], c2: tuple[int, int, int], w: float) -> tuple[
 def render_visible(
     rng: np.random.Generator, subject: Subject, geom: Geometry, scene: Scene, image_size: int, knobs: Knobs
 ) -> np.ndarray:
+    """The visible image of ``scene``, ``(image_size, image_size, 3)`` uint8: cluttered background, then the face
+    and any occluder drawn supersampled, then lighting, bad light and sensor noise as ``knobs`` set them."""
     ss = _supersample(image_size)
     size = image_size * ss
     sj = subject
