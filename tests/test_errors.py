@@ -60,6 +60,8 @@ def test_the_command_line_exits_2_with_one_line(tmp_path):
             """quote the value: 'dataset.split.group_regex="^([A-Z]{2})"'""",
         ),
         ("trainer.max_epochs=0", "trainer.max_epochs=0: train for at least one epoch"),
+        ("budget.steps=0", "budget.steps=0: use an integer >= 1, or null"),
+        ("budget.val_checks=2.5", "budget.val_checks=2.5: use an integer >= 1, or null"),
         ("no_such.key=1", "no_such.key: Key 'no_such' is not in struct; check the key name"),
         ("model.optimizer.lr=-1", "model.optimizer.lr=-1: use a finite number > 0, e.g. 0.001"),
         ("model.optimizer.lr=0", "model.optimizer.lr=0: use a finite number > 0, e.g. 0.001 (with 0 the model"),
