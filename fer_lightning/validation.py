@@ -19,10 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 from fer_lightning.errors import FERError
 
 
-class InvalidValue(FERError, ValueError):
-    """A value outside what its key accepts; a ValueError too, for library callers that catch those."""
-
-
 def _bound(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
@@ -97,12 +93,13 @@ class Number:
             return False
         return True
 
-    def check(self, key: str, value: Any) -> Any:
-        """``value`` converted to this rule's kind; else :class:`InvalidValue`, one line naming ``key``."""
+    def check(self, key: str, value: Any, error: type[Exception] = FERError) -> Any:
+        """``value`` converted to this rule's kind; else ``error`` (a library function's ValueError, say), one
+        line naming ``key``."""
         try:
             return self.parse(value)
         except (TypeError, ValueError, OverflowError):
-            raise InvalidValue(f"{key}={value!r}: {self.advice()}") from None
+            raise error(f"{key}={value!r}: {self.advice()}") from None
 
     def advice(self) -> str:
         return self.fix if self.fix is not None else f"use {self.describe()}{self.hint}"
@@ -116,10 +113,10 @@ class Choice:
     null: bool = False
     fix: str | None = None
 
-    def check(self, key: str, value: Any) -> Any:
+    def check(self, key: str, value: Any, error: type[Exception] = FERError) -> Any:
         if (value is None and self.null) or value in self.choices:
             return value
-        raise InvalidValue(f"{key}={value!r}: {self.advice()}")
+        raise error(f"{key}={value!r}: {self.advice()}")
 
     def advice(self) -> str:
         return self.fix if self.fix is not None else f"use one of {', '.join(map(str, self.choices))}"
@@ -128,9 +125,9 @@ class Choice:
 Rule = Number | Choice
 
 
-def checked(rules: Mapping[str, Rule], key: str, value: Any) -> Any:
+def checked(rules: Mapping[str, Rule], key: str, value: Any, error: type[Exception] = FERError) -> Any:
     """``value`` checked (and converted) by ``rules[key]``: a component's argument, named as the config key."""
-    return rules[key].check(key, value)
+    return rules[key].check(key, value, error)
 
 
 def check_config(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:

@@ -22,6 +22,7 @@ from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_path
 from fer_lightning.modalities import MODALITIES
 from fer_lightning.runs import Predictor, load_run_checkpoint
+from fer_lightning.validation import Number
 
 
 class _Branch(nn.Module):
@@ -54,9 +55,7 @@ def explain(cfg: DictConfig) -> dict:
         target_idx = predictor.classes.index(str(target))
     else:
         raise FERError(f"target={target}: not a class of this checkpoint; use one of {', '.join(predictor.classes)}")
-    alpha = float(cfg.get("alpha", 0.5))
-    if not 0 <= alpha <= 1:
-        raise FERError(f"alpha={alpha}: use a value in [0, 1]")
+    alpha = Number(float, 0, 1, hint=" (the heat map's opacity)").check("alpha", cfg.get("alpha", 0.5))
 
     batch = predictor.batch([paths])
     out_dir = Path(cfg.get("output_dir") or cfg.paths.output_dir)

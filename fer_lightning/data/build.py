@@ -22,12 +22,13 @@ from PIL import Image
 from fer_lightning.data.contact_sheet import contact_sheet
 from fer_lightning.data.images import _HIGH_BIT_MODES, load_rgb
 from fer_lightning.data.manifest import CONTACT_SHEET, MANIFEST, REJECTED, read_manifest, rejected_text, write_manifest
-from fer_lightning.data.pairing import PairRow, natural_key, pair_files
+from fer_lightning.data.pairing import PAIRING, PAIRING_KEY, PairRow, natural_key, pair_files
 from fer_lightning.data.scan import SCAN_CACHE, ScanCache
 from fer_lightning.data.sources import Sources
 from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_path, atomic_write_text, file_sha1, remove_stale_temporaries
 from fer_lightning.modalities import MODALITIES
+from fer_lightning.validation import Choice
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,8 @@ class ImageOptions:
     sixteen_bit_range: tuple[float, float] = (0, 65535)
 
     def __post_init__(self) -> None:
-        if self.pairing not in ("auto", "strict"):
-            raise FERError(f"dataset.pairing={self.pairing!r}: use auto or strict")
-        if self.sixteen_bit not in SIXTEEN_BIT_MODES:
-            raise FERError(f"dataset.sixteen_bit={self.sixteen_bit!r}: use minmax or fixed")
+        PAIRING.check(PAIRING_KEY, self.pairing)
+        Choice(SIXTEEN_BIT_MODES).check("dataset.sixteen_bit", self.sixteen_bit)
         lo, hi = self.sixteen_bit_range
         if not hi > lo:
             raise FERError(f"dataset.sixteen_bit_range={[lo, hi]}: need [low, high] with high > low")

@@ -27,6 +27,7 @@ from fer_lightning.data import near_duplicates
 from fer_lightning.data.near_duplicates import COLUMN as NEAR_DUPLICATE_GROUP
 from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_write_bytes, atomic_write_text, file_sha1
+from fer_lightning.validation import Number
 
 COLUMNS = (
     "sample_id",
@@ -42,6 +43,8 @@ COLUMNS = (
 )
 REQUIRED = COLUMNS[:6]
 SPLITS = ("train", "val", "test")
+# dataset.split.folds: k-fold cross-validation over train+val, or null for one fixed split
+FOLDS = Number(int, 2, null=True, hint=", or null")
 # The files of a prepared dataset (docs/schemas.md#a-prepared-dataset), beside split.json.
 MANIFEST = "manifest.csv"
 REJECTED = "rejected.csv"
@@ -90,8 +93,7 @@ class SplitSpec:
         spec = cls(**cfg)
         if len(spec.ratios) != 3 or min(spec.ratios) < 0 or abs(sum(spec.ratios) - 1) > 1e-6:
             raise FERError(f"dataset.split.ratios={list(spec.ratios)}: need three non-negative numbers summing to 1")
-        if spec.folds is not None and spec.folds < 2:
-            raise FERError(f"dataset.split.folds={spec.folds}: need at least 2 folds, or null")
+        FOLDS.check("dataset.split.folds", spec.folds)
         for key in ("group_regex", "holdout_regex"):
             pattern = getattr(spec, key)
             if pattern is not None:
@@ -362,8 +364,8 @@ def apply_fold(rows: list[dict], folds: int | None, fold: int | None) -> list[di
     """Uses fold ``fold`` of the persisted k-fold assignment as validation and the other folds as training."""
     if not folds:
         return rows
-    if fold is None or not 0 <= int(fold) < folds:
-        raise FERError(f"dataset.split.fold={fold}: must be in 0..{folds - 1} for dataset.split.folds={folds}")
+    rule = Number(int, 0, folds - 1, lenient=True, hint=f" for dataset.split.folds={folds}")
+    fold = rule.check("dataset.split.fold", fold)
     out = []
     for r in rows:
         if r["split"] != "test":

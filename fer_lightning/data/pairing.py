@@ -10,9 +10,12 @@ from typing import Literal
 
 from fer_lightning.data.images import IMAGE_EXTENSIONS
 from fer_lightning.errors import FERError
+from fer_lightning.validation import Choice
 
 # Config key named in messages, so the user knows what to change.
 PAIRING_KEY = "dataset.pairing"
+# auto: pair by name, else in sorted order where a class's counts match (with a warning); strict: by name only
+PAIRING = Choice(("auto", "strict"), fix="use auto or strict")
 
 MODALITY_TOKENS: frozenset[str] = frozenset({"vis", "visible", "rgb", "ir", "infrared", "thermal", "therm", "lwir"})
 _SEPARATORS = re.compile(r"[_\-.\s]+")
@@ -183,8 +186,7 @@ def pair_files(
     Raises:
         FERError: ambiguous names, strict-mode mismatch, or unpaired images when pairs are required.
     """
-    if mode not in ("auto", "strict"):
-        raise FERError(f"{PAIRING_KEY}={mode!r} is not a pairing mode; use auto or strict")
+    PAIRING.check(PAIRING_KEY, mode)
     result = PairingResult()
     problems: list[str] = []
     for label in sorted(set(visible) | set(infrared), key=natural_key):

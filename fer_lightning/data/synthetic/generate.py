@@ -83,7 +83,7 @@ def near_duplicate(rng: np.random.Generator, *images: np.ndarray) -> tuple[np.nd
     return tuple(out)
 
 
-# generate()'s counts (an InvalidValue is a ValueError: build_dataset reports it under dataset.generator)
+# generate()'s counts; a bad one is a ValueError, as its other arguments' are (build_dataset names dataset.generator)
 RULES = {
     "n_subjects": Number(int, 1),
     "samples_per_class": Number(int, 1),
@@ -112,10 +112,10 @@ def generate(
     label, subject and conditions). Every sample draws from its own generator seeded by (seed, subject, class,
     index), so output is byte-identical for the same arguments and independent of generation order.
     """
-    n_subjects = checked(RULES, "n_subjects", n_subjects)
-    samples_per_class = checked(RULES, "samples_per_class", samples_per_class)
-    image_size = checked(RULES, "image_size", image_size)
-    seed = checked(RULES, "seed", seed)
+    n_subjects = checked(RULES, "n_subjects", n_subjects, ValueError)
+    samples_per_class = checked(RULES, "samples_per_class", samples_per_class, ValueError)
+    image_size = checked(RULES, "image_size", image_size, ValueError)
+    seed = checked(RULES, "seed", seed, ValueError)
     palette_lut(palette)
     knobs = Knobs.from_difficulty(difficulty)
 
