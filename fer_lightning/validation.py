@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from fer_lightning.errors import FERError
 
+# what parsing a value of the wrong type or size raises (float(10**400): OverflowError)
+_REFUSED = (TypeError, ValueError, OverflowError)
 
 def _bound(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
@@ -67,12 +69,14 @@ class Number:
         return f"{words} or {what}" if words else what
 
     def parse(self, value: Any) -> Any:
-        """``value`` as this rule's kind, or raises ValueError/TypeError."""
+        """``value`` as this rule's kind, or raises one of ``_REFUSED``."""
         if (value is None and self.null) or (isinstance(value, str) and value in self.words):
             return value
         if isinstance(value, str) and self.lenient:
             value = float(value.strip())
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(value)
+        if not isinstance(value, numbers.Integral) and not math.isfinite(value):
             raise ValueError(value)
         if self.kind is int:
             if not (isinstance(value, numbers.Integral) or (self.lenient and float(value).is_integer())):
@@ -89,7 +93,7 @@ class Number:
     def ok(self, value: Any) -> bool:
         try:
             self.parse(value)
-        except (TypeError, ValueError):
+        except _REFUSED:
             return False
         return True
 
@@ -98,7 +102,7 @@ class Number:
         line naming ``key``."""
         try:
             return self.parse(value)
-        except (TypeError, ValueError, OverflowError):
+        except _REFUSED:
             raise error(f"{key}={value!r}: {self.advice()}") from None
 
     def advice(self) -> str:

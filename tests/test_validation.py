@@ -24,6 +24,7 @@ from fer_lightning.validation import Choice, Number, check_config, checked
         (Number(int, 1, words=("auto",)), "auto", "auto"),
         (Number(int, 1, lenient=True), "4", 4),
         (Number(int, 1, lenient=True), 4.0, 4),
+        (Number(int, 1), 10**400, 10**400),
         (Choice(("a", "b")), "b", "b"),
     ],
 )
@@ -45,6 +46,7 @@ def test_an_accepted_value_comes_back_converted(rule, value, expected):
         (Number(float, 0, low_open=True), 0, "k=0: use a finite number > 0"),
         (Number(float, 1), math.inf, "k=inf: use a finite number >= 1"),
         (Number(float, 1), math.nan, "k=nan: use a finite number >= 1"),
+        (Number(float, 1), 10**400, f"k={10**400}: use a finite number >= 1"),
         (Number(int, 0, words=("auto",), hint=" (0: none)"), -1, "k=-1: use auto or an integer >= 0 (0: none)"),
         (Number(int, 1, fix="say it otherwise"), 0, "k=0: say it otherwise"),
         (Choice(("a", "b")), "c", "k='c': use one of a, b"),

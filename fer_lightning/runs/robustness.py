@@ -99,11 +99,8 @@ def grid_settings(cfg: DictConfig) -> tuple[list[str], list[int], list[str] | No
 
 
 def robustness_grid(cfg: DictConfig) -> list[dict]:
-    """One row per checkpoint x modality x corruption kind x severity (and, with ``include_missing``, per
-    camera left out): accuracy with its CI, calibration, n. Settings are checked before any checkpoint is read.
-
-    Raises:
-        FERError: no checkpoint given, a bad grid setting, or a modality the model does not read."""
+    """One row per checkpoint x modality x corruption kind x severity (and per camera left out, with
+    ``include_missing``): accuracy with its CI, calibration, n. Settings are checked before any checkpoint is read."""
     paths = [str(p) for p in (cfg.get("ckpt_paths") or [])] or ([str(cfg.ckpt_path)] if cfg.get("ckpt_path") else [])
     if not paths:
         raise FERError("ckpt_path is not set; pass ckpt_path=<ckpt> or ckpt_paths=[a.ckpt,b.ckpt]")
