@@ -13,6 +13,7 @@ import os
 import pickle
 import re
 import socket
+import struct
 import time
 import warnings
 import zipfile
@@ -206,6 +207,8 @@ def load_tensors(path: Path, key: str, unreadable: str = "not a readable checkpo
         KeyError,
         TypeError,
         AttributeError,
+        IndexError,  # the weights-only unpickler on an opcode that finds its stack empty
+        struct.error,  # ... or on an opcode whose argument the file cuts short
     ) as exc:
         raise FERError(
             f"{key}={path}: {unreadable} ({_reason(exc)}); it may be truncated: train again or pick another file"

@@ -267,3 +267,16 @@ def test_model_settings_in_the_checkpoint_are_checked_too(trained, tmp_path):
     with pytest.raises(FERError, match=r"hyper_parameters.backbone.kwargs.x names builtins.open") as exc:
         load_run_checkpoint(copy / "checkpoints" / "last.ckpt")
     assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("data", [b"a" * 8, b"\x80\x02K", b"J\x00\x00", b"0" * 8], ids=["append", "byte", "int", "pop"])
+def test_bytes_that_crash_the_unpickler_are_one_line(tmp_path, data):
+    """Opcodes on an empty stack or cut short make torch's weights-only unpickler raise IndexError or struct.error,
+    not its own error: such bytes as ckpt_path= must still end as one line (test_errors' random checkpoint, 4096
+    random bytes, hit it now and then)."""
+    from fer_lightning.io import load_tensors
+
+    path = tmp_path / "x.ckpt"
+    path.write_bytes(data)
+    with pytest.raises(FERError, match=r"^ckpt_path=.*x\.ckpt: not a readable checkpoint"):
+        load_tensors(path, "ckpt_path")
