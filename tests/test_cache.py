@@ -158,12 +158,14 @@ def test_datamodule_serves_from_cache(tmp_path):
 
 
 def test_num_workers_auto(monkeypatch):
+    import os
+
     import torch
 
-    monkeypatch.setattr(cache.os, "sched_getaffinity", lambda _: set(range(2)), raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(2)), raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_workers("auto") == 0
-    monkeypatch.setattr(cache.os, "sched_getaffinity", lambda _: set(range(16)), raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(16)), raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_workers("auto") == 12
     assert resolve_workers(3) == 3
