@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fer_lightning.errors import FERError
-from fer_lightning.models.modules import check_optimizer_numbers
+from fer_lightning.models.lightning import check_optimizer_numbers
 from fer_lightning.runs.distributed import check_strategy
 
 # Keys of evaluate's own config; every other override is applied to the run's saved config.
