@@ -14,9 +14,16 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from fer_lightning.errors import FERError
-from fer_lightning.models.backbones import BACKBONES, FeatureGate, build_backbone
+from fer_lightning.models import backbones
+from fer_lightning.models.backbones import (
+    BACKBONES,
+    Backbone,
+    FeatureGate,
+    build_backbone,
+    register_backbone,
+)
 from fer_lightning.models.fusion import FUSIONS
-from fer_lightning.models.modules import FusionModule
+from fer_lightning.models.lightning import FusionModule
 from tests.conftest import TINY, compose_cfg
 
 # One timm model per family, with what it needs to take the tests' 32 px images.
@@ -192,10 +199,10 @@ def test_fusion_branches_may_use_different_backbones(fusion):
 
 
 def test_another_infrared_family_takes_imagenet_but_not_the_visible_weights_file(tmp_path, monkeypatch):
-    import fer_lightning.models.modules as modules
+    import fer_lightning.models.networks as networks
 
     built = []
-    monkeypatch.setattr(modules, "build_backbone", lambda **kw: built.append(kw) or build_backbone(**kw))
+    monkeypatch.setattr(networks, "build_backbone", lambda **kw: built.append(kw) or build_backbone(**kw))
     path = tmp_path / "resnet18.pt"
     torch.save(build_backbone("resnet18").trunk.state_dict(), path)
     FusionModule(
@@ -269,3 +276,32 @@ def test_explain_draws_heat_maps_for_a_timm_cnn(tmp_path, data_dir):
         overlay = np.asarray(Image.open(result["heatmaps"][m]).convert("RGB"), dtype=np.int16)
         original = np.asarray(Image.open(vis if m == "visible" else ir).convert("RGB"), dtype=np.int16)
         assert overlay.shape == original.shape and np.abs(overlay - original).mean() > 1
+
+
+class TinyCNN(Backbone):
+    """A toy family: one strided convolution is the last stage, its spatial mean the pooled feature."""
+
+    def __init__(self, attention: str):
+        super().__init__("toy_cnn", nn.Conv2d(3, 16, 3, stride=2), pooled=16, map_channels=16, attention=attention)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.trunk(x))
+
+    def global_pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        return fmap.mean((2, 3))
+
+    def cam_target(self):
+        return self.trunk, None
+
+
+@pytest.mark.parametrize("modality", ["infrared", "fusion"])
+def test_a_backbone_registered_in_a_test_trains_by_name(modality, tmp_path, data_dir, monkeypatch):
+    """One Backbone subclass and its registration: every model, single-camera and fused, builds it by name."""
+    from fer_lightning.runs import train_and_test
+
+    monkeypatch.setattr(backbones, "_BUILDERS", dict(backbones._BUILDERS))  # the toy leaves with the test
+    register_backbone("toy_cnn")(lambda attention, imagenet: TinyCNN(attention))
+    overrides = [*TINY, f"modality={modality}", "debug=fast", "model.backbone.name=toy_cnn"]
+    results, fitted = train_and_test(compose_cfg(overrides, tmp_path / "run", data_dir))
+    assert results["modality"] == modality and results["test"]["n"] == 15
+    assert all(isinstance(b, TinyCNN) and b.out_features == 16 for b in fitted.model.backbones.values())

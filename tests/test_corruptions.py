@@ -6,10 +6,13 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
-from fer_lightning.data.corruptions import KINDS, check_missing, corrupt, sample_seed
+from fer_lightning.data.corruptions import KINDS, check_missing, corrupt, register_corruption, sample_seed
 from fer_lightning.data.synthetic import DIFFICULTIES, Subject, render_sample
 from fer_lightning.errors import FERError
+from fer_lightning.runs.robustness import grid_settings
+from tests.conftest import CONF
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +24,27 @@ def pair() -> dict[str, np.ndarray]:
     return {"visible": visible, "infrared": infrared}
 
 
-def test_kinds_are_named_as_documented():
-    assert KINDS == ("noise", "blur", "occlusion", "hotspot", "stripes", "contrast", "dead")
+def test_every_registered_kind_is_in_the_robustness_default_and_the_docs():
+    kinds, *_ = grid_settings(OmegaConf.load(CONF / "robustness.yaml"))  # kinds: null, every registered one
+    assert kinds == list(KINDS)
+    table = (CONF.parent / "docs" / "fusion.md").read_text()
+    assert all(f"`{kind}`" in table for kind in KINDS)
+
+
+def test_a_registered_corruption_runs_through_corrupt_and_the_grid_settings(pair):
+    @register_corruption("toy_invert")
+    def invert(img, level, rng):
+        return 255.0 - img * (1 - 0.2 * (level + 1))
+
+    try:
+        image = pair["visible"]
+        out = corrupt(image, "toy_invert", 5, seed=0)
+        assert out.dtype == np.uint8 and (out == 255).all()
+        assert np.array_equal(corrupt(image, "toy_invert", 0, seed=0), image)
+        kinds, *_ = grid_settings(OmegaConf.create({"kinds": None, "severities": [1], "corrupt_seed": 0}))
+        assert kinds[-1] == "toy_invert"
+    finally:
+        del KINDS["toy_invert"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -18,7 +18,7 @@ from fer_lightning.errors import FERError
 from fer_lightning.evaluate import evaluate
 from fer_lightning.io import file_sha1
 from fer_lightning.models.fusion import FUSIONS
-from fer_lightning.models.modules import FusionModule
+from fer_lightning.models.networks import FusionNet
 from fer_lightning.predict import predict
 from fer_lightning.runs import export as export_module
 from fer_lightning.runs.export import OnnxGraph, export_checkpoint
@@ -175,7 +175,7 @@ def test_a_parity_failure_writes_nothing(ckpt, tmp_path, monkeypatch):
     monkeypatch.setattr(
         OnnxGraph,
         "forward",
-        lambda self, *x: self.model({m: v.float() / 255 for m, v in zip(self.inputs, x, strict=True)}),
+        lambda self, *x: self.model({m: v.float() / 255 for m, v in zip(self.inputs, x, strict=True)})["logits"],
     )
     with pytest.raises(FERError, match=r"ONNX and PyTorch probabilities differ by up to .* over tolerance=0.0001"):
         export_checkpoint(compose_app("export", [f"ckpt_path={ckpt}"], tmp_path))
@@ -240,12 +240,12 @@ def test_every_fusion_mode_traces_with_a_free_batch_size(fusion):
     """Each mode's graph (and, for late/gated, each one-camera graph) matches PyTorch at batch sizes other than the
     traced one."""
     torch.manual_seed(0)
-    model = FusionModule(
+    model = FusionNet(
+        5,
         {"name": "resnet18", "attention": "gate", "weights": None},
         {},
         fusion=fusion,
-        num_classes=5,
-        aux_loss_weight=0.3 if fusion == "gated" else 0.0,
+        aux_heads=fusion == "gated",
         late_combine="learned",
     ).eval()
     stats = {m: ([0.4, 0.5, 0.6], [0.2, 0.25, 0.3]) for m in ("visible", "infrared")}

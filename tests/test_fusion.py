@@ -10,9 +10,17 @@ from torch import nn
 
 from fer_lightning.errors import FERError
 from fer_lightning.models.backbones import FeatureGate, build_backbone
-from fer_lightning.models.fusion import FUSIONS, MODALITIES, gate_target, modality_weight_summary
+from fer_lightning.models.fusion import (
+    FUSIONS,
+    MODALITIES,
+    Fusion,
+    gate_target,
+    modality_weight_summary,
+    register_fusion,
+)
 from fer_lightning.models.heads import build_head
-from fer_lightning.models.modules import FusionModule
+from fer_lightning.models.lightning import FusionModule
+from fer_lightning.models.networks import build_network
 from fer_lightning.runs import train_and_test
 from tests.conftest import TINY, compose_cfg
 
@@ -76,6 +84,55 @@ def test_gate_weights_sum_to_one_and_follow_the_input():
     assert out["weights"].shape == (4, 2) and (out["weights"] > 0).all()
     assert torch.allclose(out["weights"].sum(1), torch.ones(4))
     assert not torch.allclose(out["weights"], other["weights"])  # per sample, not a constant
+
+
+@pytest.mark.parametrize("mode", list(FUSIONS))
+def test_every_registered_mode_does_what_it_declares(mode):
+    """Builds, gives (N, C) logits and the outputs it declares, trains, answers from one camera where it says it
+    can (and refuses where not), and is a network of its own under the LightningModule's checkpoint keys."""
+    cls = FUSIONS[mode]
+    torch.manual_seed(0)
+    model = FusionModule(BB, HEAD, num_classes=3, fusion=mode, aux_loss_weight=0.5, modality_dropout=0.5)
+    assert type(model.fuser) is cls and model.supports_missing == cls.one_camera
+    first_linear = next(m for m in model.head.modules() if isinstance(m, nn.Linear))
+    assert first_linear.in_features == cls.width(512)
+    batch, labels = pair_batch(), torch.tensor([0, 1, 2, 0])
+    out = model.train().outputs(batch)
+    assert out["logits"].shape == (4, 3) and set(cls.aux_outputs) <= set(out)
+    assert set(out["branch_logits"]) == set(MODALITIES)  # the branch classifiers', or the mode's own
+    loss = model.loss(out["logits"], labels) + model.auxiliary_loss(out, labels)
+    loss.backward()
+    assert torch.isfinite(loss)
+    model.eval()
+    one = {"infrared": batch["infrared"]}
+    if cls.one_camera:
+        assert model(one).shape == (4, 3)
+    else:
+        with pytest.raises(FERError, match=f"model.fusion={mode} needs both images"):
+            model(one)
+    network = build_network(model.hparams)
+    network.load_state_dict(model.state_dict(), strict=True)
+    with torch.no_grad():
+        assert torch.equal(network.eval()(batch)["logits"], model(batch))
+
+
+def test_a_mode_registered_in_a_test_trains_and_predicts_through_fusion_module(tmp_path, data_dir):
+    @register_fusion("toy_max")
+    class MaxFusion(Fusion):
+        """The element-wise maximum of the two branches' pooled features."""
+
+        def forward(self, net, images, keep):
+            feats = net.pooled(images)
+            return {"logits": net.head(torch.maximum(feats["visible"], feats["infrared"])), "features": feats}
+
+    try:
+        overrides = [*TINY, "modality=fusion", "model.fusion=toy_max", "debug=fast"]
+        results, run = train_and_test(compose_cfg(overrides, tmp_path / "run", data_dir))
+        assert results["test"]["n"] == len(run.datamodule.test_dataloader().dataset)
+        assert type(run.model.fuser) is MaxFusion and not run.model.supports_missing
+        assert run.model.head[1].in_features == 512  # Fusion.width: one branch's
+    finally:
+        del FUSIONS["toy_max"]
 
 
 def test_gate_target_trusts_the_right_branch_and_the_kept_one():
@@ -159,14 +216,14 @@ def test_attention_mixes_spatial_maps_across_modalities():
     maps = {m: model.backbones[m].feature_map(batch[m]) for m in batch}
     assert maps["visible"].shape == (2, 512, 2, 2)
     # zero-initialised output projections: the untrained block passes the maps through unchanged
-    refined = model.fuser(maps)
+    refined = model.fuser.refine(maps)
     assert all(torch.equal(refined[m], maps[m]) for m in maps)
     for proj in model.fuser.proj_out.values():
         nn.init.normal_(proj.weight, std=0.02)
     changed = {**batch, "infrared": torch.randn_like(batch["infrared"])}
     with torch.no_grad():
-        before = model.fuser(maps)["visible"]
-        after = model.fuser({**maps, "infrared": model.backbones["infrared"].feature_map(changed["infrared"])})
+        before = model.fuser.refine(maps)["visible"]
+        after = model.fuser.refine({**maps, "infrared": model.backbones["infrared"].feature_map(changed["infrared"])})
     assert not torch.allclose(before, after["visible"])  # the visible map now depends on the thermal one
 
 

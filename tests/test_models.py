@@ -13,7 +13,7 @@ from fer_lightning.models import backbones
 from fer_lightning.models.backbones import FeatureGate, build_backbone
 from fer_lightning.models.fusion import fuse
 from fer_lightning.models.heads import build_head
-from fer_lightning.models.modules import FusionModule, SingleModalityModule
+from fer_lightning.models.lightning import FusionModule, SingleModalityModule
 from tests.conftest import compose_cfg
 
 
@@ -51,6 +51,38 @@ STUDY_HEADS = {
         ("Linear", 256, 5),
     ],
 }
+
+
+# What conf/model/ composes to for each modality (before the move from conf/modality/, the same).
+MODEL_SETTINGS = {
+    "visible": ("SingleModalityModule", {"modality": "visible", "head": {"dropout_in": 0.4, "batchnorm": False}}),
+    "infrared": ("SingleModalityModule", {"modality": "infrared", "head": {"dropout_in": 0.7, "batchnorm": True}}),
+    "fusion": (
+        "FusionModule",
+        {"fusion": "gated", "aux_loss_weight": 1.0, "modality_dropout": 0.3, "head": {"dropout_in": 0.2}},
+    ),
+}
+
+
+@pytest.mark.parametrize("modality", ["visible", "infrared", "fusion"])
+def test_the_model_group_builds_each_modality_s_module_and_the_modality_group_names_cameras(modality, tmp_path):
+    from omegaconf import OmegaConf
+
+    from fer_lightning.runs import build_model
+    from tests.conftest import CONF
+
+    assert OmegaConf.to_container(OmegaConf.load(CONF / "modality" / f"{modality}.yaml")) == {"modality": modality}
+    cfg = compose_cfg([f"modality={modality}"], tmp_path)
+    model = build_model(cfg.model, ["a", "b", "c"])
+    name, settings = MODEL_SETTINGS[modality]
+    assert type(model).__name__ == name and cfg.model._target_ == f"fer_lightning.models.lightning.{name}"
+    for key, value in settings.items():
+        got = model.hparams[key]
+        assert ({k: got[k] for k in value} if isinstance(value, dict) else got) == value, key
+    # every setting of the composed node reaches the module
+    node = OmegaConf.to_container(cfg.model, resolve=True)
+    shown = {k: v for k, v in node.items() if k not in ("_target_", "optimizer", "scheduler")}
+    assert shown == {k: model.hparams[k] for k in shown}
 
 
 @pytest.mark.parametrize("modality", ["visible", "infrared", "fusion"])

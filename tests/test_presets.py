@@ -246,7 +246,7 @@ def test_preset_composes_to_its_snapshot(name, tmp_path):
     dataset, modality = expected["dataset.name"], expected["modality"]
     if expected["modality"] == "fusion":  # the fusion issue's keys
         fusion_keys = {"late_combine", "gate", "cross_attention", "aux_loss_weight"}
-        node = OmegaConf.load(CONF / "modality" / "fusion.yaml").model
+        node = OmegaConf.load(CONF / "model" / "module" / "fusion.yaml")
         for key, value in _flatten({k: v for k, v in OmegaConf.to_container(node).items() if k in fusion_keys}):
             expected[f"model.{key}"] = value
         expected["model.aux_loss_weight"] = 0.0

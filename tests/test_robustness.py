@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from fer_lightning.data.corruptions import KINDS, register_corruption
 from fer_lightning.errors import FERError
 from fer_lightning.evaluate import evaluate
 from fer_lightning.runs.robustness import robustness_grid
@@ -88,6 +89,26 @@ def test_the_grid_writes_its_table_and_plot(ckpt, tmp_path, capsys, monkeypatch)
     assert all(0 <= float(r["ece_lo"]) <= float(r["ece"]) <= float(r["ece_hi"]) <= 1 for r in table)
     assert all(float(r["nll"]) > 0 and 0 <= float(r["brier"]) <= 2 and r["temperature"] == "" for r in table)
     assert (tmp_path / "robustness.png").stat().st_size > 0
+
+
+def test_a_registered_corruption_joins_the_grid(ckpt, tmp_path):
+    """One function and its registration: the default grid (kinds=null) tests it, and evaluate takes it."""
+
+    @register_corruption("toy_dark")
+    def dark(img, level, rng):
+        return img * (1 - 0.2 * (level + 1))
+
+    try:
+        args = [f"ckpt_path={ckpt}", "severities=[5]", "modalities=[infrared]", "include_missing=false"]
+        rows = robustness_grid(compose_app("robustness", args, tmp_path / "grid"))
+        assert [r["kind"] for r in rows] == ["none", *KINDS]
+        assert rows[-1]["kind"] == "toy_dark" and rows[-1]["n"] == rows[0]["n"]
+        dark_eval = ["corrupt.infrared=toy_dark", "corrupt.severity=5"]
+        results = evaluate(compose_app("eval", [f"ckpt_path={ckpt}", *dark_eval], tmp_path / "eval"))
+        assert results["corruption"]["infrared"] == "toy_dark"
+        assert results["test"]["accuracy"] == rows[-1]["accuracy"]
+    finally:
+        del KINDS["toy_dark"]
 
 
 def test_the_calibrated_grid_uses_one_validation_temperature(ckpt, tmp_path):

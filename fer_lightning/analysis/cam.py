@@ -26,7 +26,8 @@ from fer_lightning.validation import Number
 
 
 class _Branch(nn.Module):
-    """The model as a function of one modality's image, the other inputs fixed (GradCAM calls model(x))."""
+    """The network's logits as a function of one modality's image, the other inputs fixed (GradCAM calls
+    model(x))."""
 
     def __init__(self, model: nn.Module, modality: str, batch: dict[str, torch.Tensor]):
         super().__init__()
@@ -35,7 +36,7 @@ class _Branch(nn.Module):
         self.batch = batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model({**self.batch, self.modality: x})
+        return self.model({**self.batch, self.modality: x})["logits"]
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:

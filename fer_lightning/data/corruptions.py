@@ -13,9 +13,15 @@ its sigma).
 - ``stripes``: banding, a fixed offset per row (or column) band, as uncalibrated sensors show.
 - ``contrast``: loss of contrast towards the image mean (contrast 0.75..0.1).
 - ``dead``: dead pixels stuck at black (5..100 % of them; severity 5 is a constant image, a dead sensor).
+
+Each kind is one function registered with ``@register_corruption("<name>")``: ``fn(image, level, rng)`` takes the
+image as float64 (H, W, 3) grey levels, ``level`` 0..4 (severity 1..5) and a seeded generator, and returns the
+corrupted image, which :func:`corrupt` rounds and clips to uint8.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -24,7 +30,9 @@ from fer_lightning.errors import FERError
 from fer_lightning.modalities import MODALITIES
 from fer_lightning.validation import Number
 
-KINDS = ("noise", "blur", "occlusion", "hotspot", "stripes", "contrast", "dead")
+Corruption = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+# name -> corruption, in registration order (the order of the robustness grid and of its error messages)
+KINDS: dict[str, Corruption] = {}
 SEVERITIES = (0, 1, 2, 3, 4, 5)
 SEVERITY = Number(int, SEVERITIES[0], SEVERITIES[-1], fix="use an integer from 0 (none) to 5 (worst)")
 
@@ -59,6 +67,16 @@ def sample_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
+def register_corruption(name: str) -> Callable[[Corruption], Corruption]:
+    """Registers ``fn(image, level, rng)`` as the corruption kind ``name`` (``corrupt.<camera>=<name>``)."""
+
+    def add(fn: Corruption) -> Corruption:
+        KINDS[name] = fn
+        return fn
+
+    return add
+
+
 def corrupt(image: np.ndarray, kind: str, severity: int, seed: int, key: str = "corrupt.<modality>") -> np.ndarray:
     """A corrupted copy of ``image`` ((H, W, 3) uint8), deterministic in ``seed``; severity 0 returns a copy."""
     check(kind, severity, key)
@@ -66,43 +84,65 @@ def corrupt(image: np.ndarray, kind: str, severity: int, seed: int, key: str = "
         raise ValueError(f"corrupt() takes an (H, W, 3) uint8 image, got {image.dtype} {image.shape}")
     if severity == 0:
         return image.copy()
-    rng = np.random.default_rng(seed)
-    level = severity - 1
-    img = image.astype(np.float64)
-    h, w = image.shape[:2]
-    side = min(h, w)
-    if kind == "noise":
-        out = img + _NOISE_STD[level] * rng.standard_normal(img.shape)
-    elif kind == "blur":
-        radius = _BLUR_SIGMA[level] * side
-        return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius)))
-    elif kind == "occlusion":
-        # The centre is drawn so that the largest patch fits: the patches of all severities are nested.
-        half_max = _OCCLUSION_SIDE[-1] * side / 2
-        cy, cx = rng.uniform(half_max, h - half_max), rng.uniform(half_max, w - half_max)
-        grey = rng.uniform(40, 200)
-        half = _OCCLUSION_SIDE[level] * side / 2
-        ys, xs = np.ogrid[:h, :w]
-        inside = (np.abs(ys + 0.5 - cy) <= half) & (np.abs(xs + 0.5 - cx) <= half)
-        out = np.where(inside[..., None], grey, img)
-    elif kind == "hotspot":
-        cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
-        radius, peak = _HOTSPOT[level]
-        ys, xs = np.ogrid[:h, :w]
-        blob = peak * np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * (radius * side) ** 2))
-        out = img + (255.0 - img) * blob[..., None]
-    elif kind == "stripes":
-        rows = rng.random() < 0.5
-        length = h if rows else w
-        band = max(1, side // 32)
-        offsets = np.repeat(rng.standard_normal(-(-length // band)), band)[:length] * _STRIPE_AMPLITUDE[level]
-        out = img + (offsets[:, None, None] if rows else offsets[None, :, None])
-    elif kind == "contrast":
-        mean = img.mean()
-        out = mean + (img - mean) * _CONTRAST[level]
-    else:  # dead
-        # Each pixel dies at a fixed rank, so the dead set only grows with severity.
-        rank = rng.permutation(h * w).reshape(h, w)
-        dead = rank < round(_DEAD_FRACTION[level] * h * w)
-        out = np.where(dead[..., None], 0.0, img)
+    out = KINDS[kind](image.astype(np.float64), severity - 1, np.random.default_rng(seed))
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+@register_corruption("noise")
+def _noise(img: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    return img + _NOISE_STD[level] * rng.standard_normal(img.shape)
+
+
+@register_corruption("blur")
+def _blur(img: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    radius = _BLUR_SIGMA[level] * min(img.shape[:2])
+    return np.asarray(Image.fromarray(img.astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius)))
+
+
+@register_corruption("occlusion")
+def _occlusion(img: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    h, w = img.shape[:2]
+    side = min(h, w)
+    # The centre is drawn so that the largest patch fits: the patches of all severities are nested.
+    half_max = _OCCLUSION_SIDE[-1] * side / 2
+    cy, cx = rng.uniform(half_max, h - half_max), rng.uniform(half_max, w - half_max)
+    grey = rng.uniform(40, 200)
+    half = _OCCLUSION_SIDE[level] * side / 2
+    ys, xs = np.ogrid[:h, :w]
+    inside = (np.abs(ys + 0.5 - cy) <= half) & (np.abs(xs + 0.5 - cx) <= half)
+    return np.where(inside[..., None], grey, img)
+
+
+@register_corruption("hotspot")
+def _hotspot(img: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    h, w = img.shape[:2]
+    cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
+    radius, peak = _HOTSPOT[level]
+    ys, xs = np.ogrid[:h, :w]
+    blob = peak * np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * (radius * min(h, w)) ** 2))
+    return img + (255.0 - img) * blob[..., None]
+
+
+@register_corruption("stripes")
+def _stripes(img: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    h, w = img.shape[:2]
+    rows = rng.random() < 0.5
+    length = h if rows else w
+    band = max(1, min(h, w) // 32)
+    offsets = np.repeat(rng.standard_normal(-(-length // band)), band)[:length] * _STRIPE_AMPLITUDE[level]
+    return img + (offsets[:, None, None] if rows else offsets[None, :, None])
+
+
+@register_corruption("contrast")
+def _contrast(img: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    mean = img.mean()
+    return mean + (img - mean) * _CONTRAST[level]
+
+
+@register_corruption("dead")
+def _dead(img: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    h, w = img.shape[:2]
+    # Each pixel dies at a fixed rank, so the dead set only grows with severity.
+    rank = rng.permutation(h * w).reshape(h, w)
+    dead = rank < round(_DEAD_FRACTION[level] * h * w)
+    return np.where(dead[..., None], 0.0, img)

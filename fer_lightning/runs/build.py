@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -10,11 +11,13 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
 
 from fer_lightning.callbacks import ModelSummary
 from fer_lightning.data.manifest_datamodule import ManifestDataModule
 from fer_lightning.errors import FERError, expected_error
-from fer_lightning.models.modules import FusionModule, SingleModalityModule
+from fer_lightning.models.lightning import FusionModule, SingleModalityModule
+from fer_lightning.models.networks import build_network
 from fer_lightning.runs.checkpoint import RunCheckpoint, checkpoint_modality
 from fer_lightning.runs.config import EVAL_TRAINER_KEYS
 
@@ -126,14 +129,30 @@ def _without_weights_files(hparams: dict) -> dict:
 def model_from_checkpoint(run: RunCheckpoint) -> L.LightningModule:
     """The checkpoint's own model, in eval mode: the class its weights are of, built from the settings Lightning
     saved in it (``hyper_parameters``), never from the run's editable config."""
+    module = _module_of(run)
+    return _with_weights(run, lambda hparams: module(**hparams), module.__name__)
+
+
+def network_from_checkpoint(run: RunCheckpoint) -> nn.Module:
+    """The checkpoint's network alone (:func:`~fer_lightning.models.networks.build_network`: no LightningModule,
+    metrics or optimiser), in eval mode, built as :func:`model_from_checkpoint` builds the model."""
+    module = _module_of(run)
+    return _with_weights(run, build_network, module.__name__)
+
+
+def _module_of(run: RunCheckpoint) -> type[L.LightningModule]:
     module = MODULES.get(checkpoint_modality(run.checkpoint))
     if module is None:
         raise FERError(f"ckpt_path={run.path}: no fer-lightning model weights in it; pick a file from checkpoints/")
+    return module
+
+
+def _with_weights(run: RunCheckpoint, build: Callable[[dict], nn.Module], name: str) -> nn.Module:
     try:
-        model = module(**_without_weights_files(run.hyper_parameters))
+        model = build(_without_weights_files(run.hyper_parameters))
     except TypeError as exc:
         raise FERError(
-            f"ckpt_path={run.path}: its model settings (hyper_parameters) do not fit {module.__name__} ({exc}); "
+            f"ckpt_path={run.path}: its model settings (hyper_parameters) do not fit {name} ({exc}); "
             "use a checkpoint written by python -m fer_lightning.train"
         ) from exc
     try:

@@ -6,7 +6,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fer_lightning.budget import RULES as BUDGET_RULES
 from fer_lightning.errors import FERError
-from fer_lightning.models.modules import check_optimizer_numbers
+from fer_lightning.models.lightning import check_optimizer_numbers
 from fer_lightning.runs.distributed import check_strategy
 from fer_lightning.validation import Number, check_config
 

@@ -49,7 +49,9 @@ RULES = {
 
 
 class OnnxGraph(nn.Module):
-    """The network as exported: uint8 images of ``inputs`` -> normalised as the datamodule does -> logits."""
+    """The network as exported: uint8 images of ``inputs`` -> normalised as the datamodule does -> logits.
+
+    ``model``: the network alone (:mod:`fer_lightning.models.networks`), not its LightningModule."""
 
     def __init__(self, model: nn.Module, stats: dict[str, tuple], inputs: tuple[str, ...]):
         super().__init__()
@@ -66,7 +68,7 @@ class OnnxGraph(nn.Module):
             m: x.float() * getattr(self, f"scale_{m}") + getattr(self, f"shift_{m}")
             for m, x in zip(self.inputs, images, strict=True)
         }
-        return self.model(self.model._inputs(batch))
+        return self.model(batch)["logits"]
 
 
 def graph_name(inputs: tuple[str, ...], all_inputs: tuple[str, ...]) -> str:
@@ -168,7 +170,7 @@ def export_checkpoint(cfg: DictConfig) -> dict:
     for inputs in input_sets:
         key = "+".join(inputs)
         # eval() before exporting: the exporter restores the wrapper's mode afterwards, to every submodule
-        graph = OnnxGraph(model, dm.stats, inputs).eval()
+        graph = OnnxGraph(model.network, dm.stats, inputs).eval()
         label = f"model.fusion={fusion}" if fusion else f"modality={dm.modality}"
         onnx_bytes = trace(graph, tuple(images[m][:TRACE_BATCH] for m in inputs), opset, f"{label} ({key})")
         diffs[key] = parity(onnx_bytes, graph, {m: images[m] for m in inputs}, run, ort)

@@ -17,7 +17,7 @@ from fer_lightning.data.normalize import Normalizer
 from fer_lightning.data.transforms import PairTransform
 from fer_lightning.errors import FERError
 from fer_lightning.modalities import MODALITIES
-from fer_lightning.runs.build import model_from_checkpoint
+from fer_lightning.runs.build import network_from_checkpoint
 from fer_lightning.runs.checkpoint import RunCheckpoint
 
 
@@ -37,7 +37,8 @@ class Predictor:
         self.modalities = tuple(m for m in MODALITIES if m in state["stats"])
         self.stats = {m: tuple(v) for m, v in state["stats"].items()}
         self._normalizer = Normalizer()
-        self.model = model_from_checkpoint(run).to(self.device)
+        # the network alone: prediction needs no LightningModule
+        self.model = network_from_checkpoint(run).to(self.device)
         dataset = run.config.dataset
         # the side the run's cache decoded to (cache_scale=auto depends on the source files, so it is stored)
         scale = dataset.get("cache_scale", 1.0)
@@ -94,7 +95,7 @@ class Predictor:
     @torch.no_grad()
     def predict_batch(self, samples: list[dict[str, Path | np.ndarray]]) -> torch.Tensor:
         """Class probabilities (N, C)."""
-        return self.model.predict_step(self.batch(samples), 0).cpu()
+        return self.model(self.batch(samples))["logits"].float().softmax(dim=1).cpu()
 
     def predict(self, paths: dict[str, Path]) -> torch.Tensor:
         """Class probabilities (C,) for one sample."""

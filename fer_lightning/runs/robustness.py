@@ -72,9 +72,11 @@ def _typed(key: str, values: list) -> str:
 
 
 def grid_settings(cfg: DictConfig) -> tuple[list[str], list[int], list[str] | None, int]:
-    """The grid's kinds, severities, modalities (None: every one the model reads) and seed, checked before any
-    checkpoint is read; a bad value is one line naming the key as typed."""
-    kinds = _listed(cfg, "kinds") or []
+    """The grid's kinds (None: every registered one), severities, modalities (None: every one the model reads)
+    and seed, checked before any checkpoint is read; a bad value is one line naming the key as typed."""
+    kinds = _listed(cfg, "kinds")
+    if kinds is None:  # null: every registered corruption
+        kinds = list(KINDS)
     bad = [k for k in kinds if k not in KINDS]
     if not kinds or bad:
         what = f"unknown corruption {bad[0]!r}" if bad else "no corruption to test"

@@ -26,6 +26,10 @@ from omegaconf.grammar_parser import parse
 # project's own augmentation.
 COMPONENTS = frozenset(
     {
+        "fer_lightning.models.lightning.FusionModule",
+        "fer_lightning.models.lightning.SingleModalityModule",
+        # the same classes as run dirs saved before models/modules.py became models/lightning.py name them (their
+        # model is built from the checkpoint's hyper_parameters, never from this target)
         "fer_lightning.models.modules.FusionModule",
         "fer_lightning.models.modules.SingleModalityModule",
         "fer_lightning.data.datamodules.SyntheticDataModule",

@@ -1,15 +1,15 @@
-"""LightningModules: one training loop, two ways to turn images into features.
+"""LightningModules: one training loop (loss, metrics, optimiser, logging) around a network of
+:mod:`fer_lightning.models.networks`.
 
-:class:`FERModule` owns the loss, the metrics and the optimiser. :class:`SingleModalityModule` (visible or
-infrared) and :class:`FusionModule` only differ in how many backbones they hold and how features are combined.
-Batches are dicts: ``{"visible": (N,3,H,W), "infrared": (N,3,H,W), "label": (N,)}`` with the image keys the
+:class:`FERModule` owns the training. :class:`SingleModalityModule` (visible or infrared) and :class:`FusionModule`
+differ in the network they train and in the training-only parts of fusion: modality dropout and the per-branch
+losses. Batches are dicts: ``{"visible": (N,3,H,W), "infrared": (N,3,H,W), "label": (N,)}`` with the image keys the
 modality needs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -18,23 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fer_lightning.errors import FERError
-from fer_lightning.io import read_checkpoint
 from fer_lightning.metrics import stage_metrics
 from fer_lightning.modalities import MODALITIES
-from fer_lightning.models.backbones import build_backbone
-from fer_lightning.models.fusion import (
-    MISSING_OK,
-    CrossModalAttention,
-    LateCombine,
-    ModalityGate,
-    check_fusion,
-    fuse,
-    fused_features,
-    gate_target,
-    junk_images,
-)
-from fer_lightning.models.heads import build_head
 from fer_lightning.models.mixup import mixup
+from fer_lightning.models.networks import build_network
 from fer_lightning.validation import Number
 
 _FINITE_NONNEGATIVE = Number(float, 0)
@@ -76,8 +63,7 @@ def check_optimizer_numbers(part: str, keywords: Mapping[str, Any] | None) -> No
 
 
 class FERModule(L.LightningModule):
-    """Shared training logic. Subclasses fill ``self.backbones`` and ``self.head`` and define ``features`` (or
-    ``outputs``, for models with more than logits to report).
+    """Shared training logic. Subclasses build their network and :meth:`hold` it.
 
     Args:
         num_classes: number of expression classes.
@@ -125,13 +111,22 @@ class FERModule(L.LightningModule):
         self.test_outputs: dict[str, torch.Tensor] = {}
         self._test_chunks: list[dict[str, torch.Tensor]] = []
 
-    def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        raise NotImplementedError
+    def hold(self, network: nn.Module) -> None:
+        """Trains ``network``, holding its parts (``backbones``, ``head``, ...) as this module's own attributes:
+        checkpoints keep the keys they always had, and load into the network alone."""
+        object.__setattr__(self, "network", network)  # not a submodule: its parts are
+        for name, part in network.named_children():
+            self.add_module(name, part)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.network.training = mode  # its parts follow as this module's children
+        return self
 
     def outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """``{"logits": (N, num_classes)}``, plus whatever :meth:`auxiliary_loss` and the test records need
         (``"weights"``: (N, 2) per-sample modality weights, recorded for test)."""
-        return {"logits": self.head(self.features(batch))}
+        return self.network(batch)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Returns logits (N, num_classes)."""
@@ -219,30 +214,25 @@ class FERModule(L.LightningModule):
 
 
 class SingleModalityModule(FERModule):
-    """A visible-only or infrared-only classifier: backbone -> attention -> head."""
+    """Trains a visible-only or infrared-only :class:`~fer_lightning.models.networks.SingleModalityNet`."""
 
     def __init__(self, modality: str, backbone: dict, head: dict, **kwargs):
         super().__init__(**kwargs)
-        if modality not in ("visible", "infrared"):
-            raise FERError(f"SingleModalityModule takes modality visible or infrared, not {modality!r}")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.hold(build_network(self.hparams))
         self.modalities = (modality,)
-        self.backbones = nn.ModuleDict({modality: build_backbone(**backbone)})
-        self.head = build_head(self.backbones[modality].out_features, self.num_classes, **head)
-
-    def features(self, batch):
-        (modality,) = self.modalities
-        return self.backbones[modality](batch[modality])
 
 
 class FusionModule(FERModule):
-    """Two backbones (visible, infrared) and a fusion mode (:mod:`fer_lightning.models.fusion`).
+    """Trains a :class:`~fer_lightning.models.networks.FusionNet`: two backbones (visible, infrared) and a fusion
+    mode (:mod:`fer_lightning.models.fusion`).
 
     Args:
-        backbone: arguments of :func:`build_backbone` for both branches.
+        backbone: arguments of :func:`~fer_lightning.models.backbones.build_backbone` for both branches.
         infrared_backbone: overrides for the infrared branch (e.g. ``attention: gate_sq``, or another ``name``:
             where the branches' widths then differ, the narrower one is projected to the wider's).
-        fusion: ``interleave`` (the study's), ``concat``, ``sum``, ``late``, ``gated`` or ``attention``.
+        fusion: a registered mode: ``interleave`` (the study's), ``concat``, ``sum``, ``late``, ``gated`` or
+            ``attention``.
         infrared_init: a checkpoint of a trained infrared :class:`SingleModalityModule` whose backbone
             initialises the infrared branch, as the study did.
         modality_dropout: in training, the fraction of samples that lose one branch (which branch is a coin flip),
@@ -253,10 +243,10 @@ class FusionModule(FERModule):
         late_combine: ``late`` only: ``mean`` of the branch logits, or ``learned`` weights.
         aux_loss_weight: weight of per-branch classification losses (a linear classifier on each branch's
             pooled feature; ``late``: its branch heads), so each branch stays a classifier on its own. 0: off.
-        gate: ``gated`` only: ``hidden`` width, ``quality`` (add :func:`image_quality` statistics to the gate's
-            input) and ``loss_weight``: the weight of the gate's own loss towards :func:`gate_target` (the kept
+        gate: ``gated`` only: ``hidden`` width, ``quality`` (add :func:`.image_quality` statistics to the gate's
+            input) and ``loss_weight``: the weight of the gate's own loss towards :func:`.gate_target` (the kept
             branch on modality-dropped samples; with ``aux_loss_weight`` > 0, also the branch that is right).
-        cross_attention: ``attention`` only: ``dim``, ``heads``, ``layers`` of :class:`CrossModalAttention`.
+        cross_attention: ``attention`` only: ``dim``, ``heads``, ``layers`` of :class:`.AttentionFusion`.
     """
 
     modalities = MODALITIES
@@ -279,56 +269,14 @@ class FusionModule(FERModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         MODALITY_DROPOUT.check("model.modality_dropout", modality_dropout)
         AUX_LOSS_WEIGHT.check("model.aux_loss_weight", aux_loss_weight)
-        check_fusion(fusion, late_combine)
         self.fusion = fusion
         self.modality_dropout = modality_dropout
         self.aux_loss_weight = aux_loss_weight
-        gate = {"hidden": 64, "quality": True, "loss_weight": 1.0, **(gate or {})}
-        self.gate_loss_weight = float(gate.pop("loss_weight"))
-        ir_given = {k: v for k, v in (infrared_backbone or {}).items() if v is not None}
-        ir_args = {**backbone, **ir_given}
-        if ir_args.get("name") != backbone.get("name"):
-            # the visible model's timm arguments and weights file need not fit another model; imagenet does
-            if "kwargs" not in ir_given:
-                ir_args.pop("kwargs", None)
-            if "weights" not in ir_given and ir_args.get("weights") != "imagenet":
-                ir_args.pop("weights", None)
-        self.backbones = nn.ModuleDict({"visible": build_backbone(**backbone), "infrared": build_backbone(**ir_args)})
-        if infrared_init:
-            self._init_infrared(Path(infrared_init))
-        widths = {m: b.out_features for m, b in self.backbones.items()}
-        if len(set(widths.values())) > 1:  # two backbone families: fusion pairs features one to one
-            self.backbones[min(widths, key=widths.get)].project_to(max(widths.values()))
-
-        # Feature sizes: every mode below sees each branch's pooled feature of width ``features``.
-        features = self.backbones["visible"].out_features
-        map_channels = {m: self.backbones[m].map_channels for m in MODALITIES}
-        num_classes = self.num_classes
-        if fusion == "late":
-            self.fuser = LateCombine(late_combine)
-            self.head = nn.ModuleDict({m: build_head(features, num_classes, **head) for m in MODALITIES})
-        else:
-            if fusion == "gated":
-                self.fuser = ModalityGate(features, **gate)
-            elif fusion == "attention":
-                self.fuser = CrossModalAttention(map_channels, **(cross_attention or {}))
-            self.head = build_head(fused_features(features, fusion), num_classes, **head)
-        if aux_loss_weight > 0 and fusion != "late":
-            self.aux_heads = nn.ModuleDict({m: nn.Linear(features, num_classes) for m in MODALITIES})
+        self.hold(build_network(self.hparams))
 
     @property
     def supports_missing(self) -> bool:
-        return self.fusion in MISSING_OK
-
-    def _init_infrared(self, path: Path) -> None:
-        if not path.is_file():
-            raise FERError(f"model.infrared_init={path}: no such checkpoint; train modality=infrared first")
-        state = read_checkpoint(path, key="model.infrared_init")["state_dict"]
-        prefix = "backbones.infrared."
-        branch = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        if not branch:
-            raise FERError(f"{path}: not an infrared checkpoint (no {prefix}* weights)")
-        self.backbones["infrared"].load_state_dict(branch)
+        return self.network.supports_missing
 
     def _keep_masks(self, n: int, device: torch.device) -> dict[str, torch.Tensor]:
         """Per modality, (N,) True where the branch is kept; each dropped sample loses exactly one branch."""
@@ -336,80 +284,15 @@ class FusionModule(FERModule):
         drop_visible = drop & (torch.rand(n, device=device) < 0.5)
         return {"visible": ~drop_visible, "infrared": ~(drop & ~drop_visible)}
 
-    def _present(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        images = {m: batch[m] for m in MODALITIES if m in batch}
-        if len(images) < len(MODALITIES) and (not images or not self.supports_missing):
-            lacking = " and ".join(m for m in MODALITIES if m not in images)
-            raise FERError(
-                f"model.fusion={self.fusion} needs both images but {lacking} is missing; "
-                f"only {' and '.join(MISSING_OK)} fusion predict from one modality"
-            )
-        return images
-
     def outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """``logits``, plus ``weights`` (N, 2) where the mode weighs modalities per sample, ``branch_logits`` for
-        the auxiliary losses, and ``keep`` (the modality-dropout masks) in training."""
-        images = self._present(batch)
-        first = next(iter(images.values()))
+        """The network's outputs (``logits``, ``weights`` (N, 2) where the mode weighs modalities per sample,
+        ``branch_logits`` for the auxiliary losses), and ``keep``: the modality-dropout masks in training."""
+        images = self.network.present(batch)
         keep = None
         if self.training and self.modality_dropout > 0 and len(images) == len(MODALITIES):
+            first = next(iter(images.values()))
             keep = self._keep_masks(len(first), first.device)
-        if keep is not None and self.fusion == "gated":
-            images = {m: torch.where(keep[m][:, None, None, None], x, junk_images(x)) for m, x in images.items()}
-        mask = keep if keep is not None and self.fusion != "gated" else None
-
-        if self.fusion == "attention":
-            maps = {m: self.backbones[m].feature_map(x) for m, x in images.items()}
-            feats = {m: self.backbones[m].pool(f) for m, f in maps.items()} if self.aux_loss_weight else {}
-            if mask is not None:
-                maps = {m: f * mask[m][:, None, None, None] for m, f in maps.items()}
-            refined = {m: self.backbones[m].pool(f) for m, f in self.fuser(maps).items()}
-            out = {"logits": self.head(fuse(refined["visible"], refined["infrared"], "concat"))}
-        else:
-            feats = {m: self.backbones[m](x) for m, x in images.items()}
-            out = self._combine(feats, images, mask)
-        if self.aux_loss_weight and "branch_logits" not in out:
-            out["branch_logits"] = {m: self.aux_heads[m](f) for m, f in feats.items()}
-        out["keep"] = keep
-        return out
-
-    def _combine(self, feats: dict, images: dict, mask: dict | None) -> dict[str, Any]:
-        if self.fusion not in MISSING_OK:
-            if mask is not None:
-                feats = {m: f * mask[m][:, None] for m, f in feats.items()}
-            return {"logits": self.head(fuse(feats["visible"], feats["infrared"], self.fusion))}
-        weights = self._weights(feats, images, mask)
-        w = {m: weights[:, k, None] for k, m in enumerate(MODALITIES) if m in feats}
-        if self.fusion == "gated":
-            if len(feats) == 1 and self.aux_loss_weight:
-                # One camera: its own classifier, trained on every sample of that branch, not the fused head,
-                # which never saw a feature without its partner's share and scores far lower on one camera
-                # (docs/benchmarks.md#single-settings-of-the-fusion-model).
-                ((m, f),) = feats.items()
-                logits = self.aux_heads[m](f)
-                return {"logits": logits, "branch_logits": {m: logits}, "weights": weights}
-            # Unit-RMS features, so that a weight is its branch's share of the fused feature.
-            # the width as a constant (the branches' out_features), so the ONNX export can trace the norm
-            fused = sum(w[m] * F.layer_norm(feats[m], (self.backbones[m].out_features,)) for m in w)
-            return {"logits": self.head(fused), "weights": weights}
-        branch = {m: self.head[m](f) for m, f in feats.items()}
-        logits = sum(w[m] * branch[m] for m in w)
-        return {"logits": logits, "branch_logits": branch, "weights": weights if self.fuser.learned else None}
-
-    def _weights(self, feats: dict, images: dict, mask: dict | None) -> torch.Tensor:
-        """(N, 2) modality weights of ``late`` / ``gated``: all on the present branch when only one is."""
-        first = next(iter(feats.values()))
-        if len(feats) == 1:
-            index = torch.tensor(MODALITIES.index(next(iter(feats))), device=first.device)
-            # shape[0], not len(): an ONNX export keeps the batch size a variable
-            return F.one_hot(index, len(MODALITIES)).to(first.dtype).expand(first.shape[0], -1)
-        if self.fusion == "gated":
-            return self.fuser(feats, images)
-        weights = self.fuser(first.shape[0], first.device)
-        if mask is not None:  # a dropped branch's logits do not count
-            weights = weights * torch.stack([mask[m] for m in MODALITIES], 1)
-            weights = weights / weights.sum(1, keepdim=True)
-        return weights
+        return {**self.network(images, keep), "keep": keep}
 
     def auxiliary_loss(self, outputs: dict[str, Any], labels: torch.Tensor) -> torch.Tensor | float:
         loss = 0.0
@@ -421,13 +304,5 @@ class FusionModule(FERModule):
                 kept = keep[m] if keep is not None else torch.ones(len(labels), dtype=torch.bool, device=logits.device)
                 terms.append(F.cross_entropy(logits, labels, reduction="none") * kept)
             loss = loss + self.aux_loss_weight * torch.stack(terms).sum() / max(len(labels), 1)
-        if self.fusion == "gated" and self.gate_loss_weight:
-            branch = outputs.get("branch_logits") if self.aux_loss_weight else None
-            target = gate_target(labels, branch, outputs.get("keep"))
-            if target is not None:
-                # the mean over rows with a target, without boolean indexing: that would wait for the GPU each step
-                # (an all-zero row adds nothing to the sum)
-                rows = (target.sum(1) > 0).sum().clamp_min(1)
-                log_w = torch.log(outputs["weights"].clamp_min(1e-6))
-                loss = loss + self.gate_loss_weight * -(target * log_w).sum() / rows
-        return loss
+        # the mode's own term (the gate's)
+        return loss + self.fuser.loss(outputs, labels)
