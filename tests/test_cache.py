@@ -110,8 +110,12 @@ def test_sidecar_records_shape_and_checksums(tmp_path):
     assert meta["file_size"] == imgs.path.stat().st_size
 
 
-def test_stored_size_is_a_little_larger():
-    assert stored_size(64) == 72 and stored_size(224) == 252 and stored_size(64, 1.0) == 64
+def test_stored_size_is_never_below_the_input_and_follows_the_scale():
+    for side in (32, 64, 224):
+        assert stored_size(side, 1.0) == side and stored_size(side, 0.5) == side
+        sides = [stored_size(side, s) for s in (1.1, 1.25, 1.5, 2.0)]
+        assert sides == sorted(set(sides)) and sides[0] > side  # strictly growing with the scale
+        assert stored_size(side, 2.0) == 2 * side
     # a side recorded as a scale (a checkpoint's cache_side / image_size) comes back exactly
     assert all(stored_size(s, side / s) == side for s in (32, 64, 112, 224) for side in range(s, 4 * s, 7))
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import CSVLogger
 
 from fer_lightning.callbacks import RunFigures
 from fer_lightning.runs import train_and_test
@@ -25,9 +28,21 @@ def _save(obj, tmp_path):
     return path
 
 
-def test_no_wandb_logger_means_no_wandb_calls(tmp_path):
-    trainer = Trainer(logger=False, accelerator="cpu", enable_progress_bar=False)
-    RunFigures(str(tmp_path)).on_test_end(trainer, torch.nn.Module())  # returns without touching wandb
+class _NoWandb:
+    """Stands in for the wandb module: any use of it is a failure."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"wandb.{name} used without a wandb logger")
+
+
+def test_no_wandb_logger_means_no_wandb_calls(tmp_path, monkeypatch):
+    """A tested run with outputs to log, but a CSV logger only: wandb is never touched."""
+    monkeypatch.setitem(sys.modules, "wandb", _NoWandb())
+    trainer = Trainer(logger=CSVLogger(tmp_path), accelerator="cpu", enable_progress_bar=False)
+    module = torch.nn.Module()
+    module.class_names = ["a", "b"]
+    module.test_outputs = {"labels": torch.tensor([0, 1]), "probs": torch.tensor([[0.9, 0.1], [0.2, 0.8]])}
+    RunFigures(str(tmp_path)).on_test_end(trainer, module)
 
 
 @pytest.mark.slow

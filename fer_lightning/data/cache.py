@@ -46,7 +46,7 @@ AUTO_MAX_SCALE = 2
 AUTO_SAMPLE = 200
 
 
-def stored_size(image_size: int, scale: float = 1.125) -> int:
+def stored_size(image_size: int, scale: float) -> int:
     """The side images are cached at for a numeric ``dataset.cache_scale``."""
     # round(): a scale recorded as side / image_size gives back that side, not side + 1 from float error
     return max(int(image_size), math.ceil(round(image_size * scale, 6)))
