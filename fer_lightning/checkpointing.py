@@ -256,7 +256,7 @@ class PreemptionCheckpoint(L.Callback):
     handler only notes it, and at the end of the current training step every rank agrees, the checkpoint is
     written (the step counters and the data loader's position in the epoch with it), and ``preempted.json`` beside
     it says so. The handler that was installed before (submitit's) then runs: it requeues the job with the same
-    arguments, and the requeued start resumes from ``last.ckpt`` by itself (``runs.engine.resolve_ckpt_path``).
+    arguments, and the requeued start resumes from ``last.ckpt`` by itself (``runs.resume.resolve_ckpt_path``).
     Without such a handler the command exits with status 3, and the same command resumes the run.
 
     Args:

@@ -239,10 +239,10 @@ def test_cache_is_built_under_the_data_lock(tmp_path, monkeypatch):
     cache is built."""
     from filelock import FileLock, Timeout
 
-    from fer_lightning.data import manifest_datamodule
+    from fer_lightning.data import cache_sizing
 
     held = []
-    build = manifest_datamodule.cache_images
+    build = cache_sizing.cache_images
 
     def checking(manifest_dir, *args, **kwargs):
         lock_file = next((tmp_path / ".locks").glob("*.lock"))
@@ -253,7 +253,7 @@ def test_cache_is_built_under_the_data_lock(tmp_path, monkeypatch):
             held.append(True)
         return build(manifest_dir, *args, **kwargs)
 
-    monkeypatch.setattr(manifest_datamodule, "cache_images", checking)
+    monkeypatch.setattr(cache_sizing, "cache_images", checking)
     _small_dm(tmp_path)
     assert held == [True, True]  # visible and infrared
 

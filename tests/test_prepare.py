@@ -26,9 +26,11 @@ from PIL import Image
 from fer_lightning.data.manifest import read_manifest
 from fer_lightning.data.sources.published import PUBLISHED_ARCHIVES, SOURCE_COMMIT
 from fer_lightning.errors import FERError
+from fer_lightning.evaluate import evaluate
 from fer_lightning.prepare import prepare
 from fer_lightning.runs import build_datamodule
-from fer_lightning.runs.engine import train_and_test
+from fer_lightning.runs.engine import Run, train_and_test
+from fer_lightning.runs.resume import resolve_ckpt_path
 from tests.archive_fixtures import (
     CORRUPT_JPEG,
     build_7z,
@@ -41,6 +43,7 @@ from tests.archive_fixtures import (
     specs_with_blobs,
 )
 from tests.conftest import CONF, REPO, compose_cfg
+from tests.eval_runs import compose_app, save_run_config
 
 FAST_TRAIN = ["debug=fast", "dataset.image_size=32", "dataset.batch_size=8", "model.backbone.weights=null"]
 # 4 pairs per class: the study's 393/83/90 ratios would leave val empty, which prepare refuses
@@ -486,22 +489,26 @@ def test_one_modality_folder_trains_visible(tmp_path):
     assert results["modality"] == "visible"
 
 
-def test_a_changed_manifest_is_reported_when_a_checkpoint_is_loaded(tmp_path, caplog):
+def test_one_manifest_check_warns_a_resumed_fit_and_refuses_evaluate(tmp_path, caplog):
+    """The manifest a checkpoint was trained on is checked in one place: resuming a fit from it goes on with a
+    warning, evaluating it is refused unless allowed."""
     src = make_folder(tmp_path / "src", modalities=("visible",))
     data = tmp_path / "data"
-    overrides = ["dataset=folder", f"dataset.root={src}", "modality=visible", *FAST_TRAIN]
-    _, run = train_and_test(compose_cfg(overrides, tmp_path / "r", data))
-    ckpt = tmp_path / "model.ckpt"
-    run.trainer.save_checkpoint(ckpt)
+    overrides = ["dataset=folder", f"dataset.root={src}", "modality=visible", "logger=none", *FAST_TRAIN[1:]]
+    overrides += ["budget.steps=null", "budget.val_checks=null", "trainer.max_epochs=1"]  # one epoch: last.ckpt
+    cfg = compose_cfg(overrides, tmp_path / "r", data)
+    train_and_test(cfg)
+    save_run_config(cfg, tmp_path / "r")
+    ckpt = tmp_path / "r" / "checkpoints" / "last.ckpt"
     write_image(src / "visible" / "Angry" / "s9_Angry.JPG", 4242)
-    cfg = compose_cfg(overrides, tmp_path / "r2", data)
-    datamodule = build_datamodule(cfg.dataset)
     with caplog.at_level(logging.WARNING):
-        datamodule.prepare_data()
-        run.trainer.test(run.model, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False, weights_only=True)
-    text = caplog.text
-    assert "the samples changed (1 added, 0 removed" in text
-    assert "changed since this checkpoint was written" in text
+        resumed = Run.for_training(compose_cfg([*overrides, f"ckpt_path={ckpt}"], tmp_path / "r2", data))
+        # what Run.fit resumes from (the fit itself would stop at once: the checkpoint is at its last epoch)
+        assert resolve_ckpt_path(str(ckpt), resumed.output_dir, resumed.datamodule) == str(ckpt)
+    assert "the samples changed (1 added, 0 removed" in caplog.text
+    assert "changed since last.ckpt was written" in caplog.text
+    with pytest.raises(FERError, match=r"changed since last.ckpt was written \(sha1 [0-9a-f]{12} -> [0-9a-f]{12}\)"):
+        evaluate(compose_app("eval", [f"ckpt_path={ckpt}"], tmp_path / "e"))
 
 
 def test_split_settings_apply_to_prepared_datasets(tmp_path):

@@ -13,7 +13,8 @@ from fer_lightning.data.build import ImageOptions, build
 from fer_lightning.data.extract import DEFAULT_CAPS, MAX_ARCHIVE_KEY, MAX_ENTRY_KEY, SizeCaps
 from fer_lightning.data.manifest_datamodule import ManifestDataModule
 from fer_lightning.data.sources.folder import folder_sources
-from fer_lightning.data.sources.published import EXTRACTED, published_sources
+from fer_lightning.data.sources.published import EXTRACTED
+from fer_lightning.data.sources.registry import SourceRequest, source_of
 from fer_lightning.errors import FERError
 from fer_lightning.validation import Number, checked
 
@@ -75,7 +76,9 @@ class ImageFilesDataModule(ManifestDataModule):
 
 
 class PublishedDataModule(ImageFilesDataModule):
-    """A dataset prepared from the study's published archives in ``<data_dir>/raw/<name>/``.
+    """A dataset prepared from files it fetches into ``<data_dir>/raw/<name>/``: the study's published archives
+    (viri, nvie), or any dataset whose source function is registered under its name
+    (:mod:`fer_lightning.data.sources.registry`); ``conf/dataset/<name>.yaml`` may name this class itself.
 
     Args:
         download: fetch missing archives (``dataset.download``); false never touches the network.
@@ -109,7 +112,7 @@ class PublishedDataModule(ImageFilesDataModule):
             raise FERError(f"dataset.extract.{sorted(caps)[0]}: no such key; use max_entry_mb or max_archive_mb")
 
     def build_dataset(self) -> None:
-        sources = published_sources(
+        request = SourceRequest(
             self.name,
             self.data_dir / "raw" / self.name,
             self.root / EXTRACTED,
@@ -119,7 +122,7 @@ class PublishedDataModule(ImageFilesDataModule):
             retries=self.retries,
             caps=self.caps,
         )
-        build(self.root, sources, self.image_options)
+        build(self.root, source_of(self.name)(request), self.image_options)
 
 
 class VIRIDataModule(PublishedDataModule):

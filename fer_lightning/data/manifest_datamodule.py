@@ -5,40 +5,33 @@ All of them read the same prepared layout (``<data_dir>/<name>/manifest.csv``); 
 ``build_dataset()`` produces it (called by Lightning's ``prepare_data``, under a lock). Images leave the workers
 as uint8 and are converted and normalised on the device (``on_after_batch_transfer``), which moves a quarter of
 the bytes and keeps workers cheap.
+
+The module wires parts that each do one job: :class:`~fer_lightning.data.prepared.PreparedDataset` (the files,
+their lock and split), :class:`~fer_lightning.data.split_policy.SplitPolicy` (which rows serve which split),
+:class:`~fer_lightning.data.cache_sizing.CacheSizing` (the decoded-once cache),
+:class:`~fer_lightning.data.train_augmentation.TrainAugmentation` (online transforms and offline copies) and
+:class:`~fer_lightning.data.normalize.InputNormalization` (the statistics).
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
-from filelock import FileLock
 from torch.utils.data import DataLoader
 
-from fer_lightning.data import near_duplicates
-from fer_lightning.data.build import STATE
-from fer_lightning.data.cache import auto_size, cache_images, source_side, stored_size
-from fer_lightning.data.datasets import (
-    FERDataset,
-    ResumableLoader,
-    SeededSampler,
-    offline_expand,
-    resolve_workers,
-)
-from fer_lightning.data.manifest import MANIFEST, SPLITS, SplitSpec, apply_fold, ensure_splits, read_splits
-from fer_lightning.data.normalize import NORMALIZATIONS, Normalizer, Stats, modality_stats
-from fer_lightning.data.summary import unpaired_message
-from fer_lightning.data.transforms import PairTransform, offline_variants
+from fer_lightning.data.cache_sizing import CacheSizing, split_datasets
+from fer_lightning.data.datasets import FERDataset, ResumableLoader, SeededSampler, resolve_workers
+from fer_lightning.data.manifest import SplitSpec
+from fer_lightning.data.normalize import NORMALIZATIONS, InputNormalization, Stats
+from fer_lightning.data.prepared import PreparedDataset
+from fer_lightning.data.split_policy import SplitPolicy
+from fer_lightning.data.train_augmentation import TrainAugmentation
+from fer_lightning.data.transforms import PairTransform
 from fer_lightning.errors import FERError
-from fer_lightning.io import file_sha1, remove_stale_temporaries
 from fer_lightning.modalities import cameras
 from fer_lightning.validation import Choice, Number, checked
-
-log = logging.getLogger(__name__)
-
 
 # The datamodule's numbers and choices, checked here because it is also built without Hydra (tests, the benchmark)
 RULES = {
@@ -63,9 +56,7 @@ class ManifestDataModule(L.LightningDataModule):
         image_size: side of the square image fed to the network.
         batch_size / eval_batch_size: training and validation/test batch sizes.
         num_workers: DataLoader workers, or ``auto`` (see :func:`resolve_workers`).
-        augment: ``{"geometric": [...], "photometric": [...], "paired_geometry": bool, "offline_copies": int}``
-            of albumentations transforms for training. ``offline_copies`` N > 0 is the study's protocol: each
-            training image plus N-1 augmented copies drawn once before training (26 -> 26x the training set).
+        augment: the training augmentation (see :class:`TrainAugmentation`).
         cache_scale: images are decoded once and cached at ``ceil(image_size * cache_scale)``; ``auto``: at the
             source's size capped at max(256, 2 * image_size) when the training transforms warp (they then run at
             that size before the final resize), else at ``image_size``.
@@ -76,6 +67,8 @@ class ManifestDataModule(L.LightningDataModule):
         passes_per_epoch: shuffled passes over the training set in one epoch; ``auto``: 1, or in a step budget
             enough for an epoch of at least ``budget.MIN_EPOCH_STEPS`` steps (a few-step epoch spends much of
             its time restarting the loader).
+        read_only: evaluation: the prepared dataset is only read; a split other than the prepared one is drawn
+            in memory.
     """
 
     name = "dataset"
@@ -97,13 +90,14 @@ class ManifestDataModule(L.LightningDataModule):
         name: str | None = None,
         cache_scale: float | str = "auto",
         passes_per_epoch: int | str = "auto",
+        read_only: bool = False,
     ):
         super().__init__()
         checked(RULES, "dataset.normalization", normalization)
+        self.normalizer = InputNormalization(normalization, cameras(modality))
         if name:
             self.name = name
-        self.modality = modality
-        self.modalities = cameras(modality)
+        self.modality, self.modalities = modality, cameras(modality)
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.configured_classes = list(classes) if classes else None
         self.image_size = checked(RULES, "dataset.image_size", image_size)
@@ -113,33 +107,27 @@ class ManifestDataModule(L.LightningDataModule):
         )
         self.num_workers = resolve_workers(num_workers)
         self.augment = dict(augment or {})
-        self.offline_copies = checked(RULES, "augment.offline_copies", self.augment.get("offline_copies") or 0)
+        copies = checked(RULES, "augment.offline_copies", self.augment.get("offline_copies") or 0)
+        self.augmentation = TrainAugmentation(self.augment, self.modalities, self.image_size, copies)
         # auto: the source resolution, capped, where the augmentation warps (data/cache.auto_size)
-        self.cache_scale = checked(RULES, "dataset.cache_scale", cache_scale)
+        cache_scale = checked(RULES, "dataset.cache_scale", cache_scale)
+        self.cache_sizing = CacheSizing(self.image_size, cache_scale, self.augmentation.warps)
         self.cache_side: int | None = None
         # auto: 1, or in a step budget enough passes for an epoch of budget.MIN_EPOCH_STEPS (fer_lightning/budget.py)
         self.passes_setting = checked(RULES, "dataset.passes_per_epoch", passes_per_epoch)
-        self.passes_per_epoch = 1 if passes_per_epoch == "auto" else self.passes_setting
-        self.normalization = normalization
+        self.passes_per_epoch = 1 if self.passes_setting == "auto" else self.passes_setting
         split = dict(split or {})
         self.fold = split.get("fold")
         self.split_spec = SplitSpec.from_config(split)
         self.seed = checked(RULES, "seed", seed)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.read_only = read_only
         self.classes: list[str] = []
         self.manifest_sha1: str | None = None
         self.rows: list[dict] = []
-        self.stats: dict[str, Stats] = {}
         self._datasets: dict[str, FERDataset] = {}
         self._loaded_key: tuple | None = None
         self._expanded = False
-        self._normalizer = Normalizer()
-        # the split test_dataloader() serves: evaluate sets "val" to test the validation split
-        self.test_split = "test"
-        # called on each uint8 batch on the device before normalisation (robustness corruptions), or None
-        self.batch_hook = None
-        # evaluation: the prepared dataset is only read; a split other than the prepared one is drawn in memory
-        self.read_only = False
         # "prepared", or "recomputed" (read-only, split settings other than split.json's), and those settings
         self.split_source = "prepared"
         self.prepared_split: dict | None = None
@@ -150,166 +138,67 @@ class ManifestDataModule(L.LightningDataModule):
         return self.data_dir / self.name
 
     @property
+    def prepared(self) -> PreparedDataset:
+        return PreparedDataset(self.data_dir, self.root, self.name, self.split_spec, self.fold, self.read_only)
+
+    @property
     def manifest_path(self) -> Path:
-        return self.root / MANIFEST
+        return self.prepared.manifest_path
+
+    @property
+    def offline_copies(self) -> int:
+        return self.augmentation.offline_copies
+
+    @property
+    def cache_scale(self) -> float | str:
+        return self.cache_sizing.scale
+
+    @property
+    def stats(self) -> dict[str, Stats]:
+        return self.normalizer.stats
 
     def build_dataset(self) -> None:
         """Produces the prepared dataset (``manifest.csv`` ...) under :attr:`root`. Subclasses implement it."""
         if not self.manifest_path.is_file():
             raise FERError(f"{self.manifest_path}: no prepared dataset")
 
-    def _lock(self) -> FileLock:
-        """Serialises preparation across processes: parallel sweep jobs on a fresh data dir share one dataset."""
-        locks = self.data_dir / ".locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        return FileLock(locks / f"{self.root.relative_to(self.data_dir).as_posix().replace('/', '_')}.lock")
-
-    def _require_prepared(self) -> None:
-        if not self.manifest_path.is_file():
-            raise FERError(
-                f"{self.manifest_path}: no prepared dataset; evaluation only reads data: prepare it first "
-                f"(python -m fer_lightning.prepare dataset={self.name} with the run's dataset settings), or pass "
-                "paths.data_dir=<the data dir the run was trained on>"
-            )
-
     def prepare_data(self) -> None:
-        if self.read_only:
-            self._require_prepared()
-            return
-        with self._lock():
-            remove_stale_temporaries(self.root)  # left by a killed prepare (e.g. the contact sheet's)
-            self.build_dataset()
-            rows = ensure_splits(self.root, self.split_spec, log=log.warning)
-            near_duplicates.record(self.root, rows, self.split_spec.near_duplicates, self.root / STATE)
+        self.prepared.prepare(self.build_dataset)
 
     def setup(self, stage: str | None = None) -> None:
-        rows = self._read_splits()
+        prepared = self.prepared
+        read = prepared.read()
+        self.manifest_sha1, self.split_source, self.prepared_split = (
+            read.manifest_sha1,
+            read.split_source,
+            read.prepared_split,
+        )
         key = (self.manifest_sha1, self.fold, self.image_size, self.modality)
         if key == self._loaded_key:
             return
-        self.classes = self._classes(rows)
-        by_split = self._split(self._usable(rows))
-        self.rows = rows
-        self._datasets = self._make_datasets(rows, by_split)
-        train = self._datasets["train"].images
-        self.stats = {m: modality_stats(self.normalization, train[m]) for m in self.modalities}
+        policy = SplitPolicy(self.modality, self.configured_classes, prepared.manifest_path)
+        self.classes = policy.classes(read.rows)
+        by_split = policy.by_split(read.rows)
+        self.rows = read.rows
+        self.cache_side = self.cache_sizing.side(self.root, read.rows)
+        aug = self.augmentation
+        transforms = {"train": aug.train_transform(), "eval": aug.eval_transform()}
+        self._datasets = split_datasets(
+            self.root, read.rows, by_split, self.classes, self.cache_side, transforms, prepared.lock()
+        )
+        self.normalizer.fit(self._datasets["train"].images)
         self._expanded = False
         self._loaded_key = key
 
-    def _read_splits(self) -> list[dict]:
-        """The manifest's rows with the configured split (drawn now when it differs) and fold applied."""
-        if self.read_only:
-            self._require_prepared()
-        with self._lock():
-            if self.read_only:
-                split = read_splits(self.root, self.split_spec)
-                rows, self.manifest_sha1 = split.rows, split.manifest_sha1
-                self.split_source, self.prepared_split = split.source, split.prepared
-            else:
-                rows = ensure_splits(self.root, self.split_spec, log=log.warning)
-                self.manifest_sha1 = file_sha1(self.manifest_path)
-        return apply_fold(rows, self.split_spec.folds, self.fold)
-
-    def _usable(self, rows: list[dict]) -> list[dict]:
-        """The rows with every image this modality needs; refuses none, a single class, or unpaired fusion rows."""
-        usable = [r for r in rows if all(r[m] for m in self.modalities)]
-        if not usable:
-            raise FERError(
-                f"{self.manifest_path}: no sample has {' and '.join(self.modalities)} images; try another modality"
-            )
-        found = sorted({r["label"] for r in usable})
-        if len(found) < 2:
-            raise FERError(
-                f"{self.manifest_path}: every {' and '.join(self.modalities)} sample is of class {found[0]!r}, and "
-                "a classifier needs at least 2 classes; add images of another class and prepare again"
-            )
-        if len(usable) < len(rows) and self.modality == "fusion":
-            raise FERError(unpaired_message(self.manifest_path, rows))
-        return usable
-
-    def _split(self, usable: list[dict]) -> dict[str, list[dict]]:
-        by_split = {s: [r for r in usable if r["split"] == s] for s in SPLITS}
-        for s, split_rows in by_split.items():
-            if not split_rows:
-                raise FERError(
-                    f"{self.manifest_path}: the {s} split is empty for modality={self.modality}; "
-                    "add data or change dataset.split"
-                )
-        return by_split
-
-    def _train_transform(self, geometric) -> PairTransform:
-        return PairTransform(
-            self.modalities,
-            self.image_size,
-            geometric=geometric,
-            photometric=self.augment.get("photometric") or (),
-            paired_geometry=self.augment.get("paired_geometry", True),
-        )
-
-    def _make_datasets(self, rows: list[dict], by_split: dict[str, list[dict]]) -> dict[str, FERDataset]:
-        """One dataset per split over the decoded-once cache of each modality (rows keep their manifest index)."""
-        eval_tf = PairTransform(self.modalities, self.image_size)
-        train_tf = self._train_transform(self.augment.get("geometric") or ())
-        size = self.cache_side = self._cache_side(rows)
-        index = {r["sample_id"]: i for i, r in enumerate(rows)}
-        label_of = {c: i for i, c in enumerate(self.classes)}
-        cached = {}
-        # under the data lock: ranks, sweep jobs and nodes sharing the data dir build each cache once, and never
-        # remove the stale keys of one another's build while it is written
-        with self._lock():
-            for m in self.modalities:
-                have = [i for i, r in enumerate(rows) if r[m]]
-                position = {i: p for p, i in enumerate(have)}
-                cached[m] = (cache_images(self.root, [rows[i] for i in have], m, size), position)
-        datasets = {}
-        for s, split_rows in by_split.items():
-            images = {m: c.subset([pos[index[r["sample_id"]]] for r in split_rows]) for m, (c, pos) in cached.items()}
-            datasets[s] = FERDataset(
-                images,
-                np.array([label_of[r["label"]] for r in split_rows], dtype=np.int64),
-                np.array([index[r["sample_id"]] for r in split_rows], dtype=np.int64),
-                train_tf if s == "train" else eval_tf,
-            )
-        return datasets
-
     def offline_variants(self) -> list[PairTransform]:
-        """One transform per geometric augmentation: the study drew its offline copies from each in turn."""
-        return [self._train_transform(g) for g in offline_variants(self.augment.get("geometric") or ())]
-
-    def _cache_side(self, rows: list[dict]) -> int:
-        if self.cache_scale != "auto":
-            return stored_size(self.image_size, self.cache_scale)
-        if not self.augment.get("geometric"):
-            return self.image_size  # nothing is warped: decode straight to the input size
-        # one side for both modalities: a pair's images share one geometric draw, which needs equal shapes
-        paths = [r[m] for r in rows for m in ("visible", "infrared") if r.get(m)]
-        return auto_size(self.image_size, source_side(self.root, paths))
+        return self.augmentation.offline_variants()
 
     def _expand_train(self) -> None:
         """The study's offline protocol, drawn only when training starts (evaluation never pays for it)."""
         if self.offline_copies and not self._expanded:
-            eval_tf = self._datasets["val"].transform
-            self._datasets["train"] = offline_expand(
-                self._datasets["train"],
-                self.offline_copies,
-                eval_tf,
-                self.offline_variants(),
-                self.seed,
-                self.num_workers,
-            )
+            train, plain = self._datasets["train"], self._datasets["val"].transform
+            self._datasets["train"] = self.augmentation.expand(train, plain, self.seed, self.num_workers)
             self._expanded = True
-
-    def _classes(self, rows: list[dict]) -> list[str]:
-        found = sorted({r["label"] for r in rows})
-        if self.configured_classes is None:
-            return found
-        unknown = [c for c in found if c not in self.configured_classes]
-        if unknown:
-            raise FERError(
-                f"{self.manifest_path}: unknown class(es) {unknown}; expected "
-                f"{self.configured_classes} (dataset.classes)"
-            )
-        return self.configured_classes
 
     def _loader(self, split: str, shuffle: bool, batch_size: int, **kwargs) -> DataLoader:
         ds = self._datasets[split]
@@ -336,19 +225,21 @@ class ManifestDataModule(L.LightningDataModule):
         self._expand_train()
         return self._loader("train", True, self.batch_size, progress=self._train_progress)
 
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """``split``'s samples in manifest order, unshuffled (validation, test, or another split tested)."""
+        return self._loader(split, False, self.eval_batch_size)
+
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False, self.eval_batch_size)
+        return self.eval_dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_split, False, self.eval_batch_size)
+        return self.eval_dataloader("test")
 
     def normalize(self, batch: dict) -> dict:
         """uint8 images -> float, scaled to [0, 1] and normalised with each modality's statistics."""
-        return self._normalizer(batch, {m: self.stats[m] for m in self.modalities})
+        return self.normalizer(batch)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.batch_hook is not None:
-            batch = self.batch_hook(batch)
         return self.normalize(batch)
 
     def state_dict(self) -> dict:
@@ -360,18 +251,11 @@ class ManifestDataModule(L.LightningDataModule):
         }
 
     def load_state_dict(self, state: dict) -> None:
-        saved = state.get("manifest_sha1")
-        if saved and self.manifest_sha1 and saved != self.manifest_sha1:
-            log.warning(
-                "%s changed since this checkpoint was written (sha1 %s, now %s): splits or samples may "
-                "differ from the checkpoint's run",
-                self.manifest_path,
-                saved[:12],
-                self.manifest_sha1[:12],
-            )
+        """A checkpoint's statistics and cache side; whether its manifest differs is the run's check
+        (:mod:`fer_lightning.runs.data_checks`)."""
         if state.get("stats"):
-            self.stats = {m: tuple(v) for m, v in state["stats"].items()}
+            self.normalizer.restore(state["stats"])
         if state.get("cache_side"):
-            # the side the checkpoint's run decoded to, as a scale: stored_size() then needs no source files
             self.cache_side = int(state["cache_side"])
-            self.cache_scale = self.cache_side / self.image_size
+            self.cache_sizing.restore(self.cache_side)
+

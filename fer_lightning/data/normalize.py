@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+
+from fer_lightning.errors import FERError
 
 IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 NORMALIZATIONS = ("imagenet", "dataset", "none")
@@ -51,3 +53,25 @@ class Normalizer:
             m, s = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (mean, std))
             self._affine[key] = ((1 / (255 * s)).to(device), (-m / s).to(device))
         return self._affine[key]
+
+
+class InputNormalization:
+    """``dataset.normalization`` for ``modalities``: their statistics, fitted on the train split's images or
+    restored from a checkpoint, applied to uint8 batches."""
+
+    def __init__(self, method: str, modalities: Sequence[str]):
+        if method not in NORMALIZATIONS:
+            raise FERError(f"dataset.normalization={method!r}: use one of {', '.join(NORMALIZATIONS)}")
+        self.method, self.modalities = method, tuple(modalities)
+        self.stats: dict[str, Stats] = {}
+        self._normalizer = Normalizer()
+
+    def fit(self, train_images: Mapping[str, Sequence[np.ndarray]]) -> None:
+        self.stats = {m: modality_stats(self.method, train_images[m]) for m in self.modalities}
+
+    def restore(self, stats: Mapping[str, Sequence]) -> None:
+        self.stats = {m: tuple(v) for m, v in stats.items()}
+
+    def __call__(self, batch: dict) -> dict:
+        """uint8 images -> float, scaled to [0, 1] and normalised with each modality's statistics."""
+        return self._normalizer(batch, {m: self.stats[m] for m in self.modalities})

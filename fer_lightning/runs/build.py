@@ -42,9 +42,7 @@ def build_datamodule(dataset_cfg: DictConfig, read_only: bool = False) -> Manife
     spec = OmegaConf.to_container(dataset_cfg, resolve=True)
     # run dirs saved before the recipes held model.backbone.weights carry it here as dataset.pretrained
     spec.pop("pretrained", None)
-    datamodule = _instantiate(spec)
-    datamodule.read_only = read_only
-    return datamodule
+    return _instantiate(spec, read_only=read_only)
 
 
 def build_model(model_cfg: DictConfig, classes: list[str]) -> L.LightningModule:

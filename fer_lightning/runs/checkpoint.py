@@ -34,8 +34,9 @@ def checkpoint_modality(checkpoint: dict[str, Any]) -> str:
     return next(iter(branches), "unknown")
 
 
-def check_resumable(path: str | Path, modality: str) -> None:
-    """Refuses (one line) a file that is not a safe checkpoint of a ``modality`` model, before Lightning reads it."""
+def check_resumable(path: str | Path, modality: str) -> dict[str, Any]:
+    """The checkpoint at ``path``; refuses (one line) a file that is not a safe checkpoint of a ``modality``
+    model, before Lightning reads it."""
     checkpoint = read_checkpoint(path)
     if "optimizer_states" not in checkpoint:
         raise FERError(
@@ -48,6 +49,7 @@ def check_resumable(path: str | Path, modality: str) -> None:
             f"ckpt_path={path}: a {found} checkpoint cannot resume a modality={modality} run; "
             f"pass modality={found}, or a {modality} checkpoint"
         )
+    return checkpoint
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Test batches with one modality corrupted or missing: what a failing camera does to a trained model.
 
 :class:`BatchCorruption` runs on each uint8 batch after it reaches the device and before normalisation
-(the datamodule's ``batch_hook``), per sample, seeded by the sample's index, so a corruption is the same bytes
-whatever the batch size or device.
+(the ``batch_transform`` of :class:`~fer_lightning.data.split_view.SplitView`), per sample, seeded by the sample's
+index, so a corruption is the same bytes whatever the batch size or device.
 """
 
 from __future__ import annotations

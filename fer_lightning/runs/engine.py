@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from fer_lightning import calibration
 from fer_lightning.budget import Budget, apply_budget
-from fer_lightning.checkpointing import PREEMPTED, AtomicModelCheckpoint
+from fer_lightning.checkpointing import AtomicModelCheckpoint
 from fer_lightning.data.manifest_datamodule import ManifestDataModule
 from fer_lightning.data.near_duplicates import shared_share
+from fer_lightning.data.split_view import SplitView
 from fer_lightning.errors import FERError
 from fer_lightning.loggers import log_evaluation, log_results
 from fer_lightning.runs import calibrate
@@ -36,52 +35,17 @@ from fer_lightning.runs.build import (
     model_from_checkpoint,
     world_size,
 )
-from fer_lightning.runs.checkpoint import LAST, RunCheckpoint, check_resumable
+from fer_lightning.runs.checkpoint import RunCheckpoint
 from fer_lightning.runs.config import check_run_config, experiment_name, task_overrides
 from fer_lightning.runs.corruption import BatchCorruption, CorruptionSpec
+from fer_lightning.runs.data_checks import check_classes, check_evaluated_manifest, warn_split_difference
 from fer_lightning.runs.distributed import end_process_group, kept_threads, rank_failure, wait_for_ranks
-from fer_lightning.runs.results import RESULTS, TestOutcome, condition, print_summary, read_results, write_report
+from fer_lightning.runs.results import TestOutcome, condition, previous_results, print_summary, write_report
+from fer_lightning.runs.resume import resolve_ckpt_path
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("test", "val")
-
-
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, modality: str) -> str | None:
-    """The checkpoint ``fit`` resumes from; None to start fresh.
-
-    ``last`` resumes the run dir's ``checkpoints/last.ckpt`` and, like Lightning's own ``ckpt_path="last"``,
-    starts from scratch with a warning when the run was killed before writing one, so a requeue script can
-    always pass it.
-    """
-    if ckpt_path is None:
-        requeued = _requeued_from(output_dir)
-        if requeued is None:
-            return None
-        print(f"warning: {requeued}; resuming from {output_dir / LAST}", file=sys.stderr, flush=True)
-        ckpt_path = "last"
-    if str(ckpt_path) == "last":
-        path = output_dir / LAST
-        if not path.is_file():
-            print(f"warning: ckpt_path=last: no {path} yet; training from scratch", file=sys.stderr, flush=True)
-            return None
-    else:
-        path = Path(str(ckpt_path)).expanduser()
-    check_resumable(path, modality)
-    return str(path)
-
-
-def _requeued_from(output_dir: Path) -> str | None:
-    """Why a start without ``ckpt_path`` resumes the run dir's last.ckpt, or None (start fresh): the run was
-    preempted and saved (``preempted.json``), or SLURM requeued the job (``SLURM_RESTART_COUNT``)."""
-    if not (output_dir / LAST).is_file():
-        return None
-    if (output_dir / LAST.parent / PREEMPTED).is_file():
-        return f"{output_dir} was preempted"
-    restarts = os.environ.get("SLURM_RESTART_COUNT", "")
-    if restarts.isdigit() and int(restarts) > 0:
-        return f"SLURM requeued this job (restart {restarts})"
-    return None
 
 
 @dataclass
@@ -140,50 +104,19 @@ class Run:
         datamodule = build_datamodule(run_cfg.dataset, read_only=True)
         datamodule.prepare_data()
         datamodule.setup("test")
-        if run.classes and datamodule.classes != run.classes:
-            raise FERError(
-                f"{datamodule.manifest_path}: classes {datamodule.classes} differ from the checkpoint's "
-                f"{run.classes}; evaluate on the dataset the model was trained for"
-            )
-        if datamodule.split_source != "prepared":
-            print(f"warning: {_split_difference(datamodule)}", file=sys.stderr, flush=True)
-        state = dict(run.datamodule_state or {})
-        saved = state.pop("manifest_sha1", None)
+        check_classes(datamodule, run)
+        warn_split_difference(datamodule)
         self = cls(run_cfg, datamodule, model_from_checkpoint(run))
-        self.manifest_changed = bool(saved and saved != datamodule.manifest_sha1)
-        if self.manifest_changed:
-            self._check_manifest(run, saved, allow_manifest_change)
-        datamodule.load_state_dict(state)
+        self.manifest_changed = check_evaluated_manifest(datamodule, run, allow_manifest_change)
+        datamodule.load_state_dict(run.datamodule_state or {})
         return self
-
-    def _check_manifest(self, run: RunCheckpoint, saved: str, allow: bool) -> None:
-        dm = self.datamodule
-        moved = ""
-        previous = _previous_results(run.run_dir).get("test_samples")
-        if previous is not None:
-            now = {r["sample_id"] for r in dm.rows if r["split"] == "test"}
-            before = set(previous)
-            into, out = sorted(now - before), sorted(before - now)
-            moved = f"; {len(into)} sample(s) moved into the test split, {len(out)} out of it"
-            if into or out:
-                moved += f" (e.g. {(into or out)[0]})"
-        message = (
-            f"{dm.manifest_path} changed since {run.path.name} was written (sha1 {saved[:12]} -> "
-            f"{dm.manifest_sha1[:12]}){moved}"
-        )
-        if not allow:
-            raise FERError(
-                f"{message}: the test split may hold training samples; re-prepare the run's data, or pass "
-                "allow_manifest_change=true to evaluate anyway (recorded in results.json)"
-            )
-        print(f"warning: {message}; evaluating anyway (allow_manifest_change=true)", file=sys.stderr, flush=True)
 
     # -- fit ---------------------------------------------------------------------------------------------
 
     def fit(self) -> FitOutcome:
         cfg = self.cfg
         start = time.time()
-        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), self.output_dir, self.datamodule.modality)
+        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), self.output_dir, self.datamodule)
         self.loggers = build_group(cfg.get("logger"))
         callbacks = [*build_group(cfg.get("callbacks")), *(self.budget.callbacks() if self.budget else [])]
         self.trainer = build_trainer(cfg.trainer, callbacks, self.loggers)
@@ -249,12 +182,9 @@ class Run:
         if unread:
             raise FERError(f"corrupt.{unread[0]}: this {self.datamodule.modality} model reads no {unread[0]} image")
         trainer = self._test_trainer()
-        self.datamodule.test_split = split
-        self.datamodule.batch_hook = BatchCorruption(corruption) if corruption and corruption.active else None
-        try:
-            trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
-        finally:
-            self.datamodule.batch_hook = None
+        hook = BatchCorruption(corruption) if corruption and corruption.active else None
+        data = SplitView(self.datamodule, split, hook)
+        trainer.test(self.model, datamodule=data, ckpt_path=ckpt_path, verbose=False, weights_only=True)
         return TestOutcome.from_module(self.model.test_outputs, self.datamodule.rows, self.datamodule.classes)
 
     def _test_trainer(self) -> L.Trainer:
@@ -293,20 +223,6 @@ class Run:
         return results
 
 
-def _split_difference(dm: ManifestDataModule) -> str:
-    """The warning for a checkpoint whose split is not the prepared one, naming the keys that differ."""
-    ours, prepared = dm.split_spec.to_json(), dm.prepared_split or {}
-    keys = [k for k in ours if prepared.get(k) != ours[k]] if prepared else []
-    theirs = ", ".join(f"dataset.split.{k}={prepared.get(k)}" for k in keys) or (
-        "rows without a split" if prepared else "no split settings"
-    )
-    mine = ", ".join(f"dataset.split.{k}={ours[k]}" for k in keys) or "its own"
-    return (
-        f"{dm.root / 'split.json'}: the prepared split ({theirs}) is not this checkpoint's ({mine}); testing on "
-        "the checkpoint's, drawn in memory (split_source=recomputed); the prepared files are left unchanged"
-    )
-
-
 def _conditions(root: Path) -> dict[str, dict] | None:
     """``sample_id -> row`` of the dataset's conditions.csv (what the synthetic generator drew), if it has one."""
     path = root / "conditions.csv"
@@ -314,14 +230,6 @@ def _conditions(root: Path) -> dict[str, dict] | None:
         return None
     with open(path, newline="") as f:
         return {r["sample_id"]: r for r in csv.DictReader(f)}
-
-
-def _previous_results(run_dir: Path) -> dict:
-    path = run_dir / RESULTS
-    try:
-        return read_results(path) if path.is_file() else {}
-    except ValueError:
-        return {}
 
 
 def train_and_test(cfg: DictConfig) -> tuple[dict | None, Run]:
@@ -367,7 +275,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_cfg: DictConfig, run: RunCheckpoint
         raw, outcome = outcome, calibrate.scaled(outcome, fit.temperature)
         record = {**fit.record(), "tested_split": split, **calibrate.tested_split_record(raw, outcome)}
         calibrated = {"temperature": fit.temperature, "calibration": record}
-    previous = _previous_results(run.run_dir)
+    previous = previous_results(run.run_dir)
     results = ev.report(
         outcome,
         {

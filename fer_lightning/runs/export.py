@@ -102,10 +102,9 @@ def _check_settings(cfg: DictConfig) -> tuple[str, int, float, int]:
 def parity_batch(run: Run, split: str, n: int) -> dict[str, torch.Tensor]:
     """The first ``n`` samples of ``split`` as the datamodule's loader yields them (uint8, eval transform)."""
     dm = run.datamodule
-    dm.test_split = split
     parts: list[dict] = []
     got = 0
-    for batch in dm.test_dataloader():
+    for batch in dm.eval_dataloader(split):
         parts.append(batch)
         got += len(batch["label"])
         if got >= n:

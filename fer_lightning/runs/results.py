@@ -122,6 +122,15 @@ def read_results(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def previous_results(run_dir: Path) -> dict:
+    """``run_dir``'s results.json, or ``{}`` where it has none or an unreadable one."""
+    path = run_dir / RESULTS
+    try:
+        return read_results(path) if path.is_file() else {}
+    except ValueError:
+        return {}
+
+
 def predictions_text(
     sample_ids: Sequence[str],
     labels: Sequence[str | None],

@@ -36,6 +36,8 @@ COMPONENTS = frozenset(
         "fer_lightning.data.datamodules.VIRIDataModule",
         "fer_lightning.data.datamodules.NVIEDataModule",
         "fer_lightning.data.datamodules.FolderDataModule",
+        # a dataset added with a registered source names it (docs/contributing.md#add-a-dataset)
+        "fer_lightning.data.datamodules.PublishedDataModule",
         "lightning.pytorch.Trainer",
         "fer_lightning.checkpointing.AtomicModelCheckpoint",
         "fer_lightning.checkpointing.StepSeed",

@@ -22,6 +22,7 @@ from fer_lightning.data.download import DownloadError, download
 from fer_lightning.data.extract import DEFAULT_CAPS, ExtractResult, SizeCaps, safe_extract
 from fer_lightning.data.pairing import normalise_stem
 from fer_lightning.data.sources import Sources
+from fer_lightning.data.sources.registry import SourceRequest
 from fer_lightning.errors import FERError, one_line
 from fer_lightning.io import atomic_write_text, git_blob_sha1
 
@@ -363,6 +364,20 @@ def published_sources(
         rejected=rejected,
         warnings=_cross_check_labels(name, extracted),
         description=f"{len(extracted)} archives",
+    )
+
+
+def study_archives(request: SourceRequest) -> Sources:
+    """viri's and nvie's source (:data:`fer_lightning.data.sources.registry.SOURCES`): the study's archives."""
+    return published_sources(
+        request.name,
+        request.raw_dir,
+        request.extract_root,
+        download=request.download,
+        verify=request.verify,
+        base_url=request.base_url,
+        retries=request.retries,
+        caps=request.caps,
     )
 
 
