@@ -15,13 +15,8 @@ from torch import nn
 
 from fer_lightning.errors import FERError
 from fer_lightning.models import backbones
-from fer_lightning.models.backbones import (
-    BACKBONES,
-    Backbone,
-    FeatureGate,
-    build_backbone,
-    register_backbone,
-)
+from fer_lightning.models.backbone_base import Backbone, FeatureGate
+from fer_lightning.models.backbones import BACKBONES, build_backbone, register_backbone
 from fer_lightning.models.fusion import FUSIONS
 from fer_lightning.models.lightning import FusionModule
 from tests.conftest import TINY, compose_cfg

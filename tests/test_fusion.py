@@ -9,7 +9,8 @@ import torchvision
 from torch import nn
 
 from fer_lightning.errors import FERError
-from fer_lightning.models.backbones import FeatureGate, build_backbone
+from fer_lightning.models.backbone_base import FeatureGate
+from fer_lightning.models.backbones import build_backbone
 from fer_lightning.models.fusion import (
     FUSIONS,
     MODALITIES,

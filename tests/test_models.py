@@ -10,7 +10,8 @@ from torch import nn
 
 from fer_lightning.errors import FERError
 from fer_lightning.models import backbones
-from fer_lightning.models.backbones import FeatureGate, build_backbone
+from fer_lightning.models.backbone_base import FeatureGate
+from fer_lightning.models.backbones import build_backbone
 from fer_lightning.models.fusion import fuse
 from fer_lightning.models.heads import build_head
 from fer_lightning.models.lightning import FusionModule, SingleModalityModule
