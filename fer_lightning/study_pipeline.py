@@ -17,7 +17,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from fer_lightning.data import synthetic
-from fer_lightning.data.manifest import SplitSpec, write_manifest
+from fer_lightning.data.manifest import write_manifest
+from fer_lightning.data.split_drawing import SplitSpec
 from fer_lightning.io import atomic_write_text
 from fer_lightning.runs import build_model
 

@@ -2,15 +2,8 @@ from collections import Counter
 
 import pytest
 
-from fer_lightning.data.manifest import (
-    SplitSpec,
-    apply_fold,
-    assign_splits,
-    check_leakage,
-    ensure_splits,
-    read_manifest,
-    write_manifest,
-)
+from fer_lightning.data.manifest import ensure_splits, read_manifest, write_manifest
+from fer_lightning.data.split_drawing import SplitSpec, apply_fold, assign_splits, check_leakage
 from fer_lightning.errors import FERError
 
 

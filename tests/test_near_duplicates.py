@@ -16,15 +16,8 @@ from PIL import Image
 
 from fer_lightning.analysis.report import report
 from fer_lightning.data import near_duplicates as nd
-from fer_lightning.data.manifest import (
-    COLUMNS,
-    SplitSpec,
-    apply_fold,
-    assign_splits,
-    check_splits,
-    ensure_splits,
-    read_manifest,
-)
+from fer_lightning.data.manifest import COLUMNS, ensure_splits, read_manifest
+from fer_lightning.data.split_drawing import SplitSpec, apply_fold, assign_splits, check_splits
 from fer_lightning.data.synthetic import generate
 from fer_lightning.errors import FERError
 from fer_lightning.evaluate import evaluate

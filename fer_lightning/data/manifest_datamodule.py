@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader
 
 from fer_lightning.data.cache_sizing import CacheSizing, split_datasets
 from fer_lightning.data.datasets import FERDataset, ResumableLoader, SeededSampler, resolve_workers
-from fer_lightning.data.manifest import SplitSpec
 from fer_lightning.data.normalize import NORMALIZATIONS, InputNormalization, Stats
 from fer_lightning.data.prepared import PreparedDataset
+from fer_lightning.data.split_drawing import SplitSpec
 from fer_lightning.data.split_policy import SplitPolicy
 from fer_lightning.data.train_augmentation import TrainAugmentation
 from fer_lightning.data.transforms import PairTransform

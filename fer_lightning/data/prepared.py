@@ -12,7 +12,8 @@ from filelock import FileLock
 
 from fer_lightning.data import near_duplicates
 from fer_lightning.data.build import STATE
-from fer_lightning.data.manifest import MANIFEST, SplitSpec, apply_fold, ensure_splits, read_splits
+from fer_lightning.data.manifest import MANIFEST, ensure_splits, read_splits
+from fer_lightning.data.split_drawing import SplitSpec, apply_fold
 from fer_lightning.errors import FERError
 from fer_lightning.io import file_sha1, remove_stale_temporaries
 

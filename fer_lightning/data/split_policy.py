@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fer_lightning.data.manifest import SPLITS
+from fer_lightning.data.split_drawing import SPLITS
 from fer_lightning.data.summary import unpaired_message
 from fer_lightning.errors import FERError
 from fer_lightning.modalities import cameras

@@ -11,9 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from fer_lightning.data.build import STATE
-from fer_lightning.data.manifest import MANIFEST, REJECTED, SPLITS, read_manifest
+from fer_lightning.data.manifest import MANIFEST, REJECTED, read_manifest
 from fer_lightning.data.near_duplicates import LISTING
 from fer_lightning.data.pairing import describe_unpaired
+from fer_lightning.data.split_drawing import SPLITS
 from fer_lightning.modalities import MODALITIES
 
 
