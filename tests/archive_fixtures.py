@@ -22,7 +22,7 @@ import numpy as np
 import py7zr
 from PIL import Image
 
-from fer_lightning.data.sources.published import PUBLISHED_ARCHIVES, ArchiveSpec
+from fer_lightning.data.sources.archive_table import PUBLISHED_ARCHIVES, ArchiveSpec
 
 CORRUPT_JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 20  # a JPEG header with no image data
 

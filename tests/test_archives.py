@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import urllib.request
 import warnings
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -16,19 +17,17 @@ import pytest
 from fer_lightning.data import extract
 from fer_lightning.data.download import DownloadError, download
 from fer_lightning.data.extract import EXTRACTED_MARKER_NAME, safe_extract
-from fer_lightning.data.sources import published
-from fer_lightning.data.sources.published import (
+from fer_lightning.data.sources import archive_fetch
+from fer_lightning.data.sources.archive_fetch import VERIFIED_CACHE_NAME, ensure_archives
+from fer_lightning.data.sources.archive_table import (
     BASE_URL,
     PUBLISHED_ARCHIVES,
     SOURCE_COMMIT,
-    VERIFIED_CACHE_NAME,
     ArchiveSpec,
     archive_url,
-    collect_images,
-    ensure_archives,
-    extract_all,
     parse_archive_name,
 )
+from fer_lightning.data.sources.published import collect_images, extract_all
 from fer_lightning.errors import FERError
 from fer_lightning.io import git_blob_sha1
 
@@ -309,7 +308,7 @@ def test_ensure_archives_downloads_then_reuses_cache(tmp_path, monkeypatch):
     assert len(server.requests) == len(blobs)
 
     calls = []
-    monkeypatch.setattr(published, "git_blob_sha1", lambda p: calls.append(p) or "")
+    monkeypatch.setattr(archive_fetch, "git_blob_sha1", lambda p: calls.append(p) or "")
     ensure_archives("nvie", raw, download=False, verify=True)
     assert calls == []  # sizes and mtimes unchanged: the cached blob ids are trusted
 
@@ -362,7 +361,7 @@ def test_each_archive_is_hashed_once_from_verifying_to_extracting(tmp_path, monk
         hashed.append(Path(path).name)
         return git_blob_sha1(path)
 
-    monkeypatch.setattr(published, "git_blob_sha1", counting)
+    monkeypatch.setattr(archive_fetch, "git_blob_sha1", counting)
     monkeypatch.setattr(extract, "git_blob_sha1", counting)
     extracted = extract_all(ensure_archives("viri", raw, download=False, verify=True), tmp_path / "out")
     assert sorted(hashed) == sorted(blobs)  # verified once each; the fresh extraction reuses the blob id
@@ -548,12 +547,12 @@ def test_an_entry_or_archive_over_its_size_cap_is_refused_and_nothing_is_kept(tm
 @pytest.mark.parametrize("fmt", ["zip", "7z"])
 def test_sizes_understated_by_the_headers_are_capped_while_writing(tmp_path, fmt, monkeypatch):
     archive = _zero_filled(fmt, tmp_path / "in" / "a", 1.5)
-    listing = extract._list_zip if fmt == "zip" else extract._list_7z
+    listing = extract.list_zip if fmt == "zip" else extract.list_7z
 
     def understated(path):
         return [dataclasses.replace(e, size=min(e.size, 10)) for e in listing(path)]
 
-    monkeypatch.setattr(extract, f"_list_{fmt}", understated)
+    monkeypatch.setattr(extract, f"list_{fmt}", understated)
     with pytest.raises(FERError, match=r"'zero\.png' expands to 1\.\d MB, over dataset\.extract\.max_entry_mb=1;"):
         safe_extract(archive, tmp_path / "work" / "a", caps=extract.SizeCaps(1, 100))
     assert _tree(tmp_path / "work") == set()
@@ -568,7 +567,7 @@ def test_extraction_is_idempotent(tmp_path, monkeypatch):
     def no_reading(*args, **kwargs):
         pytest.fail("the archive was read again")
 
-    monkeypatch.setattr(extract.zipfile, "ZipFile", no_reading)
+    monkeypatch.setattr(zipfile, "ZipFile", no_reading)
     second = safe_extract(archive, dest)
     assert second == first
     assert (dest / "x/1.jpg").stat().st_mtime_ns == before

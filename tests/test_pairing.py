@@ -11,7 +11,8 @@ from PIL import Image
 
 from fer_lightning.data.images import IMAGE_EXTENSIONS, UnreadableImage, is_image_name, load_rgb
 from fer_lightning.data.pairing import natural_key, normalise_stem, pair_files
-from fer_lightning.data.sources.published import PUBLISHED_ARCHIVES, collect_images, extract_all
+from fer_lightning.data.sources.archive_table import PUBLISHED_ARCHIVES
+from fer_lightning.data.sources.published import collect_images, extract_all
 from fer_lightning.errors import FERError
 
 try:

@@ -24,7 +24,7 @@ from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from fer_lightning.data.manifest import read_manifest
-from fer_lightning.data.sources.published import PUBLISHED_ARCHIVES, SOURCE_COMMIT
+from fer_lightning.data.sources.archive_table import PUBLISHED_ARCHIVES, SOURCE_COMMIT
 from fer_lightning.errors import FERError
 from fer_lightning.evaluate import evaluate
 from fer_lightning.prepare import prepare

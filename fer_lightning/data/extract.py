@@ -4,30 +4,31 @@ non-images are skipped and reported, and the destination is either absent or one
 from __future__ import annotations
 
 import json
-import lzma
 import re
 import shutil
-import stat
 import tempfile
 import threading
-import zipfile
-import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import py7zr
-import py7zr.exceptions
-from py7zr.io import Py7zIO, WriterFactory
-
+from fer_lightning.data.archive_formats import (
+    ARCHIVE_ERRORS,
+    ArchiveEntry,
+    archive_format,
+    extract_7z,
+    extract_zip,
+    list_7z,
+    list_zip,
+    relative_parts,
+)
 from fer_lightning.data.images import IMAGE_EXTENSIONS
 from fer_lightning.errors import FERError, one_line
 from fer_lightning.io import atomic_write_text, commit, git_blob_sha1
 
 EXTRACTED_MARKER_NAME = ".extracted.json"
 _MARKER_VERSION = 1
-_CHUNK = 1 << 20
 _JUNK_FOLDERS = frozenset({"__macosx"})
 _JUNK_FILES = frozenset({"thumbs.db", ".ds_store", "desktop.ini"})
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -74,15 +75,7 @@ class ExtractResult:
         return [self.dest / p for p in self.images]
 
 
-@dataclass(frozen=True)
-class _Entry:
-    name: str
-    is_dir: bool
-    kind: str | None  # "symlink", "special file" or None for a plain file/folder
-    size: int
-
-
-def _unsafe_reason(entry: _Entry) -> str | None:
+def _unsafe_reason(entry: ArchiveEntry) -> str | None:
     name = entry.name.replace("\\", "/")
     if entry.kind is not None:
         return f"is a {entry.kind}"
@@ -95,10 +88,6 @@ def _unsafe_reason(entry: _Entry) -> str | None:
     if ".." in name.split("/"):
         return "has a '..' component"
     return None
-
-
-def _relative_parts(name: str) -> tuple[str, ...]:
-    return tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
 
 
 def skip_reason(parts: tuple[str, ...]) -> str | None:
@@ -118,7 +107,7 @@ def skip_reason(parts: tuple[str, ...]) -> str | None:
 
 
 def _plan(
-    archive: Path, dest: Path, entries: Sequence[_Entry], caps: SizeCaps
+    archive: Path, dest: Path, entries: Sequence[ArchiveEntry], caps: SizeCaps
 ) -> tuple[dict[int, Path], list[tuple[str, str]]]:
     """Validate every entry before anything is written; map the indices of entries to extract to relative paths.
 
@@ -138,7 +127,7 @@ def _plan(
     skipped: list[tuple[str, str]] = []
     total = 0
     for index, entry in enumerate(entries):
-        parts = _relative_parts(entry.name)
+        parts = relative_parts(entry.name)
         if entry.is_dir or not parts:
             continue
         folded = tuple(p.casefold() for p in parts)
@@ -160,7 +149,7 @@ def _plan(
     return targets, skipped
 
 
-class _Meter:
+class WriteMeter:
     """Counts the bytes actually written, so an archive whose headers understate its sizes is still capped."""
 
     def __init__(self, archive: Path, caps: SizeCaps):
@@ -172,159 +161,6 @@ class _Meter:
         with self.lock:
             self.total += n
             self.caps.check(self.archive, entry, entry_bytes, self.total)
-
-
-def _zip_kind(info: zipfile.ZipInfo) -> str | None:
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
-        return "special file"
-    return None
-
-
-def _list_zip(archive: Path) -> list[_Entry]:
-    with zipfile.ZipFile(archive) as zf:
-        return [_Entry(i.filename, i.is_dir(), _zip_kind(i), i.file_size) for i in zf.infolist()]
-
-
-def _extract_zip(archive: Path, tmp: Path, targets: dict[int, Path], meter: _Meter) -> None:
-    with zipfile.ZipFile(archive) as zf:
-        # By position, not name: a later entry of the same name must not overwrite the kept one.
-        for index, info in enumerate(zf.infolist()):
-            relative = targets.get(index)
-            if relative is None:
-                continue
-            out = tmp / relative
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, out.open("wb") as dst:
-                written = 0
-                while chunk := src.read(_CHUNK):
-                    written += len(chunk)
-                    meter.add(info.filename, written, len(chunk))
-                    dst.write(chunk)
-
-
-def _7z_kind(f: Any) -> str | None:
-    if f.is_symlink or f.is_junction:
-        return "symlink"
-    if f.is_socket:
-        return "special file"
-    return None
-
-
-class _FileWriter(Py7zIO):
-    """Streams one 7z member straight to its planned file."""
-
-    def __init__(self, path: Path, name: str, meter: _Meter):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = path.open("wb")
-        self._name, self._meter = name, meter
-
-    def write(self, s: bytes | bytearray) -> int:
-        self._meter.add(self._name, self._fh.tell() + len(s), len(s))
-        return self._fh.write(s)
-
-    def read(self, size: int | None = None) -> bytes:
-        return b""
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._fh.tell()
-
-    def seekable(self) -> bool:
-        return False
-
-    def flush(self) -> None:
-        self._fh.flush()
-
-    def size(self) -> int:
-        return self._fh.tell()
-
-    def close(self) -> None:
-        self._fh.close()
-
-
-class _Discard(Py7zIO):
-    def write(self, s: bytes | bytearray) -> int:
-        return len(s)
-
-    def read(self, size: int | None = None) -> bytes:
-        return b""
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return 0
-
-    def flush(self) -> None:
-        pass
-
-    def size(self) -> int:
-        return 0
-
-
-class _PlannedWriters(WriterFactory):
-    """Sends each planned member to ``tmp/<relative path>`` so py7zr itself never picks a path."""
-
-    def __init__(self, tmp: Path, relatives: Iterable[Path], meter: _Meter):
-        self.tmp = tmp
-        self.planned = {r.parts: r for r in relatives}
-        self.writers: list[_FileWriter] = []
-        self.meter = meter
-
-    def create(self, filename: str) -> Py7zIO:
-        # py7zr passes its own cleaned-up member name; cleaned the same way, it names our plan entry. It renames
-        # a later entry of a name already seen (``x.png_0``), so the first one always gets the planned file.
-        relative = self.planned.pop(_relative_parts(filename), None)
-        if relative is None:
-            return _Discard()
-        writer = _FileWriter(self.tmp / relative, relative.as_posix(), self.meter)
-        self.writers.append(writer)
-        return writer
-
-    def close_all(self) -> None:
-        for writer in self.writers:
-            writer.close()
-
-
-def _list_7z(archive: Path) -> list[_Entry]:
-    with py7zr.SevenZipFile(archive, mode="r") as sz:
-        if sz.needs_password():
-            raise FERError(f"{archive}: archive is encrypted; extract its images by hand")
-        return [_Entry(f.filename, f.is_directory, _7z_kind(f), f.uncompressed or 0) for f in sz.files]
-
-
-def _extract_7z(archive: Path, tmp: Path, targets: dict[int, Path], meter: _Meter) -> None:
-    factory = _PlannedWriters(tmp, targets.values(), meter)
-    try:
-        with py7zr.SevenZipFile(archive, mode="r") as sz:
-            names = [f.filename for f in sz.files]
-            sz.extract(targets=[names[i] for i in targets], factory=factory)
-    finally:
-        factory.close_all()
-
-
-_ARCHIVE_ERRORS: tuple[type[BaseException], ...] = (
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-    py7zr.exceptions.ArchiveError,
-    lzma.LZMAError,
-    zlib.error,
-    EOFError,
-    OSError,
-    RuntimeError,  # zipfile: encrypted member
-    NotImplementedError,  # zipfile: unsupported compression method (e.g. deflate64)
-    ValueError,
-)
-
-
-def _archive_format(archive: Path) -> str:
-    suffix = archive.suffix.lower()
-    if suffix in (".zip", ".7z"):
-        return suffix[1:]
-    if zipfile.is_zipfile(archive):
-        return "zip"
-    if py7zr.is_7zfile(archive):
-        return "7z"
-    raise FERError(f"{archive}: neither a zip nor a 7z archive; replace it with the published file")
 
 
 def _read_marker(dest: Path) -> dict[str, Any] | None:
@@ -371,7 +207,7 @@ def safe_extract(
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
         raise FERError(f"{archive}: archive not found; download it first")
-    fmt = _archive_format(archive)
+    fmt = archive_format(archive)
     marker = _read_marker(dest)
     if marker is not None and _marker_is_current(marker, archive, dest, blob_id):
         images = [Path(p) for p in marker["images"]]
@@ -379,9 +215,9 @@ def safe_extract(
     if marker is None and dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise FERError(f"{dest}: exists but holds no complete extraction of {archive.name}; delete it and rerun")
     try:
-        entries = _list_zip(archive) if fmt == "zip" else _list_7z(archive)
+        entries = list_zip(archive) if fmt == "zip" else list_7z(archive)
         targets, skipped = _plan(archive, dest, entries, caps)
-    except _ARCHIVE_ERRORS as exc:
+    except ARCHIVE_ERRORS as exc:
         raise _cannot_extract(archive, exc) from exc
     blob = blob_id if blob_id is not None else git_blob_sha1(archive)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -389,8 +225,8 @@ def safe_extract(
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
         try:
-            (_extract_zip if fmt == "zip" else _extract_7z)(archive, tmp, targets, _Meter(archive, caps))
-        except _ARCHIVE_ERRORS as exc:
+            (extract_zip if fmt == "zip" else extract_7z)(archive, tmp, targets, WriteMeter(archive, caps))
+        except ARCHIVE_ERRORS as exc:
             raise _cannot_extract(archive, exc) from exc
         images = sorted(targets.values(), key=lambda p: p.as_posix())
         _write_marker(tmp, archive, blob, images, skipped)
