@@ -240,6 +240,33 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
     pairs): the framework, the study-style loop and, with ``--run-steps``, a real training run; returns the record
     :func:`table` prints."""
     cfg = compose_config(args)
+    dm, rows, classes = _bench_datamodule(args, cfg, work)
+    t = time.perf_counter()
+    dm.setup("fit")
+    cache_s = time.perf_counter() - t
+
+    fw = run_framework(dm, args, cfg, classes)
+    run = training_run(dm, args, cfg, work) if args.run_steps else {}
+    model_img_s = model_only(dm, args, cfg, classes)
+    loader_img_s = run_loader_only(dm, args)
+    draw_s = offline_draw_seconds(dm, args)
+    study_img_s = None if args.skip_study else run_study_style(work / "bench", rows, classes, args, cfg)
+    return {
+        **_setting(args, dm, fw),
+        "framework_img_s": round(fw["img_s"], 1),
+        "study_style_img_s": _round(study_img_s, 1),
+        "ratio": _round(fw["img_s"] / study_img_s if study_img_s else None, 2),
+        "loader_img_s": round(loader_img_s, 1),
+        "loader_over_model": round(loader_img_s / fw["img_s"], 2),
+        "eval_img_s": round(fw["eval_img_s"], 1),
+        "model_only_img_s": round(model_img_s, 1),
+        **run,
+        **_protocol(args, fw, cache_s, draw_s, study_img_s),
+    }
+
+
+def _bench_datamodule(args, cfg: DictConfig, work: Path) -> tuple[ManifestDataModule, list[dict], list[str]]:
+    """The datamodule over ``work/bench``'s images (kept ones reused), prepared; its manifest rows and classes."""
     manifest = work / "bench" / "manifest.csv"
     if manifest.is_file() and (work / "bench" / "split.json").is_file() and len(read_manifest(manifest)) == args.pairs:
         rows = read_manifest(manifest)  # a kept --data-dir: the same files again
@@ -262,25 +289,11 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
         split={"near_duplicates": "off"},
     )
     dm.prepare_data()
-    t = time.perf_counter()
-    dm.setup("fit")
-    cache_s = time.perf_counter() - t
+    return dm, rows, classes
 
-    fw = run_framework(dm, args, cfg, classes)
-    run = training_run(dm, args, cfg, work) if args.run_steps else {}
-    model_img_s = model_only(dm, args, cfg, classes)
-    loader_img_s = run_loader_only(dm, args)
-    draw_s = offline_draw_seconds(dm, args)
-    study_img_s = None if args.skip_study else run_study_style(work / "bench", rows, classes, args, cfg)
 
-    per_epoch = VIRI["train"] * VIRI["copies"]
-    setup_s = cache_s * VIRI["pairs"] / args.pairs + draw_s * VIRI["train"]
-    protocol_s = (
-        setup_s
-        + args.epochs * (per_epoch / fw["img_s"] + VIRI["val"] / fw["eval_img_s"])
-        + (VIRI["test"] / fw["eval_img_s"])
-    )
-    study_protocol_s = args.epochs * per_epoch / study_img_s if study_img_s else None
+def _setting(args, dm: ManifestDataModule, fw: dict) -> dict:
+    """The record's first keys: the machine, versions and settings the numbers were measured with."""
     backbone = next(iter(fw["model"].backbones.values()))
     gpu = torch.cuda.get_device_name() if args.device == "cuda" else None
     return {
@@ -303,14 +316,21 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
         "compile": args.compile,
         "framework_workers": dm.num_workers,
         "study_workers": STUDY_WORKERS,
-        "framework_img_s": round(fw["img_s"], 1),
-        "study_style_img_s": _round(study_img_s, 1),
-        "ratio": _round(fw["img_s"] / study_img_s if study_img_s else None, 2),
-        "loader_img_s": round(loader_img_s, 1),
-        "loader_over_model": round(loader_img_s / fw["img_s"], 2),
-        "eval_img_s": round(fw["eval_img_s"], 1),
-        "model_only_img_s": round(model_img_s, 1),
-        **run,
+    }
+
+
+def _protocol(args, fw: dict, cache_s: float, draw_s: float, study_img_s: float | None) -> dict:
+    """The record's last keys: the cache and offline-draw costs, and the paper protocol's time extrapolated from
+    them and the measured rates (VIRI's size)."""
+    per_epoch = VIRI["train"] * VIRI["copies"]
+    setup_s = cache_s * VIRI["pairs"] / args.pairs + draw_s * VIRI["train"]
+    protocol_s = (
+        setup_s
+        + args.epochs * (per_epoch / fw["img_s"] + VIRI["val"] / fw["eval_img_s"])
+        + (VIRI["test"] / fw["eval_img_s"])
+    )
+    study_protocol_s = args.epochs * per_epoch / study_img_s if study_img_s else None
+    return {
         "cache_build_s": round(cache_s, 2),
         "cache_pairs": args.pairs,
         "offline_draw_s_per_image": round(draw_s, 4),

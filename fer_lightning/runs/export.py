@@ -165,22 +165,8 @@ def export_checkpoint(cfg: DictConfig) -> dict:
     if getattr(model, "supports_missing", False):
         input_sets += [(m,) for m in modalities]
     images = parity_batch(run, split, n)
-    graphs, diffs, files = {}, {}, {}
-    for inputs in input_sets:
-        key = "+".join(inputs)
-        # eval() before exporting: the exporter restores the wrapper's mode afterwards, to every submodule
-        graph = OnnxGraph(model.network, dm.stats, inputs).eval()
-        label = f"model.fusion={fusion}" if fusion else f"modality={dm.modality}"
-        onnx_bytes = trace(graph, tuple(images[m][:TRACE_BATCH] for m in inputs), opset, f"{label} ({key})")
-        diffs[key] = parity(onnx_bytes, graph, {m: images[m] for m in inputs}, run, ort)
-        if not diffs[key] <= tolerance:
-            raise FERError(
-                f"{label} ({key}): ONNX and PyTorch probabilities differ by up to {diffs[key]:.2e} on "
-                f"{len(images[inputs[0]])} {split} samples, over tolerance={tolerance:g}; nothing was written "
-                "(report it with the checkpoint, or raise tolerance= knowingly)"
-            )
-        graphs[key] = graph_name(inputs, modalities)
-        files[graphs[key]] = onnx_bytes
+    label = f"model.fusion={fusion}" if fusion else f"modality={dm.modality}"
+    graphs, diffs, files = _checked_graphs(run, input_sets, images, label, split, opset, tolerance, ort)
     state = dict(ckpt.datamodule_state or {})
     sha1 = file_sha1(ckpt.path)
     meta = {
@@ -217,3 +203,38 @@ def export_checkpoint(cfg: DictConfig) -> dict:
     atomic_write_text(out / MODEL_JSON, json.dumps(meta, indent=2) + "\n")
     print(json.dumps({"model": str(out / graphs["+".join(modalities)]), **{k: meta[k] for k in ("parity",)}}))
     return meta
+
+
+def _checked_graphs(
+    run: Run,
+    input_sets: list[tuple[str, ...]],
+    images: dict[str, torch.Tensor],
+    label: str,
+    split: str,
+    opset: int,
+    tolerance: float,
+    ort,
+) -> tuple[dict[str, str], dict[str, float], dict[str, bytes]]:
+    """One graph per set of inputs, traced and checked against PyTorch on ``images``: ``{inputs: file name}``,
+    ``{inputs: largest probability difference}`` and ``{file name: ONNX bytes}``.
+
+    Raises:
+        FERError: a graph's difference is over ``tolerance`` (nothing is written)."""
+    model, dm = run.model, run.datamodule
+    modalities = tuple(dm.modalities)
+    graphs, diffs, files = {}, {}, {}
+    for inputs in input_sets:
+        key = "+".join(inputs)
+        # eval() before exporting: the exporter restores the wrapper's mode afterwards, to every submodule
+        graph = OnnxGraph(model.network, dm.stats, inputs).eval()
+        onnx_bytes = trace(graph, tuple(images[m][:TRACE_BATCH] for m in inputs), opset, f"{label} ({key})")
+        diffs[key] = parity(onnx_bytes, graph, {m: images[m] for m in inputs}, run, ort)
+        if not diffs[key] <= tolerance:
+            raise FERError(
+                f"{label} ({key}): ONNX and PyTorch probabilities differ by up to {diffs[key]:.2e} on "
+                f"{len(images[inputs[0]])} {split} samples, over tolerance={tolerance:g}; nothing was written "
+                "(report it with the checkpoint, or raise tolerance= knowingly)"
+            )
+        graphs[key] = graph_name(inputs, modalities)
+        files[graphs[key]] = onnx_bytes
+    return graphs, diffs, files
