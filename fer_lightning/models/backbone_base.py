@@ -34,6 +34,8 @@ class FeatureGate(nn.Module):
 
 
 def make_attention(kind: str, features: int) -> nn.Module:
+    """The block applied to the pooled ``features``-wide vector: ``none`` (identity), ``gate`` or ``gate_sq``
+    (:class:`FeatureGate`); FERError for another ``kind``."""
     if kind == "none":
         return nn.Identity()
     if kind in ("gate", "gate_sq"):

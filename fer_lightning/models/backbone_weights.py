@@ -13,6 +13,8 @@ from fer_lightning.models.backbone_base import Backbone
 
 
 def read_state_dict(weights: str) -> dict[str, torch.Tensor]:
+    """The tensors of the file ``weights`` names (``.safetensors``, or a tensors-only torch file, whose
+    ``state_dict`` entry is taken when it has one); FERError naming ``model.backbone.weights`` when unreadable."""
     path = Path(weights).expanduser()
     if not path.is_file():
         raise FERError(f"model.backbone.weights={weights!r}: no such file; give a state dict path, 'imagenet' or null")
@@ -31,6 +33,8 @@ def read_state_dict(weights: str) -> dict[str, torch.Tensor]:
 
 
 def imagenet_state_dict(name: str, weights_enum) -> dict[str, torch.Tensor]:
+    """torchvision's ``weights_enum`` weights for backbone ``name``, from the torch hub cache or downloaded; offline
+    without them, FERError naming the file to put in the cache."""
     try:
         return weights_enum.get_state_dict(progress=False, check_hash=True)
     except Exception as exc:  # offline: URLError, socket errors, hash mismatch

@@ -79,6 +79,7 @@ BACKBONES = tuple(_BUILDERS)
 
 
 def list_backbones() -> tuple[str, ...]:
+    """The registered names and the ``timm/<any timm model>`` pattern, as messages list the choices."""
     return (*BACKBONES, f"{TIMM_PREFIX}<any timm model>")
 
 

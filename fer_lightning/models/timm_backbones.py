@@ -92,6 +92,8 @@ class TimmBackbone(Backbone):
 
 
 def build_timm_backbone(name: str, attention: str, imagenet: bool, kwargs: dict) -> Backbone:
+    """The backbone ``timm/<model>`` (``kwargs`` go to ``timm.create_model``); FERError for a model timm does not
+    know (with the closest names), for kwargs it does not take, or for ImageNet weights it cannot get."""
     import timm
 
     model = name[len(TIMM_PREFIX) :]

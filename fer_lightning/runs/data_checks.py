@@ -60,6 +60,8 @@ def warn_resumed_manifest(dm: ManifestDataModule, checkpoint: dict, path: Path) 
 
 
 def check_classes(dm: ManifestDataModule, run: RunCheckpoint) -> None:
+    """FERError when the classes ``dm`` found differ (in names or order) from those the checkpoint was trained on;
+    a checkpoint that recorded none passes."""
     if run.classes and dm.classes != run.classes:
         raise FERError(
             f"{dm.manifest_path}: classes {dm.classes} differ from the checkpoint's "

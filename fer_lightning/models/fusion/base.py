@@ -87,6 +87,8 @@ def one_camera_modes() -> tuple[str, ...]:
 
 
 def check_fusion(mode: str, late_combine: str = "mean") -> None:
+    """FERError naming ``model.fusion`` or ``model.late_combine`` when ``mode`` is not registered or
+    ``late_combine`` is not one of :data:`LATE_COMBINES`."""
     if mode not in FUSIONS:
         raise FERError(f"model.fusion={mode}: unknown fusion mode; use one of {', '.join(FUSIONS)}")
     if late_combine not in LATE_COMBINES:
