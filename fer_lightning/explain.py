@@ -1,6 +1,6 @@
 """``python -m fer_lightning.explain ckpt_path=<ckpt> visible=<img> infrared=<img>``: Grad-CAM per branch.
 
-Each modality branch gets its own heat map from its backbone's last stage (``models.backbones``'s
+Each modality branch gets its own heat map from its backbone's last stage (``models.backbone_base``'s
 ``Backbone.cam_target``: a ResNet's ``trunk.layer4``, a timm CNN's last feature stage, a ViT's last block with the
 token reshape), computed by the ``grad-cam`` package for the predicted (or the ``target``) class with the other
 branch's input held fixed, resized to the input image and overlaid on it.
