@@ -19,11 +19,11 @@ COMMANDS = sorted(p.stem for p in PACKAGE.glob("*.py") if "__main__" in p.read_t
 # The library module each of these commands is a shell around.
 LIBRARY_OF = {
     "compare": "fer_lightning.analysis.compare",
-    "report": "fer_lightning.analysis.report",
+    "report": "fer_lightning.analysis.results_table",
     "explain": "fer_lightning.analysis.cam",
-    "bench": "fer_lightning.benchmark",
+    "bench": "fer_lightning.benchmarks.throughput",
     "robustness": "fer_lightning.runs.robustness",
-    "predict": "fer_lightning.runs.prediction",
+    "predict": "fer_lightning.runs.predict",
     "export": "fer_lightning.runs.export",
 }
 
