@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-from fer_lightning.benchmark import CONF, bench, table
+from fer_lightning.benchmarks.study_pipeline import VIRI
+from fer_lightning.benchmarks.throughput import CONF, bench, table
 from fer_lightning.errors import FERError, expected_error
-from fer_lightning.study_pipeline import VIRI
 from fer_lightning.validation import Number
 
 COUNT = Number(int, 1)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from fer_lightning.errors import FERError
 
-# image kinds a sample can hold, in the order fusion models and manifests list them
-MODALITIES = ("visible", "infrared")
+# the cameras, the image kinds a sample can hold, in the order fusion models and manifests list them; "modality"
+# names what a run trains on (CHOICES), "camera" one of these
+CAMERAS = ("visible", "infrared")
 # what a run trains on: one camera, or both fused
-CHOICES = (*MODALITIES, "fusion")
+CHOICES = (*CAMERAS, "fusion")
 
 
 def cameras(modality: str) -> tuple[str, ...]:
     """The images a ``modality`` run reads: both for ``fusion``, else the one named."""
     if modality not in CHOICES:
         raise FERError(f"modality={modality!r}: use {', '.join(CHOICES[:-1])} or {CHOICES[-1]}")
-    return MODALITIES if modality == "fusion" else (modality,)
+    return CAMERAS if modality == "fusion" else (modality,)

@@ -11,7 +11,7 @@ predictions.csv (``label`` empty: the true class is unknown; ``pred`` the predic
 from __future__ import annotations
 
 from fer_lightning.app import command, console_entry
-from fer_lightning.runs.prediction import command_line, predict
+from fer_lightning.runs.predict import command_line, predict
 
 main = command("predict", predict)
 # model=<file>.onnx is renamed before Hydra reads it as the model config group (runs/prediction.command_line)

@@ -8,7 +8,7 @@ import warnings
 from omegaconf import DictConfig
 
 from fer_lightning.app import command, console_entry
-from fer_lightning.data.summary import print_summary
+from fer_lightning.data.summary import print_dataset_summary
 from fer_lightning.errors import FERError
 from fer_lightning.runs import build_datamodule
 
@@ -19,7 +19,7 @@ def prepare(cfg: DictConfig) -> dict:
         raise FERError("dataset is not set: pass dataset=<name>, e.g. dataset=viri (--help lists the datasets)")
     datamodule = build_datamodule(cfg.dataset)
     datamodule.prepare_data()
-    return print_summary(datamodule.root, datamodule.name, datamodule.configured_classes)
+    return print_dataset_summary(datamodule.root, datamodule.name, datamodule.configured_classes)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

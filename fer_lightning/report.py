@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fer_lightning.analysis.report import report
+from fer_lightning.analysis.results_table import report
 from fer_lightning.app import report_errors
 
 

@@ -95,7 +95,7 @@ def gather(sweep_dir: Path, since: float = 0.0) -> list[dict[str, Any]]:
     return sorted(records.values(), key=lambda r: (r.get("job") is None, r.get("job") or 0, r["run_dir"]))
 
 
-def summarise(sweep_dir: Path, since: float = 0.0) -> dict[str, Any]:
+def summarise_sweep(sweep_dir: Path, since: float = 0.0) -> dict[str, Any]:
     """The summary of the sweep's jobs started at ``since`` (a ``time.time()``) or later: counts, and the failed
     jobs' errors and run dirs; written to ``sweep_dir/sweep_summary.json`` and returned."""
     jobs = gather(sweep_dir, since)
@@ -211,7 +211,7 @@ class SweepSummary(Callback):
         if self._reported or self._sweep_dir is None or not self._sweep_dir.is_dir():
             return None
         self._reported = True
-        summary = summarise(self._sweep_dir, self._started)
+        summary = summarise_sweep(self._sweep_dir, self._started)
         print(format_summary(summary), file=sys.stderr if summary["n_failed"] else sys.stdout, flush=True)
         return summary
 

@@ -9,7 +9,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fer_lightning.data.datamodules import SyntheticDataModule
+from fer_lightning.data.dataset_datamodules import SyntheticDataModule
 from fer_lightning.data.transforms import PairTransform, offline_variants
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

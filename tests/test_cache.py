@@ -12,7 +12,7 @@ from PIL import Image
 
 from fer_lightning.data import cache
 from fer_lightning.data.cache import auto_size, cache_images, decode_resized, stored_size
-from fer_lightning.data.datamodules import SyntheticDataModule
+from fer_lightning.data.dataset_datamodules import SyntheticDataModule
 from fer_lightning.data.datasets import resolve_workers
 from fer_lightning.data.transforms import TorchvisionPerspective
 from fer_lightning.errors import FERError

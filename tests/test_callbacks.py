@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger
 
-from fer_lightning.callbacks import RunFigures
+from fer_lightning.callbacks.figures import RunFigures
 from fer_lightning.runs import train_and_test
 from tests.conftest import TINY, compose_cfg
 

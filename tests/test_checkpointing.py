@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 
-from fer_lightning.checkpointing import AtomicModelCheckpoint
+from fer_lightning.callbacks.checkpoint import AtomicModelCheckpoint
 from fer_lightning.errors import FERError
 
 # val/accuracy ties at epochs 1, 3 and 4; val/loss is lowest among them at epoch 3
@@ -110,12 +110,13 @@ def test_keep_tested_deletes_only_the_checkpoint_the_run_did_not_test(test_check
 
 def test_the_private_lightning_methods_it_relies_on_are_unchanged():
     """AtomicModelCheckpoint overrides and calls private ModelCheckpoint methods: a Lightning release that renames or
-    re-signs one must fail here (then adapt fer_lightning/checkpointing.py and raise the pin in pyproject.toml)."""
+    re-signs one must fail here (then adapt fer_lightning/callbacks/checkpoint.py and raise the pin in
+    pyproject.toml)."""
     import inspect
 
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from fer_lightning.checkpointing import PRIVATE_MODEL_CHECKPOINT_API
+    from fer_lightning.callbacks.checkpoint import PRIVATE_MODEL_CHECKPOINT_API
 
     for name, params in PRIVATE_MODEL_CHECKPOINT_API.items():
         method = getattr(ModelCheckpoint, name, None)

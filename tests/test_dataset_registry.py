@@ -22,7 +22,7 @@ TOY_YAML = """\
 defaults:
   - _published
   - _self_
-_target_: fer_lightning.data.datamodules.PublishedDataModule
+_target_: fer_lightning.data.dataset_datamodules.PublishedDataModule
 name: toy
 classes: [calm, smile]
 image_size: 32

@@ -18,12 +18,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 
 from fer_lightning.budget import plan
-from fer_lightning.checkpointing import RunConfigHistory
+from fer_lightning.callbacks.config_history import RunConfigHistory
 from fer_lightning.errors import FERError
 from fer_lightning.loggers import log_results
-from fer_lightning.runs.build import eval_trainer, world_size
 from fer_lightning.runs.config import apply_overrides, check_run_config
 from fer_lightning.runs.distributed import ARGV_ENV, RANK_SETTINGS, failed_ranks, join_run, rank_failure
+from fer_lightning.runs.instantiate import eval_trainer, world_size
 from tests.conftest import REPO, TINY, compose_cfg
 from tests.test_resume import prepare_tiny
 from tests.wandb_runs import offline_runs, read_run

@@ -22,7 +22,7 @@ from fer_lightning.models.networks import FusionNet
 from fer_lightning.predict import predict
 from fer_lightning.runs import export as export_module
 from fer_lightning.runs.export import OnnxGraph, export_checkpoint
-from fer_lightning.runs.prediction import collect_inputs, command_line
+from fer_lightning.runs.predict import collect_inputs, command_line
 from fer_lightning.runtime import softmax
 from tests.conftest import REPO
 from tests.eval_runs import compose_app, isolated_checkpoint, tiny_run

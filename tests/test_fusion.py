@@ -12,8 +12,8 @@ from fer_lightning.errors import FERError
 from fer_lightning.models.backbone_base import FeatureGate
 from fer_lightning.models.backbones import build_backbone
 from fer_lightning.models.fusion import (
+    CAMERAS,
     FUSIONS,
-    MODALITIES,
     Fusion,
     gate_target,
     modality_weight_summary,
@@ -65,11 +65,11 @@ def test_every_fusion_mode_trains_with_debug_fast(mode, tmp_path, data_dir):
         torch.manual_seed(1)
         out = model.outputs(batch)
         total = model.loss(out["logits"], labels) + model.auxiliary_loss(out, labels)
-        branch = sum(F.cross_entropy(out["branch_logits"][m], labels) for m in MODALITIES)
+        branch = sum(F.cross_entropy(out["branch_logits"][m], labels) for m in CAMERAS)
         expected = F.cross_entropy(out["logits"], labels) + 0.5 * branch
         if mode == "gated":  # the gate learns to trust the branch that gives the true class more probability
             p_true = torch.stack(
-                [out["branch_logits"][m].softmax(1)[range(len(labels)), labels] for m in MODALITIES], 1
+                [out["branch_logits"][m].softmax(1)[range(len(labels)), labels] for m in CAMERAS], 1
             )
             target = p_true / p_true.sum(1, keepdim=True)
             expected = expected - (target * out["weights"].log()).sum(1).mean()
@@ -100,7 +100,7 @@ def test_every_registered_mode_does_what_it_declares(mode):
     batch, labels = pair_batch(), torch.tensor([0, 1, 2, 0])
     out = model.train().outputs(batch)
     assert out["logits"].shape == (4, 3) and set(cls.aux_outputs) <= set(out)
-    assert set(out["branch_logits"]) == set(MODALITIES)  # the branch classifiers', or the mode's own
+    assert set(out["branch_logits"]) == set(CAMERAS)  # the branch classifiers', or the mode's own
     loss = model.loss(out["logits"], labels) + model.auxiliary_loss(out, labels)
     loss.backward()
     assert torch.isfinite(loss)
@@ -323,5 +323,5 @@ def test_gate_loss_averages_only_rows_with_a_target():
     assert rows.tolist() == [False, True, False, True, False]
     expected = 0.7 * -(target[rows] * weights[rows].log()).sum(1).mean()
     assert torch.allclose(loss, expected)
-    none_dropped = {m: torch.ones(5, dtype=torch.bool) for m in MODALITIES}
+    none_dropped = {m: torch.ones(5, dtype=torch.bool) for m in CAMERAS}
     assert float(model.auxiliary_loss({"weights": weights, "keep": none_dropped}, labels)) == 0.0

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from fer_lightning.analysis.report import report
+from fer_lightning.analysis.results_table import report
 from fer_lightning.data import near_duplicates as nd
 from fer_lightning.data.manifest import COLUMNS, ensure_splits, read_manifest
 from fer_lightning.data.split_drawing import SplitSpec, apply_fold, assign_splits, check_splits

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fer_lightning.budget import MIN_EPOCH_STEPS, auto_passes
-from fer_lightning.checkpointing import PREEMPTED
+from fer_lightning.callbacks.preemption import PREEMPTED
 from fer_lightning.data.datasets import ResumableLoader, SeededSampler
 from fer_lightning.errors import Preempted
 from fer_lightning.runs import train_and_test

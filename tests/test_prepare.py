@@ -582,7 +582,7 @@ def test_a_single_class_is_refused_at_prepare(tmp_path):
 
 
 def test_a_single_class_manifest_is_refused_at_setup(tmp_path):
-    from fer_lightning.data.datamodules import ManifestDataModule
+    from fer_lightning.data.dataset_datamodules import ManifestDataModule
     from fer_lightning.data.manifest import write_manifest
 
     root = tmp_path / "mine"

@@ -15,8 +15,8 @@ from fer_lightning.runs import build_model
 from tests.conftest import CONF, compose_cfg
 
 DATASETS = {"viri": ["Angry", "Happy", "Neutral", "Sad", "Surprise"], "nvie": ["fear", "disgust", "happy"]}
-MODALITIES = ("visible", "infrared", "fusion")
-PRESETS = [(family, ds, mod) for family in ("paper", "ours") for ds in DATASETS for mod in MODALITIES]
+CAMERAS = ("visible", "infrared", "fusion")
+PRESETS = [(family, ds, mod) for family in ("paper", "ours") for ds in DATASETS for mod in CAMERAS]
 
 # The study's heads (docs/study.md), as layer sequences of the built model.
 STUDY_HEADS = {
@@ -114,7 +114,7 @@ def test_preset_composes_to_the_study_model(family, ds, mod, tmp_path):
     assert logits.shape == (2, len(classes))
 
 
-@pytest.mark.parametrize(("ds", "mod"), [(d, m) for d in DATASETS for m in MODALITIES])
+@pytest.mark.parametrize(("ds", "mod"), [(d, m) for d in DATASETS for m in CAMERAS])
 def test_paper_preset_training_recipe(ds, mod, tmp_path):
     cfg, _ = preset("paper", ds, mod, tmp_path)
     assert cfg.trainer.max_epochs == (150 if mod == "fusion" else 50)
@@ -136,7 +136,7 @@ def test_paper_preset_training_recipe(ds, mod, tmp_path):
     assert lrs[2] == pytest.approx(0, abs=1e-12) and lrs[5] == pytest.approx(1e-3)
 
 
-@pytest.mark.parametrize(("ds", "mod"), [(d, m) for d in DATASETS for m in MODALITIES])
+@pytest.mark.parametrize(("ds", "mod"), [(d, m) for d in DATASETS for m in CAMERAS])
 def test_ours_differs_from_paper_only_where_documented(ds, mod, tmp_path):
     paper, _ = preset("paper", ds, mod, tmp_path)
     ours, _ = preset("ours", ds, mod, tmp_path)
@@ -299,11 +299,11 @@ def test_preset_composes_to_its_snapshot(name, tmp_path):
     expected |= {"trainer.strategy": "auto", "trainer.num_nodes": 1}
     expected["dataset.split.near_duplicates"] = "group"  # the near-duplicates issue: clusters stay in one split
     expected |= {
-        "callbacks.preemption._target_": "fer_lightning.checkpointing.PreemptionCheckpoint",
+        "callbacks.preemption._target_": "fer_lightning.callbacks.preemption.PreemptionCheckpoint",
         "callbacks.preemption.signals": ["SIGUSR2"],
     }
     expected |= {  # and the users issue: a plain progress line per validation check
-        "callbacks.progress_log._target_": "fer_lightning.callbacks.ProgressLog",
+        "callbacks.progress_log._target_": "fer_lightning.callbacks.progress.ProgressLog",
         "callbacks.progress_log.log_name": "train.log",
         "callbacks.progress_log.output_dir": "$[paths.output_dir]",
     }
@@ -347,7 +347,7 @@ if __name__ == "__main__":
 
 @pytest.mark.parametrize("recipe", ["paper", "ours"])
 @pytest.mark.parametrize("dataset", ["synthetic", "viri", "nvie", "folder"])
-@pytest.mark.parametrize("mod", MODALITIES)
+@pytest.mark.parametrize("mod", CAMERAS)
 def test_recipes_compose_with_every_dataset(recipe, dataset, mod, tmp_path):
     cfg = compose_cfg([f"recipe={recipe}", f"dataset={dataset}", f"modality={mod}"], tmp_path)
     assert (cfg.dataset.name, cfg.modality) == (dataset, mod)

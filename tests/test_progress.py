@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from fer_lightning.budget import apply_budget
 from fer_lightning.runs import build_datamodule, train_and_test
-from fer_lightning.runs.build import build_trainer
+from fer_lightning.runs.instantiate import build_trainer
 from tests.conftest import REPO, TINY, compose_cfg
 
 LINE = re.compile(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_lightning.analysis.report import report
+from fer_lightning.analysis.results_table import report
 from fer_lightning.errors import FERError
 from fer_lightning.report import main
 from tests.conftest import REPO, TINY

@@ -16,7 +16,9 @@ import pytest
 import torch
 import yaml
 
-from fer_lightning.checkpointing import AtomicCheckpointIO, AtomicModelCheckpoint, RunConfigHistory, StepSeed
+from fer_lightning.callbacks.checkpoint import AtomicCheckpointIO, AtomicModelCheckpoint
+from fer_lightning.callbacks.config_history import RunConfigHistory
+from fer_lightning.callbacks.step_seed import StepSeed
 from fer_lightning.runs import build_datamodule
 from tests.conftest import REPO, TINY, compose_cfg
 

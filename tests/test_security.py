@@ -3,6 +3,7 @@ fer-lightning's own components, is refused in one line by every path that loads 
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import shutil
@@ -21,9 +22,9 @@ from fer_lightning.evaluate import evaluate
 from fer_lightning.models.backbones import build_backbone
 from fer_lightning.predict import predict
 from fer_lightning.runs import build_model, load_run_checkpoint
-from fer_lightning.runs.build import model_from_checkpoint
+from fer_lightning.runs.instantiate import build_datamodule, model_from_checkpoint
 from fer_lightning.runs.robustness import robustness_grid
-from fer_lightning.runs.trust import is_component, untrusted
+from fer_lightning.runs.trust import COMPONENTS, MOVED, is_component, untrusted
 from tests.conftest import REPO, compose_cfg
 from tests.eval_runs import compose_app, save_run_config, tiny_run
 
@@ -242,6 +243,20 @@ def test_a_stored_run_config_passes_and_its_model_comes_from_the_checkpoint(trai
 )
 def test_only_project_components_are_allowed(target, allowed):
     assert is_component(target) is allowed
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_a_target_from_before_a_rename_is_allowed_and_names_a_class_that_exists(old):
+    new = MOVED[old]
+    module, _, name = new.rpartition(".")
+    assert is_component(old) and old not in COMPONENTS and new in COMPONENTS
+    assert isinstance(getattr(importlib.import_module(module), name), type)
+
+
+def test_a_stored_dataset_config_naming_the_old_module_still_builds(tmp_path):
+    cfg = compose_cfg([], tmp_path)
+    cfg.dataset._target_ = "fer_lightning.data.datamodules.SyntheticDataModule"
+    assert type(build_datamodule(cfg.dataset, read_only=True)).__name__ == "SyntheticDataModule"
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,12 @@
-"""The study-faithful reference loop (tests/reference/study_loop.py) runs on a prepared manifest and applies the
-study's offline protocol: 26 training images per original, test scored with the best-validation weights."""
+"""The study-faithful reference loop (fer_lightning/benchmarks/study_loop.py) runs on a prepared manifest and
+applies the study's offline protocol: 26 training images per original, test scored with the best-validation weights."""
 
 from __future__ import annotations
 
 import json
 
-from fer_lightning.data.datamodules import SyntheticDataModule
-from tests.reference import study_loop
+from fer_lightning.benchmarks import study_loop
+from fer_lightning.data.dataset_datamodules import SyntheticDataModule
 
 
 def test_reference_loop_trains_on_26_copies_and_reports_test_accuracy(tmp_path):

@@ -15,7 +15,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 from fer_lightning.errors import FERError
-from fer_lightning.sweep import STATUS, SUMMARY, format_summary, job_record, summarise
+from fer_lightning.sweep import STATUS, SUMMARY, format_summary, job_record, summarise_sweep
 from tests.conftest import REPO
 from tests.test_errors import train_cli
 from tests.test_resume import CLI, prepare_tiny
@@ -55,7 +55,7 @@ def test_summary_names_failed_and_silent_jobs(tmp_path):
     fake_job(tmp_path, 0, ["seed=0"], {"status": "completed", "error": None})
     failed = fake_job(tmp_path, 1, ["seed=1"], {"status": "failed", "error": "FERError: bad fold"})
     killed = fake_job(tmp_path, 2, ["seed=2"], None)
-    summary = summarise(tmp_path)
+    summary = summarise_sweep(tmp_path)
     assert (summary["n_jobs"], summary["n_completed"], summary["n_failed"]) == (3, 1, 2)
     assert [(j["job"], j["status"]) for j in summary["failed"]] == [(1, "failed"), (2, "unknown")]
     assert json.loads((tmp_path / SUMMARY).read_text()) == summary
@@ -70,7 +70,7 @@ def test_jobs_of_an_earlier_sweep_into_the_same_dir_are_ignored(tmp_path):
     for p in [old / STATUS, old / ".hydra" / "overrides.yaml"]:
         os.utime(p, (time.time() - 3600, time.time() - 3600))
     fake_job(tmp_path, 1, ["seed=1"], {"status": "completed", "error": None})
-    summary = summarise(tmp_path, since=time.time() - 60)
+    summary = summarise_sweep(tmp_path, since=time.time() - 60)
     assert (summary["n_jobs"], summary["n_failed"]) == (1, 0)
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 import fer_lightning.resolvers  # noqa: F401  (registers the resolvers the run configs use)
-from fer_lightning.runs.build import build_datamodule, model_from_checkpoint
-from fer_lightning.runs.checkpoint import load_run_checkpoint
+from fer_lightning.runs.instantiate import build_datamodule, model_from_checkpoint
+from fer_lightning.runs.run_checkpoint import load_run_checkpoint
 
 
 def rescore(checkpoint: Path) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fer_lightning.analysis.report import find_results, markdown, summarise  # noqa: E402
+from fer_lightning.analysis.results_table import find_results, markdown, summarise_runs  # noqa: E402
 from fer_lightning.app import report_errors  # noqa: E402
 from fer_lightning.errors import FERError  # noqa: E402
 from fer_lightning.io import atomic_write_text  # noqa: E402
@@ -36,7 +36,7 @@ def table(folder: Path) -> str:
     runs, _ = find_results(folder)
     if not runs:
         raise FERError(f"{folder}: no results.json under it; a results block needs the files it summarises")
-    return markdown(summarise(runs))
+    return markdown(summarise_runs(runs))
 
 
 def render(text: str, root: Path = REPO) -> str:

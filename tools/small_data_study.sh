@@ -33,7 +33,7 @@ OURS=(experiment=ours_viri_visible "${COMMON[@]}" budget.steps=$STEPS budget.val
 # fusion on the same split (both cameras), the ours recipe at the same steps
 FUSION=(experiment=ours_viri_fusion dataset=synthetic_small model.backbone.weights=null dataset.image_size=64
         logger=csv "paths.data_dir=$DATA" budget.steps=$STEPS budget.val_checks=$EPOCHS)
-REF=("$PY" tests/reference/study_loop.py --manifest "$DATA/synthetic_small/manifest.csv" --image-size 64
+REF=("$PY" fer_lightning/benchmarks/study_loop.py --manifest "$DATA/synthetic_small/manifest.csv" --image-size 64
      --epochs $EPOCHS)
 
 declare -A JOBS=(

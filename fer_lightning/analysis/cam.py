@@ -20,7 +20,7 @@ from torch import nn
 from fer_lightning.data.images import load_rgb
 from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_path
-from fer_lightning.modalities import MODALITIES
+from fer_lightning.modalities import CAMERAS
 from fer_lightning.runs import Predictor, load_run_checkpoint
 from fer_lightning.validation import Number
 
@@ -47,7 +47,7 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 def explain(cfg: DictConfig) -> dict:
     """Writes one ``<image stem>_<modality>_gradcam.png`` per branch; returns the prediction and the files."""
     predictor = Predictor(load_run_checkpoint(cfg.get("ckpt_path")), device=cfg.get("device") or "cpu")
-    paths = predictor.check_inputs({m: cfg.get(m) for m in MODALITIES})
+    paths = predictor.check_inputs({m: cfg.get(m) for m in CAMERAS})
     probs = predictor.predict(paths)
     target = cfg.get("target")
     if target is None:

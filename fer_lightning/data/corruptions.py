@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from fer_lightning.errors import FERError
-from fer_lightning.modalities import MODALITIES
+from fer_lightning.modalities import CAMERAS
 from fer_lightning.validation import Number
 
 Corruption = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
@@ -57,7 +57,7 @@ def check_missing(missing: str | None) -> str | None:
     """Validates the ``missing=`` option: the modality to leave out, or None."""
     if missing in (None, "", "none", "null"):
         return None
-    if missing not in MODALITIES:
+    if missing not in CAMERAS:
         raise FERError(f"missing={missing}: use visible, infrared or null")
     return missing
 

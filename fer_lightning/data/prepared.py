@@ -11,7 +11,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from fer_lightning.data import near_duplicates
-from fer_lightning.data.build import STATE
+from fer_lightning.data.assemble import STATE
 from fer_lightning.data.manifest import MANIFEST, ensure_splits, read_splits
 from fer_lightning.data.split_drawing import SplitSpec, apply_fold
 from fer_lightning.errors import FERError

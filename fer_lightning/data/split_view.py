@@ -8,7 +8,7 @@ from collections.abc import Callable
 import lightning as L
 from torch.utils.data import DataLoader
 
-from fer_lightning.data.manifest_datamodule import ManifestDataModule
+from fer_lightning.data.datamodule import ManifestDataModule
 
 
 class SplitView(L.LightningDataModule):

@@ -10,20 +10,20 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fer_lightning.data.build import STATE
+from fer_lightning.data.assemble import STATE
 from fer_lightning.data.manifest import MANIFEST, REJECTED, read_manifest
 from fer_lightning.data.near_duplicates import LISTING
 from fer_lightning.data.pairing import describe_unpaired
 from fer_lightning.data.split_drawing import SPLITS
-from fer_lightning.modalities import MODALITIES
+from fer_lightning.modalities import CAMERAS
 
 
 def unpaired_message(manifest: Path, rows: list[dict]) -> str:
     """One line for fusion runs on a manifest with single-modality rows, listing them per class."""
     by_class: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"visible": [], "infrared": []})
     for r in rows:
-        for m in MODALITIES:
-            if r[m] and not all(r[x] for x in MODALITIES):
+        for m in CAMERAS:
+            if r[m] and not all(r[x] for x in CAMERAS):
                 # the sample id is the source image's path: r[m] may be its 8-bit copy (converted/<name>.png)
                 by_class[r["label"]][m].append(Path(r["sample_id"]).name)
     parts = [describe_unpaired(label, sides["visible"], sides["infrared"]) for label, sides in sorted(by_class.items())]
@@ -68,13 +68,13 @@ def summary(root: Path, classes: list[str] | None = None) -> dict:
     counts: Counter[tuple[str, str, str]] = Counter()
     single: Counter[str] = Counter()  # images without a partner: used by that modality's runs, not by fusion
     for r in rows:
-        for m in MODALITIES:
+        for m in CAMERAS:
             if r[m]:
                 counts[r["label"], m, r["split"]] += 1
-        if all(r[m] for m in MODALITIES):
+        if all(r[m] for m in CAMERAS):
             counts[r["label"], "pairs", r["split"]] += 1
         else:
-            single[next(m for m in MODALITIES if r[m])] += 1
+            single[next(m for m in CAMERAS if r[m])] += 1
     rejected: Counter[str] = Counter()
     if (root / REJECTED).is_file():
         with open(root / REJECTED, newline="") as f:
@@ -97,12 +97,12 @@ def summary(root: Path, classes: list[str] | None = None) -> dict:
     }
 
 
-def print_summary(root: Path, name: str, classes: list[str] | None = None, console=None) -> dict:
+def print_dataset_summary(root: Path, name: str, classes: list[str] | None = None, console=None) -> dict:
     """Prints a table of counts per class x modality x split, then the rejected files by reason."""
     console = console or Console()
     info = summary(root, classes)
     counts = info["counts"]
-    modalities = [m for m in (*MODALITIES, "pairs") if any(k[1] == m for k in counts)]
+    modalities = [m for m in (*CAMERAS, "pairs") if any(k[1] == m for k in counts)]
     console.print(f"{name}: prepared in {root}", soft_wrap=True, markup=False)
     table = Table(title=f"{name}: {info['rows']} samples")
     table.add_column("class")
@@ -128,7 +128,7 @@ def print_summary(root: Path, name: str, classes: list[str] | None = None, conso
     else:
         console.print("rejected: none")
     for m, n in sorted(info["single_modality"].items()):
-        other = next(x for x in MODALITIES if x != m)
+        other = next(x for x in CAMERAS if x != m)
         console.print(
             f"single-modality: {n} {m} image(s) with no {other} partner, used by modality={m} runs "
             "(fusion needs pairs)",

@@ -19,7 +19,7 @@ from torch import nn
 
 from fer_lightning.errors import FERError
 from fer_lightning.metrics import stage_metrics
-from fer_lightning.modalities import MODALITIES
+from fer_lightning.modalities import CAMERAS
 from fer_lightning.models.mixup import mixup
 from fer_lightning.models.networks import build_network
 from fer_lightning.validation import Number
@@ -249,7 +249,7 @@ class FusionModule(FERModule):
         cross_attention: ``attention`` only: ``dim``, ``heads``, ``layers`` of :class:`.AttentionFusion`.
     """
 
-    modalities = MODALITIES
+    modalities = CAMERAS
 
     def __init__(
         self,
@@ -289,7 +289,7 @@ class FusionModule(FERModule):
         ``branch_logits`` for the auxiliary losses), and ``keep``: the modality-dropout masks in training."""
         images = self.network.present(batch)
         keep = None
-        if self.training and self.modality_dropout > 0 and len(images) == len(MODALITIES):
+        if self.training and self.modality_dropout > 0 and len(images) == len(CAMERAS):
             first = next(iter(images.values()))
             keep = self._keep_masks(len(first), first.device)
         return {**self.network(images, keep), "keep": keep}

@@ -20,7 +20,7 @@ from torch import nn
 
 from fer_lightning.errors import FERError
 from fer_lightning.io import read_checkpoint
-from fer_lightning.modalities import MODALITIES
+from fer_lightning.modalities import CAMERAS
 from fer_lightning.models.backbones import build_backbone
 from fer_lightning.models.fusion import FUSIONS, check_fusion, one_camera_modes
 from fer_lightning.models.heads import build_head
@@ -104,14 +104,14 @@ class FusionNet(nn.Module):
             self.backbones[min(widths, key=widths.get)].project_to(max(widths.values()))
         # every mode sees each branch's pooled feature of width ``features``
         features = self.backbones["visible"].out_features
-        map_channels = {m: self.backbones[m].map_channels for m in MODALITIES}
+        map_channels = {m: self.backbones[m].map_channels for m in CAMERAS}
         mode = FUSIONS[fusion]
         settings = {"late_combine": late_combine, "gate": gate, "cross_attention": cross_attention}
         self.fuser = mode(features, map_channels, **settings)
         self.head = self.fuser.build_head(features, num_classes, head)
         self.aux_heads = None
         if aux_heads and "branch_logits" not in mode.aux_outputs:
-            self.aux_heads = nn.ModuleDict({m: nn.Linear(features, num_classes) for m in MODALITIES})
+            self.aux_heads = nn.ModuleDict({m: nn.Linear(features, num_classes) for m in CAMERAS})
 
     @property
     def supports_missing(self) -> bool:
@@ -124,9 +124,9 @@ class FusionNet(nn.Module):
 
     def present(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The images of ``batch`` in modality order; one FERError line when the mode needs both."""
-        images = {m: batch[m] for m in MODALITIES if m in batch}
-        if len(images) < len(MODALITIES) and (not images or not self.supports_missing):
-            lacking = " and ".join(m for m in MODALITIES if m not in images)
+        images = {m: batch[m] for m in CAMERAS if m in batch}
+        if len(images) < len(CAMERAS) and (not images or not self.supports_missing):
+            lacking = " and ".join(m for m in CAMERAS if m not in images)
             raise FERError(
                 f"model.fusion={self.fusion} needs both images but {lacking} is missing; "
                 f"only {' and '.join(one_camera_modes())} fusion predict from one modality"

@@ -3,11 +3,11 @@
 Commands (``fer_lightning.train``, ``evaluate``, ``predict`` ...) are thin shells over this package.
 """
 
-from fer_lightning.runs.build import build_datamodule, build_model
-from fer_lightning.runs.checkpoint import RunCheckpoint, load_run_checkpoint, read_checkpoint
 from fer_lightning.runs.engine import Run, evaluate_checkpoint, train_and_test
+from fer_lightning.runs.instantiate import build_datamodule, build_model
 from fer_lightning.runs.predictor import Predictor
 from fer_lightning.runs.results import PREDICTIONS, RESULTS, TestOutcome, read_results
+from fer_lightning.runs.run_checkpoint import RunCheckpoint, load_run_checkpoint, read_checkpoint
 
 __all__ = [
     "PREDICTIONS",

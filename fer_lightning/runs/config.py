@@ -73,7 +73,7 @@ NOT_AT_EVALUATION = {
 }
 
 
-# evaluation scores on one device whatever the run trained on (runs/build.py eval_trainer)
+# evaluation scores on one device whatever the run trained on (runs/instantiate.py eval_trainer)
 ONE_DEVICE_KEYS = {"trainer.devices": (1, "1"), "trainer.strategy": ("auto",), "trainer.num_nodes": (1, "1")}
 
 

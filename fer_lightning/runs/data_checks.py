@@ -7,10 +7,10 @@ import logging
 import sys
 from pathlib import Path
 
-from fer_lightning.data.manifest_datamodule import ManifestDataModule
+from fer_lightning.data.datamodule import ManifestDataModule
 from fer_lightning.errors import FERError
-from fer_lightning.runs.checkpoint import RunCheckpoint
 from fer_lightning.runs.results import previous_results
+from fer_lightning.runs.run_checkpoint import RunCheckpoint
 
 log = logging.getLogger(__name__)
 

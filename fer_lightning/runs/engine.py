@@ -1,7 +1,7 @@
 """A run as an object: built from a config (to train) or from a checkpoint (to evaluate), tested and reported
 in one place, so ``train`` and ``evaluate`` write the same results.json and predictions.csv.
 
-Every checkpoint Lightning reads here goes through :mod:`fer_lightning.runs.checkpoint` first and is then
+Every checkpoint Lightning reads here goes through :mod:`fer_lightning.runs.run_checkpoint` first and is then
 loaded with ``weights_only=True``.
 """
 
@@ -19,14 +19,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from fer_lightning import calibration
 from fer_lightning.budget import Budget, apply_budget
-from fer_lightning.checkpointing import AtomicModelCheckpoint
-from fer_lightning.data.manifest_datamodule import ManifestDataModule
+from fer_lightning.callbacks.checkpoint import AtomicModelCheckpoint
+from fer_lightning.data.datamodule import ManifestDataModule
 from fer_lightning.data.near_duplicates import shared_share
 from fer_lightning.data.split_view import SplitView
 from fer_lightning.errors import FERError
 from fer_lightning.loggers import log_evaluation, log_results
 from fer_lightning.runs import calibrate
-from fer_lightning.runs.build import (
+from fer_lightning.runs.batch_corruption import BatchCorruption, CorruptionSpec
+from fer_lightning.runs.config import check_run_config, experiment_name, task_overrides
+from fer_lightning.runs.data_checks import check_classes, check_evaluated_manifest, warn_split_difference
+from fer_lightning.runs.distributed import end_process_group, kept_threads, rank_failure, wait_for_ranks
+from fer_lightning.runs.instantiate import (
     build_datamodule,
     build_group,
     build_model,
@@ -35,13 +39,9 @@ from fer_lightning.runs.build import (
     model_from_checkpoint,
     world_size,
 )
-from fer_lightning.runs.checkpoint import RunCheckpoint
-from fer_lightning.runs.config import check_run_config, experiment_name, task_overrides
-from fer_lightning.runs.corruption import BatchCorruption, CorruptionSpec
-from fer_lightning.runs.data_checks import check_classes, check_evaluated_manifest, warn_split_difference
-from fer_lightning.runs.distributed import end_process_group, kept_threads, rank_failure, wait_for_ranks
-from fer_lightning.runs.results import TestOutcome, condition, previous_results, print_summary, write_report
+from fer_lightning.runs.results import TestOutcome, condition, previous_results, print_results, write_test_records
 from fer_lightning.runs.resume import resolve_ckpt_path
+from fer_lightning.runs.run_checkpoint import RunCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -216,10 +216,10 @@ class Run:
         dm = self.datamodule
         title = f"{dm.name} {dm.modality} {split}{condition(fields.get('corruption'))}"
         fields = {**fields, "near_duplicate_test_share": shared_share(dm.rows, outcome.sample_ids, split)}
-        results, path = write_report(
+        results, path = write_test_records(
             self.output_dir, outcome, {**self.header(), **fields}, title=title, conditions=_conditions(dm.root)
         )
-        print_summary(results, path)
+        print_results(results, path)
         return results
 
 

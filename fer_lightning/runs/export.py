@@ -26,9 +26,9 @@ from torch import nn
 from fer_lightning import calibration
 from fer_lightning.errors import FERError, shortened
 from fer_lightning.io import atomic_write_bytes, atomic_write_text, file_sha1
-from fer_lightning.runs.checkpoint import load_run_checkpoint
 from fer_lightning.runs.config import evaluation_config
 from fer_lightning.runs.engine import SPLITS, Run
+from fer_lightning.runs.run_checkpoint import load_run_checkpoint
 from fer_lightning.runtime import FORMAT, MODEL_JSON, softmax
 from fer_lightning.validation import Number, checked
 

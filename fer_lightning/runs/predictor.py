@@ -16,9 +16,9 @@ from fer_lightning.data.cache import decode_resized, stored_size
 from fer_lightning.data.normalize import Normalizer
 from fer_lightning.data.transforms import PairTransform
 from fer_lightning.errors import FERError
-from fer_lightning.modalities import MODALITIES
-from fer_lightning.runs.build import network_from_checkpoint
-from fer_lightning.runs.checkpoint import RunCheckpoint
+from fer_lightning.modalities import CAMERAS
+from fer_lightning.runs.instantiate import network_from_checkpoint
+from fer_lightning.runs.run_checkpoint import RunCheckpoint
 
 
 class Predictor:
@@ -34,7 +34,7 @@ class Predictor:
                 "predict needs a checkpoint written by fer_lightning.train"
             )
         self.classes = list(state.get("classes") or run.classes)
-        self.modalities = tuple(m for m in MODALITIES if m in state["stats"])
+        self.modalities = tuple(m for m in CAMERAS if m in state["stats"])
         self.stats = {m: tuple(v) for m, v in state["stats"].items()}
         self._normalizer = Normalizer()
         # the network alone: prediction needs no LightningModule
@@ -52,7 +52,7 @@ class Predictor:
         With ``allow_missing``, a fusion model that can do without one modality (late, gated) takes the other.
         """
         need = [m for m in self.modalities if not given.get(m)]
-        extra = [m for m in MODALITIES if given.get(m) and m not in self.modalities]
+        extra = [m for m in CAMERAS if given.get(m) and m not in self.modalities]
         if need and allow_missing and len(need) < len(self.modalities):
             if not getattr(self.model, "supports_missing", False):
                 raise FERError(

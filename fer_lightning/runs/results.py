@@ -1,6 +1,6 @@
 """What a tested run writes: results.json, predictions.csv and the confusion-matrix figure, from one place.
 
-``train`` and ``evaluate`` both end in :func:`write_report`, so their results.json carry the same keys and
+``train`` and ``evaluate`` both end in :func:`write_test_records`, so their results.json carry the same keys and
 their predictions.csv the same schema: ``sample_id, label, pred, p_<class>...`` (``label`` is the true class,
 empty where unknown; ``pred`` the predicted one), then per-sample extras such as fusion weights.
 """
@@ -24,7 +24,7 @@ from rich.table import Table
 from fer_lightning.calibration import calibration_report, reliability_bins, top_label
 from fer_lightning.io import atomic_write_text
 from fer_lightning.metrics import classification_report, format_with_ci
-from fer_lightning.modalities import MODALITIES
+from fer_lightning.modalities import CAMERAS
 from fer_lightning.models.fusion import modality_weight_summary
 from fer_lightning.plots import confusion_matrix_figure, reliability_figure
 
@@ -160,7 +160,7 @@ def _cell(value) -> str:
     return f"{value:.6f}" if isinstance(value, float | np.floating) else str(value)
 
 
-def write_report(
+def write_test_records(
     run_dir: Path, outcome: TestOutcome, header: dict, *, title: str, conditions: dict[str, dict] | None = None
 ) -> tuple[dict, Path]:
     """Writes results.json (``header`` + the ``test`` object), predictions.csv, confusion_matrix.png and
@@ -217,11 +217,11 @@ def condition(corruption: dict | None) -> str:
         return ""
     if corruption.get("missing"):
         return f" ({corruption['missing']} missing)"
-    kinds = ", ".join(f"{m}: {corruption[m]}" for m in MODALITIES if corruption.get(m))
+    kinds = ", ".join(f"{m}: {corruption[m]}" for m in CAMERAS if corruption.get(m))
     return f" ({kinds}, severity {corruption.get('severity')})"
 
 
-def print_summary(results: dict, path: Path | None = None, console: Console | None = None) -> None:
+def print_results(results: dict, path: Path | None = None, console: Console | None = None) -> None:
     """Headline metrics with their 95 % intervals and n, then one row per class."""
     console = console or Console()
     test = results["test"]

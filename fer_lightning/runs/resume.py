@@ -7,10 +7,10 @@ import os
 import sys
 from pathlib import Path
 
-from fer_lightning.checkpointing import PREEMPTED
-from fer_lightning.data.manifest_datamodule import ManifestDataModule
-from fer_lightning.runs.checkpoint import LAST, check_resumable
+from fer_lightning.callbacks.preemption import PREEMPTED
+from fer_lightning.data.datamodule import ManifestDataModule
 from fer_lightning.runs.data_checks import warn_resumed_manifest
+from fer_lightning.runs.run_checkpoint import LAST, check_resumable
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, datamodule: ManifestDataModule) -> str | None:

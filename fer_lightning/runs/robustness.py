@@ -15,15 +15,15 @@ from fer_lightning.data.corruptions import KINDS, SEVERITIES
 from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_write_text
 from fer_lightning.metrics import classification_report, format_with_ci
-from fer_lightning.modalities import MODALITIES
+from fer_lightning.modalities import CAMERAS
 from fer_lightning.plots import robustness_figure
 from fer_lightning.runs import calibrate
-from fer_lightning.runs.build import eval_trainer
-from fer_lightning.runs.checkpoint import load_run_checkpoint
+from fer_lightning.runs.batch_corruption import CorruptionSpec
 from fer_lightning.runs.config import evaluation_config
-from fer_lightning.runs.corruption import CorruptionSpec
 from fer_lightning.runs.engine import Run
+from fer_lightning.runs.instantiate import eval_trainer
 from fer_lightning.runs.results import condition
+from fer_lightning.runs.run_checkpoint import load_run_checkpoint
 from fer_lightning.validation import Number
 
 # corrupt_seed: seeds every sample's corruption draw
@@ -90,11 +90,11 @@ def grid_settings(cfg: DictConfig) -> tuple[list[str], list[int], list[str] | No
             "e.g. severities=[1,3,5]"
         )
     modalities = _listed(cfg, "modalities") or None
-    bad = [m for m in modalities or () if m not in MODALITIES]
+    bad = [m for m in modalities or () if m not in CAMERAS]
     if bad:
         raise FERError(
             f"{_typed('modalities', modalities)}: no such modality {bad[0]!r}; use some of "
-            f"{', '.join(MODALITIES)}, or modalities=null for every one the model reads"
+            f"{', '.join(CAMERAS)}, or modalities=null for every one the model reads"
         )
     seed = CORRUPT_SEED.check("corrupt_seed", cfg.get("corrupt_seed"))
     return [str(k) for k in kinds], severities, modalities, seed

@@ -28,28 +28,47 @@ COMPONENTS = frozenset(
     {
         "fer_lightning.models.lightning.FusionModule",
         "fer_lightning.models.lightning.SingleModalityModule",
-        # the same classes as run dirs saved before models/modules.py became models/lightning.py name them (their
-        # model is built from the checkpoint's hyper_parameters, never from this target)
-        "fer_lightning.models.modules.FusionModule",
-        "fer_lightning.models.modules.SingleModalityModule",
-        "fer_lightning.data.datamodules.SyntheticDataModule",
-        "fer_lightning.data.datamodules.VIRIDataModule",
-        "fer_lightning.data.datamodules.NVIEDataModule",
-        "fer_lightning.data.datamodules.FolderDataModule",
+        "fer_lightning.data.dataset_datamodules.SyntheticDataModule",
+        "fer_lightning.data.dataset_datamodules.VIRIDataModule",
+        "fer_lightning.data.dataset_datamodules.NVIEDataModule",
+        "fer_lightning.data.dataset_datamodules.FolderDataModule",
         # a dataset added with a registered source names it (docs/contributing.md#add-a-dataset)
-        "fer_lightning.data.datamodules.PublishedDataModule",
+        "fer_lightning.data.dataset_datamodules.PublishedDataModule",
         "lightning.pytorch.Trainer",
-        "fer_lightning.checkpointing.AtomicModelCheckpoint",
-        "fer_lightning.checkpointing.StepSeed",
-        "fer_lightning.checkpointing.PreemptionCheckpoint",
-        "fer_lightning.callbacks.ProgressLog",
-        "fer_lightning.callbacks.RunFigures",
+        "fer_lightning.callbacks.checkpoint.AtomicModelCheckpoint",
+        "fer_lightning.callbacks.step_seed.StepSeed",
+        "fer_lightning.callbacks.preemption.PreemptionCheckpoint",
+        "fer_lightning.callbacks.progress.ProgressLog",
+        "fer_lightning.callbacks.figures.RunFigures",
         "lightning.pytorch.callbacks.RichProgressBar",
         "fer_lightning.loggers.AppendingCSVLogger",
         "fer_lightning.loggers.wandb_logger",
         "fer_lightning.data.transforms.TorchvisionPerspective",
     }
 )
+
+# Targets as run dirs saved before a module was renamed name them -> the class's place now. A stored config may
+# name the old place; the run layer instantiates the new one (runs/instantiate.py).
+MOVED = {
+    **{
+        f"fer_lightning.models.modules.{c}": f"fer_lightning.models.lightning.{c}"
+        for c in ("FusionModule", "SingleModalityModule")
+    },
+    **{
+        f"fer_lightning.data.datamodules.{c}": f"fer_lightning.data.dataset_datamodules.{c}"
+        for c in ("SyntheticDataModule", "VIRIDataModule", "NVIEDataModule", "FolderDataModule", "PublishedDataModule")
+    },
+    "fer_lightning.checkpointing.AtomicModelCheckpoint": "fer_lightning.callbacks.checkpoint.AtomicModelCheckpoint",
+    "fer_lightning.checkpointing.StepSeed": "fer_lightning.callbacks.step_seed.StepSeed",
+    "fer_lightning.checkpointing.PreemptionCheckpoint": "fer_lightning.callbacks.preemption.PreemptionCheckpoint",
+    "fer_lightning.callbacks.ProgressLog": "fer_lightning.callbacks.progress.ProgressLog",
+    "fer_lightning.callbacks.RunFigures": "fer_lightning.callbacks.figures.RunFigures",
+}
+
+
+def current_target(target: str) -> str:
+    """Where the class a stored ``_target_`` names lives now (itself unless its module was renamed)."""
+    return MOVED.get(target, target)
 
 
 def _family_bases(module: str) -> tuple[type, ...] | None:
@@ -83,7 +102,7 @@ def is_component(target: Any) -> bool:
     """Whether ``target`` (a ``_target_`` value) names a fer-lightning component."""
     if not isinstance(target, str):
         return False
-    if target in COMPONENTS:
+    if current_target(target) in COMPONENTS:
         return True
     module, _, name = target.rpartition(".")
     bases = _family_bases(module)

@@ -8,7 +8,7 @@ from fer_lightning.data.extract import skip_reason
 from fer_lightning.data.pairing import natural_key
 from fer_lightning.data.sources import Sources
 from fer_lightning.errors import FERError
-from fer_lightning.modalities import MODALITIES
+from fer_lightning.modalities import CAMERAS
 
 
 def folder_sources(root: Path) -> Sources:
@@ -16,12 +16,12 @@ def folder_sources(root: Path) -> Sources:
     layout = "DIR/visible/<Class>/* and/or DIR/infrared/<Class>/*"
     if not root.is_dir():
         raise FERError(f"dataset.root={root}: no such folder; point it at a folder laid out as {layout}")
-    found = {c.name.lower(): c for c in root.iterdir() if c.is_dir() and c.name.lower() in MODALITIES}
+    found = {c.name.lower(): c for c in root.iterdir() if c.is_dir() and c.name.lower() in CAMERAS}
     # visible first: its class-folder spelling names the class when the two differ in case
-    modality_dirs = {m: found[m] for m in MODALITIES if m in found}
+    modality_dirs = {m: found[m] for m in CAMERAS if m in found}
     if not modality_dirs:
         raise FERError(f"dataset.root={root}: has neither a visible/ nor an infrared/ folder; lay it out as {layout}")
-    images: dict[str, dict[str, list[Path]]] = {m: {} for m in MODALITIES}
+    images: dict[str, dict[str, list[Path]]] = {m: {} for m in CAMERAS}
     spelling: dict[str, str] = {}  # class folders match across modalities whatever their case
     rejected = []
     warnings = []
@@ -39,7 +39,7 @@ def folder_sources(root: Path) -> Sources:
             label = spelling.setdefault(parts[0].casefold(), parts[0])
             images[modality].setdefault(label, []).append(path)
         warnings += _empty_class_folders(folder, images[modality])
-    if not any(images[m] for m in MODALITIES):
+    if not any(images[m] for m in CAMERAS):
         raise FERError(f"dataset.root={root}: no images found; lay it out as {layout}")
     return Sources(images, root, rejected, warnings, description=f"folder {root}")
 

@@ -35,12 +35,12 @@ from fer_lightning.models.fusion.gated import (
 from fer_lightning.models.fusion.attention import AttentionFusion
 
 # isort: on
-from fer_lightning.modalities import MODALITIES
+from fer_lightning.modalities import CAMERAS
 
 __all__ = [
+    "CAMERAS",
     "FUSIONS",
     "LATE_COMBINES",
-    "MODALITIES",
     "AttentionFusion",
     "ConcatFusion",
     "FixedFusion",

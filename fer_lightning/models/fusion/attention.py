@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fer_lightning.errors import FERError
-from fer_lightning.modalities import MODALITIES
+from fer_lightning.modalities import CAMERAS
 from fer_lightning.models.fusion.base import Fusion, register_fusion
 from fer_lightning.models.fusion.fixed import ConcatFusion
 
@@ -34,13 +34,13 @@ class AttentionFusion(Fusion):
     def _build(self, channels: dict[str, int], dim: int = 256, heads: int = 4, layers: int = 1, dropout: float = 0.1):
         if dim % heads:
             raise FERError(f"model.cross_attention: dim={dim} must be divisible by heads={heads}")
-        self.proj_in = nn.ModuleDict({m: nn.Linear(channels[m], dim) for m in MODALITIES})
-        self.modality_embedding = nn.Parameter(torch.randn(len(MODALITIES), dim) * 0.02)
+        self.proj_in = nn.ModuleDict({m: nn.Linear(channels[m], dim) for m in CAMERAS})
+        self.modality_embedding = nn.Parameter(torch.randn(len(CAMERAS), dim) * 0.02)
         block = nn.TransformerEncoderLayer(
             dim, heads, dim_feedforward=2 * dim, dropout=dropout, batch_first=True, norm_first=True
         )
         self.encoder = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
-        self.proj_out = nn.ModuleDict({m: nn.Linear(dim, channels[m]) for m in MODALITIES})
+        self.proj_out = nn.ModuleDict({m: nn.Linear(dim, channels[m]) for m in CAMERAS})
         for proj in self.proj_out.values():
             nn.init.zeros_(proj.weight)
             nn.init.zeros_(proj.bias)
@@ -48,12 +48,12 @@ class AttentionFusion(Fusion):
     def refine(self, maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         tokens = [
             self.proj_in[m](maps[m].flatten(2).transpose(1, 2)) + self.modality_embedding[k]
-            for k, m in enumerate(MODALITIES)
+            for k, m in enumerate(CAMERAS)
         ]
         mixed = self.encoder(torch.cat(tokens, dim=1)).split([t.shape[1] for t in tokens], dim=1)
         return {
             m: maps[m] + self.proj_out[m](out).transpose(1, 2).reshape(maps[m].shape)
-            for m, out in zip(MODALITIES, mixed, strict=True)
+            for m, out in zip(CAMERAS, mixed, strict=True)
         }
 
     def forward(self, net, images, keep):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fer_lightning.errors import FERError
-from fer_lightning.modalities import MODALITIES
+from fer_lightning.modalities import CAMERAS
 from fer_lightning.models.heads import build_head
 
 if TYPE_CHECKING:
@@ -125,6 +125,6 @@ def fused_features(features: int, mode: str) -> int:
 def one_camera_weights(feats: dict[str, torch.Tensor]) -> torch.Tensor:
     """(N, 2) modality weights all on the one branch present."""
     first = next(iter(feats.values()))
-    index = torch.tensor(MODALITIES.index(next(iter(feats))), device=first.device)
+    index = torch.tensor(CAMERAS.index(next(iter(feats))), device=first.device)
     # shape[0], not len(): an ONNX export keeps the batch size a variable
-    return F.one_hot(index, len(MODALITIES)).to(first.dtype).expand(first.shape[0], -1)
+    return F.one_hot(index, len(CAMERAS)).to(first.dtype).expand(first.shape[0], -1)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fer_lightning.errors import FERError
-from fer_lightning.modalities import MODALITIES
+from fer_lightning.modalities import CAMERAS
 from fer_lightning.models.fusion.base import Fusion, one_camera_weights, register_fusion
 
 
@@ -46,15 +46,15 @@ class GatedFusion(Fusion):
 
     def _build(self, features: int, hidden: int = 64, quality: bool = True) -> None:
         self.quality = quality
-        extra = 3 * len(MODALITIES) if quality else 0
+        extra = 3 * len(CAMERAS) if quality else 0
         self.net = nn.Sequential(
-            nn.Linear(len(MODALITIES) * features + extra, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2)
+            nn.Linear(len(CAMERAS) * features + extra, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2)
         )
 
     def gate(self, features: dict[str, torch.Tensor], images: dict[str, torch.Tensor]) -> torch.Tensor:
-        parts = [features[m] for m in MODALITIES]
+        parts = [features[m] for m in CAMERAS]
         if self.quality:
-            parts += [image_quality(images[m].float()) for m in MODALITIES]
+            parts += [image_quality(images[m].float()) for m in CAMERAS]
         return self.net(torch.cat(parts, dim=1)).softmax(dim=1)
 
     def forward(self, net, images, keep):
@@ -69,7 +69,7 @@ class GatedFusion(Fusion):
             ((m, f),) = feats.items()
             logits = net.aux_heads[m](f)
             return {"logits": logits, "branch_logits": {m: logits}, "weights": weights}
-        w = {m: weights[:, k, None] for k, m in enumerate(MODALITIES) if m in feats}
+        w = {m: weights[:, k, None] for k, m in enumerate(CAMERAS) if m in feats}
         # Unit-RMS features, so that a weight is its branch's share of the fused feature.
         # the width as a constant (the branches' out_features), so the ONNX export can trace the norm
         fused = sum(w[m] * F.layer_norm(feats[m], (net.backbones[m].out_features,)) for m in w)
@@ -116,15 +116,15 @@ def gate_target(
         # class indices (N,), or class probabilities (N, C) such as mixup's blends: the probability of the target
         p_true = [
             (p * labels).sum(1) if labels.ndim == 2 else p.gather(1, labels[:, None])[:, 0]
-            for p in (branch_logits[m].detach().softmax(1) for m in MODALITIES)
+            for p in (branch_logits[m].detach().softmax(1) for m in CAMERAS)
         ]
         target = torch.stack(p_true, 1)
         target = target / target.sum(1, keepdim=True).clamp_min(1e-6)
     else:
-        target = torch.zeros(len(labels), len(MODALITIES), device=labels.device)
+        target = torch.zeros(len(labels), len(CAMERAS), device=labels.device)
     if keep is not None:
-        kept = torch.stack([keep[m] for m in MODALITIES], 1).to(target.dtype)
-        target = torch.where((kept.sum(1) < len(MODALITIES))[:, None], kept, target)
+        kept = torch.stack([keep[m] for m in CAMERAS], 1).to(target.dtype)
+        target = torch.where((kept.sum(1) < len(CAMERAS))[:, None], kept, target)
     return target
 
 
@@ -137,7 +137,7 @@ def modality_weight_summary(
     data's per-sample conditions.
     """
     weights = torch.as_tensor(weights, dtype=torch.float64)
-    if weights.ndim != 2 or weights.shape[1] != len(MODALITIES):
+    if weights.ndim != 2 or weights.shape[1] != len(CAMERAS):
         raise FERError(f"modality weights must have shape (N, 2), got {tuple(weights.shape)}")
     keys = [classes[int(k)] for k in labels] if classes is not None else [str(k) for k in labels]
     if len(keys) != len(weights):
@@ -147,5 +147,5 @@ def modality_weight_summary(
     for group in [*groups, "all"]:
         rows = weights if group == "all" else weights[torch.tensor([k == group for k in keys])]
         mean = rows.mean(0).tolist()
-        summary[group] = {**{m: round(w, 4) for m, w in zip(MODALITIES, mean, strict=True)}, "n": len(rows)}
+        summary[group] = {**{m: round(w, 4) for m, w in zip(CAMERAS, mean, strict=True)}, "n": len(rows)}
     return summary

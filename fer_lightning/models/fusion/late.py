@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fer_lightning.modalities import MODALITIES
+from fer_lightning.modalities import CAMERAS
 from fer_lightning.models.fusion.base import Fusion, one_camera_weights, register_fusion
 from fer_lightning.models.heads import build_head
 
@@ -23,13 +23,13 @@ class LateFusion(Fusion):
         super().__init__(features, map_channels)
         self.learned = late_combine == "learned"
         if self.learned:
-            self.logit = nn.Parameter(torch.zeros(len(MODALITIES)))
+            self.logit = nn.Parameter(torch.zeros(len(CAMERAS)))
 
     def build_head(self, features: int, num_classes: int, head: dict) -> nn.Module:
-        return nn.ModuleDict({m: build_head(features, num_classes, **head) for m in MODALITIES})
+        return nn.ModuleDict({m: build_head(features, num_classes, **head) for m in CAMERAS})
 
     def combine_weights(self, n: int, device: torch.device) -> torch.Tensor:
-        logit = self.logit if self.learned else torch.zeros(len(MODALITIES), device=device)
+        logit = self.logit if self.learned else torch.zeros(len(CAMERAS), device=device)
         return logit.softmax(0).expand(n, -1)
 
     def forward(self, net, images, keep):
@@ -40,9 +40,9 @@ class LateFusion(Fusion):
             first = next(iter(feats.values()))
             weights = self.combine_weights(first.shape[0], first.device)
             if keep is not None:  # a dropped branch's logits do not count
-                weights = weights * torch.stack([keep[m] for m in MODALITIES], 1)
+                weights = weights * torch.stack([keep[m] for m in CAMERAS], 1)
                 weights = weights / weights.sum(1, keepdim=True)
-        w = {m: weights[:, k, None] for k, m in enumerate(MODALITIES) if m in feats}
+        w = {m: weights[:, k, None] for k, m in enumerate(CAMERAS) if m in feats}
         branch = {m: net.head[m](f) for m, f in feats.items()}
         logits = sum(w[m] * branch[m] for m in w)
         return {"logits": logits, "branch_logits": branch, "weights": weights if self.learned else None}

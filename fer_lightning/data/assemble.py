@@ -27,7 +27,7 @@ from fer_lightning.data.scan import SCAN_CACHE, ScanCache
 from fer_lightning.data.sources import Sources
 from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_path, atomic_write_text, file_sha1, remove_stale_temporaries
-from fer_lightning.modalities import MODALITIES
+from fer_lightning.modalities import CAMERAS
 from fer_lightning.validation import Choice
 
 log = logging.getLogger(__name__)
@@ -112,17 +112,17 @@ def _check_images(
     root: Path, sources: Sources, cache: ScanCache, rejected: Rejected
 ) -> tuple[dict[Path, dict], dict[str, dict[str, list[Path]]]]:
     """Scans every image; unreadable ones go to ``rejected``. Returns the scan entries and the readable images."""
-    files = [p for m in MODALITIES for paths in sources.images.get(m, {}).values() for p in paths]
+    files = [p for m in CAMERAS for paths in sources.images.get(m, {}).values() for p in paths]
     scanned = cache.scan(files)
-    readable: dict[str, dict[str, list[Path]]] = {m: {} for m in MODALITIES}
-    for m in MODALITIES:
+    readable: dict[str, dict[str, list[Path]]] = {m: {} for m in CAMERAS}
+    for m in CAMERAS:
         for label, paths in sources.images.get(m, {}).items():
             for p in paths:
                 if scanned[p]["error"] is not None:
                     rejected.append((_shown(p, root), f"unreadable image ({scanned[p]['error']})"))
                 else:
                     readable[m].setdefault(label, []).append(p)
-    if not any(readable[m] for m in MODALITIES):
+    if not any(readable[m] for m in CAMERAS):
         _write_rejected(root, rejected)
         raise FERError(f"{sources.description or sources.base}: no readable image; see {root / REJECTED}")
     return scanned, readable
@@ -163,7 +163,7 @@ def _row(
     label, vis, ir = pair
     sides = [(m, p) for m, p in (("visible", vis), ("infrared", ir)) if p is not None]
     row = {"sample_id": _relative(sides[0][1], base), "label": label, "subject": "", "split": "", "fold": ""}
-    for m in MODALITIES:
+    for m in CAMERAS:
         row[m], row[f"{m}_sha1"] = "", ""
     for m, p in sides:
         entry = scanned[p]

@@ -1,6 +1,7 @@
-"""Training throughput of this framework beside the study's pipeline (:mod:`fer_lightning.study_pipeline`) on the
-same generated images: the framework's train, loader-only and evaluation rates, the cache and offline-draw costs,
-and the paper protocol's time extrapolated from them. ``python -m fer_lightning.bench`` is its command."""
+"""Training throughput of this framework beside the study's pipeline
+(:mod:`fer_lightning.benchmarks.study_pipeline`) on the same generated images: the framework's train, loader-only
+and evaluation rates, the cache and offline-draw costs, and the paper protocol's time extrapolated from them.
+``python -m fer_lightning.bench`` is its command."""
 
 from __future__ import annotations
 
@@ -21,23 +22,23 @@ from hydra.utils import instantiate
 from lightning.pytorch.profilers import Profiler
 from omegaconf import DictConfig, open_dict
 
-from fer_lightning.budget import apply_budget
-from fer_lightning.data.datasets import FERDataset, available_cores, offline_expand
-from fer_lightning.data.manifest import read_manifest
-from fer_lightning.data.manifest_datamodule import ManifestDataModule
-from fer_lightning.data.transforms import PairTransform
-from fer_lightning.errors import FERError
-from fer_lightning.resolvers import auto_precision
-from fer_lightning.runs import Run, build_model
-from fer_lightning.study_pipeline import (
+from fer_lightning.benchmarks.study_pipeline import (
     STUDY_WORKERS,
     VIRI,
     make_images,
     run_study_style,
     sync,
 )
+from fer_lightning.budget import apply_budget
+from fer_lightning.data.datamodule import ManifestDataModule
+from fer_lightning.data.datasets import FERDataset, available_cores, offline_expand
+from fer_lightning.data.manifest import read_manifest
+from fer_lightning.data.transforms import PairTransform
+from fer_lightning.errors import FERError
+from fer_lightning.resolvers import auto_precision
+from fer_lightning.runs import Run, build_model
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 class _Timer(L.Callback):

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fer_lightning.data.corruptions import check, check_missing, corrupt, sample_seed
 from fer_lightning.errors import FERError
-from fer_lightning.modalities import MODALITIES
+from fer_lightning.modalities import CAMERAS
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class CorruptionSpec:
     missing: str | None = None
 
     def __post_init__(self):
-        for m in MODALITIES:
+        for m in CAMERAS:
             if getattr(self, m) is not None:
                 check(getattr(self, m), self.severity, key=f"corrupt.{m}")
         check_missing(self.missing)
@@ -49,7 +49,7 @@ class CorruptionSpec:
 
     @property
     def active(self) -> bool:
-        return self.missing is not None or any(getattr(self, m) for m in MODALITIES)
+        return self.missing is not None or any(getattr(self, m) for m in CAMERAS)
 
     def record(self) -> dict | None:
         """What results.json says about it (None for clean data)."""
@@ -66,7 +66,7 @@ class BatchCorruption:
         out = dict(batch)
         if self.spec.missing is not None:
             out.pop(self.spec.missing, None)
-        for m in MODALITIES:
+        for m in CAMERAS:
             kind = getattr(self.spec, m)
             if kind is None or m not in batch:
                 continue

@@ -13,13 +13,14 @@ from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from fer_lightning.callbacks import ModelSummary
-from fer_lightning.data.manifest_datamodule import ManifestDataModule
+from fer_lightning.callbacks.summary import ModelSummary
+from fer_lightning.data.datamodule import ManifestDataModule
 from fer_lightning.errors import FERError, expected_error
 from fer_lightning.models.lightning import FusionModule, SingleModalityModule
 from fer_lightning.models.networks import build_network
-from fer_lightning.runs.checkpoint import RunCheckpoint, checkpoint_modality
 from fer_lightning.runs.config import EVAL_TRAINER_KEYS
+from fer_lightning.runs.run_checkpoint import RunCheckpoint, checkpoint_modality
+from fer_lightning.runs.trust import current_target
 
 MODULES = {"fusion": FusionModule, "visible": SingleModalityModule, "infrared": SingleModalityModule}
 # Where a run trained on several devices or nodes: evaluation scores on one device, as a single-device run would
@@ -42,6 +43,7 @@ def build_datamodule(dataset_cfg: DictConfig, read_only: bool = False) -> Manife
     spec = OmegaConf.to_container(dataset_cfg, resolve=True)
     # run dirs saved before the recipes held model.backbone.weights carry it here as dataset.pretrained
     spec.pop("pretrained", None)
+    spec["_target_"] = current_target(spec["_target_"])
     return _instantiate(spec, read_only=read_only)
 
 

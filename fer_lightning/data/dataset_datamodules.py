@@ -1,6 +1,6 @@
 """One LightningDataModule per dataset (``conf/dataset/<name>.yaml`` names it); the modality is a constructor
 argument. They differ only in how ``build_dataset()`` produces the prepared manifest that
-:class:`~fer_lightning.data.manifest_datamodule.ManifestDataModule` serves.
+:class:`~fer_lightning.data.datamodule.ManifestDataModule` serves.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import hashlib
 from pathlib import Path
 
 from fer_lightning.data import synthetic
-from fer_lightning.data.build import ImageOptions, build
+from fer_lightning.data.assemble import ImageOptions, build
+from fer_lightning.data.datamodule import ManifestDataModule
 from fer_lightning.data.extract import DEFAULT_CAPS, MAX_ARCHIVE_KEY, MAX_ENTRY_KEY, SizeCaps
-from fer_lightning.data.manifest_datamodule import ManifestDataModule
 from fer_lightning.data.sources.folder import folder_sources
 from fer_lightning.data.sources.published import EXTRACTED
 from fer_lightning.data.sources.registry import SourceRequest, source_of
@@ -55,7 +55,7 @@ class SyntheticDataModule(ManifestDataModule):
 
 
 class ImageFilesDataModule(ManifestDataModule):
-    """Image files on disk, checked and paired into a manifest by :func:`fer_lightning.data.build.build`.
+    """Image files on disk, checked and paired into a manifest by :func:`fer_lightning.data.assemble.build`.
 
     Args:
         pairing: ``auto`` (file stems, else sorted order where counts are equal, with a warning) or

@@ -17,11 +17,11 @@ from fer_lightning.data.manifest import REJECTED, rejected_text
 from fer_lightning.data.pairing import normalise_stem
 from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_write_text
-from fer_lightning.modalities import MODALITIES
-from fer_lightning.runs.checkpoint import load_run_checkpoint
+from fer_lightning.modalities import CAMERAS
 from fer_lightning.runs.onnx_predictor import OnnxPredictor
 from fer_lightning.runs.predictor import Predictor
 from fer_lightning.runs.results import predictions_text
+from fer_lightning.runs.run_checkpoint import load_run_checkpoint
 from fer_lightning.runtime import rescale
 
 BATCH = 32
@@ -156,7 +156,7 @@ def _predictor(cfg: DictConfig) -> tuple[Predictor, float | None]:
 def predict(cfg: DictConfig) -> dict | Path:
     """Runs ``conf/predict.yaml``; returns the JSON object (one sample) or the predictions.csv path."""
     predictor, temperature = _predictor(cfg)
-    given = {m: cfg.get(m) for m in MODALITIES}
+    given = {m: cfg.get(m) for m in CAMERAS}
     if cfg.get("input_dir"):
         if any(given.values()):
             raise FERError("pass either input_dir=<dir> or visible=/infrared= images, not both")

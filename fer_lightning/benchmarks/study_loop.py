@@ -17,7 +17,7 @@ What it reproduces (docs/study.md, the study's recipe):
 The test split is also scored after every epoch, only to report what the other tie rule would have picked
 (``accuracy_tie_earlier`` / ``accuracy_tie_later``); selection uses validation accuracy alone.
 
-    python tests/reference/study_loop.py --manifest data/synthetic_small/manifest.csv --image-size 64 \
+    python fer_lightning/benchmarks/study_loop.py --manifest data/synthetic_small/manifest.csv --image-size 64 \
         --epochs 10 --seed 0 --out ref.json
 """
 

@@ -76,7 +76,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, statistics.stdev(values) if len(values) > 1 else math.nan
 
 
-def summarise(runs: list[dict]) -> list[dict]:
+def summarise_runs(runs: list[dict]) -> list[dict]:
     """One row per (dataset, modality, experiment[, split]): metric means and standard deviations in percent."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
@@ -108,7 +108,7 @@ def _pm(mean: float, std: float) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    """The Markdown table of :func:`summarise`'s rows, in percent; a split column only where a row is not the
+    """The Markdown table of :func:`summarise_runs`'s rows, in percent; a split column only where a row is not the
     test split."""
     show_split = any(r["split"] != "test" for r in rows)
     head = [
@@ -163,7 +163,7 @@ def report(root: Path, include_evaluations: bool = False) -> tuple[str, list[dic
             f"{root}: no results.json found under it (train with python -m fer_lightning.train, then "
             "report its run or multirun folder)"
         )
-    rows = summarise(runs)
+    rows = summarise_runs(runs)
     text = markdown(rows)
     note = (
         f"\n{len(runs)} run(s) under {root}. Mean ± standard deviation over runs (seeds/folds); test n is the "
