@@ -118,7 +118,6 @@ SIZE_EXEMPT_DIRS = ("data/synthetic/",)
 # path relative to the package -> why it may be over a limit for now
 SIZE_EXEMPT = {
     "benchmarks/throughput.py": "split by the lead in the rename pass",
-    "benchmarks/study_loop.py": "split by the lead in the rename pass",
 }
 
 

@@ -133,7 +133,7 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn, device) -> tuple[flo
     return correct / total, loss / total
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--modality", default="visible", choices=["visible", "infrared"])
@@ -146,8 +146,34 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--albumentations", type=Path, default=None, help="an augment preset's transforms instead")
     p.add_argument("--aug-size", type=int, default=None, help="warp at this side instead of the source's")
     p.add_argument("--device", default="cpu")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def _train(model: nn.Module, train_loader: DataLoader, loaders: dict[str, DataLoader], loss_fn, device, args):
+    """The study's epochs, validation after each (test too, for the tie report); ``model`` ends with the weights
+    of the best validation epoch. Returns that accuracy, that epoch and the per-epoch history."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=3)
+    best_acc, best_state, best_epoch, history = -1.0, None, -1, []
+    for epoch in range(args.epochs):
+        model.train()
+        for x, y in train_loader:
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad()
+            loss_fn(model(x), y).backward()
+            optimizer.step()
+        scheduler.step()
+        val_acc, val_loss = evaluate(model, loaders["val"], loss_fn, device)
+        test_acc, _ = evaluate(model, loaders["test"], loss_fn, device)
+        history.append({"epoch": epoch, "val_accuracy": val_acc, "val_loss": val_loss, "test_accuracy": test_acc})
+        if val_acc > best_acc or (args.tie == "later" and val_acc == best_acc):
+            best_acc, best_epoch, best_state = val_acc, epoch, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    return best_acc, best_epoch, history
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _parse_args(argv)
     start = time.perf_counter()
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -170,23 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     model = StudyNet(len(classes), softmax=not args.logits).to(device)
     loss_fn = nn.CrossEntropyLoss()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=3)
-    best_acc, best_state, best_epoch, history = -1.0, None, -1, []
-    for epoch in range(args.epochs):
-        model.train()
-        for x, y in train_loader:
-            x, y = x.to(device), y.to(device)
-            optimizer.zero_grad()
-            loss_fn(model(x), y).backward()
-            optimizer.step()
-        scheduler.step()
-        val_acc, val_loss = evaluate(model, loaders["val"], loss_fn, device)
-        test_acc, _ = evaluate(model, loaders["test"], loss_fn, device)
-        history.append({"epoch": epoch, "val_accuracy": val_acc, "val_loss": val_loss, "test_accuracy": test_acc})
-        if val_acc > best_acc or (args.tie == "later" and val_acc == best_acc):
-            best_acc, best_epoch, best_state = val_acc, epoch, copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
+    best_acc, best_epoch, history = _train(model, train_loader, loaders, loss_fn, device, args)
     accuracy, _ = evaluate(model, loaders["test"], loss_fn, device)
     tops = [h for h in history if h["val_accuracy"] == best_acc]
     result = {
