@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from fer_lightning.benchmarks.study_pipeline import VIRI
-from fer_lightning.benchmarks.throughput import CONF, bench, table
+from fer_lightning.benchmarks.table import table
+from fer_lightning.benchmarks.throughput import CONF, bench
 from fer_lightning.errors import FERError, expected_error
 from fer_lightning.validation import Number
 

@@ -19,9 +19,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from hydra.utils import instantiate
-from lightning.pytorch.profilers import Profiler
 from omegaconf import DictConfig, open_dict
 
+from fer_lightning.benchmarks.profiling import Timer
 from fer_lightning.benchmarks.study_pipeline import (
     STUDY_WORKERS,
     VIRI,
@@ -39,49 +39,6 @@ from fer_lightning.resolvers import auto_precision
 from fer_lightning.runs import Run, build_model
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-
-
-class _Timer(L.Callback):
-    """Wall time and images of the training steps after ``warmup``."""
-
-    def __init__(self, warmup: int, device: str):
-        self.warmup, self.device, self.k, self.n, self.t0, self.t1 = warmup, device, 0, 0, None, None
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.k += 1
-        if self.k == self.warmup:
-            sync(self.device)
-            self.t0 = time.perf_counter()
-        elif self.k > self.warmup:
-            self.n += int(batch["label"].shape[0])
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        sync(self.device)
-        self.t1 = time.perf_counter()
-
-
-class DataWaitProfiler(Profiler):
-    """Wall time the training loop spent waiting for its next batch: Lightning's ``train_dataloader_next`` action,
-    everything between one step asking for a batch and getting it (loader restarts at epoch starts included)."""
-
-    ACTION = "train_dataloader_next"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.wait_s, self.batches, self._t0 = 0.0, 0, None
-
-    def start(self, action_name: str) -> None:
-        if action_name.endswith(self.ACTION):
-            self._t0 = time.perf_counter()
-
-    def stop(self, action_name: str) -> None:
-        if action_name.endswith(self.ACTION) and self._t0 is not None:
-            self.wait_s += time.perf_counter() - self._t0
-            self.batches += 1
-            self._t0 = None
-
-    def summary(self) -> str:
-        return f"waited {self.wait_s:.2f} s for {self.batches} training batches"
 
 
 def compose_config(args: argparse.Namespace) -> DictConfig:
@@ -110,7 +67,7 @@ def run_framework(dm: ManifestDataModule, args, cfg: DictConfig, classes: list[s
     """Times ``args.steps`` training steps (after ``args.warmup``) of the framework's model and loader on
     ``dm``; returns its training and evaluation images per second, the precision used and the model."""
     model = build_model(cfg.model, classes)
-    timer = _Timer(args.warmup, args.device)
+    timer = Timer(args.warmup, args.device)
     precision = auto_precision() if args.device == "cuda" else "32-true"
     trainer = L.Trainer(
         accelerator=args.device,
@@ -163,7 +120,7 @@ def training_run(dm: ManifestDataModule, args, cfg: DictConfig, work: Path) -> d
         cfg.trainer.accelerator = args.device
         cfg.trainer.precision = auto_precision(args.device)
         cfg.trainer.enable_progress_bar = False
-        cfg.trainer.profiler = {"_target_": f"{__name__}.DataWaitProfiler"}
+        cfg.trainer.profiler = {"_target_": "fer_lightning.benchmarks.profiling.DataWaitProfiler"}
         cfg.callbacks.pop("progress_bar", None)
         cfg.logger = None
     shutil.rmtree(work / "run", ignore_errors=True)
@@ -239,7 +196,7 @@ def offline_draw_seconds(dm: ManifestDataModule, args, n_samples: int = 16) -> f
 def bench(args: argparse.Namespace, work: Path) -> dict:
     """The whole benchmark in ``work`` (its images generated there, or reused when a kept folder holds as many
     pairs): the framework, the study-style loop and, with ``--run-steps``, a real training run; returns the record
-    :func:`table` prints."""
+    :func:`~fer_lightning.benchmarks.table.table` prints."""
     cfg = compose_config(args)
     dm, rows, classes = _bench_datamodule(args, cfg, work)
     t = time.perf_counter()
@@ -347,38 +304,3 @@ def _round(x: float | None, digits: int) -> float | None:
     return None if x is None else round(x, digits)
 
 
-def table(r: dict) -> str:
-    """The benchmark record ``r`` as a header line and a Markdown table of throughputs (``not run`` where a
-    pipeline was skipped)."""
-    u = r["unit"]
-    r = {k: ("not run" if v is None else v) for k, v in r.items()}
-    lines = [
-        f"# {r['date']}  {r['device']} ({r['device_name']}, {r['cpu_cores']} cores)  torch {r['torch']}  "
-        f"{r['modality']}  {r['backbone']} ({r['backbone_params'] / 1e6:.1f} M params)  {r['image_size']} px  "
-        f"batch {r['batch_size']}  {r['steps']} timed steps",
-        f"| pipeline | {u} |",
-        "|---|---|",
-        f"| framework: uint8 cache + {r['augment']} augmentation online, {r['framework_workers']} workers, "
-        f"{r['precision']}{', channels_last' if r['channels_last'] else ''}"
-        f"{', compile' if r['compile'] else ''} | {r['framework_img_s']:,.1f} |",
-        f"| study-style: 640x480 JPEG + PIL every epoch, fp32, {r['study_workers']} workers | "
-        f"{_num(r['study_style_img_s'])} |",
-        f"| ratio | {_num(r['ratio'], 2)}x |",
-        f"| loader alone (no model), framework | {r['loader_img_s']:,.1f} "
-        f"({r['loader_over_model']:.1f}x what the model consumes) |",
-        f"| evaluation (no grad), framework | {r['eval_img_s']:,.1f} |",
-        f"| model alone (one batch kept on the device), framework | {r['model_only_img_s']:,.1f} |",
-        f"| paper protocol, {r['protocol']} ({r['protocol_how']}) | {r['protocol_s']:,.1f} s "
-        f"(study-style {_num(r['study_style_protocol_s'])} s) |",
-    ]
-    if r.get("run_steps") not in (None, "not run"):
-        lines.append(
-            f"| real training run: {r['run_steps']} steps in {r['run_epochs']} epochs of {r['passes_per_epoch']} "
-            f"pass(es), validation and checkpoints included | {r['run_img_s']:,.1f} (waited for data "
-            f"{r['data_wait_fraction']:.1%} of {r['run_wall_s']} s) |"
-        )
-    return "\n".join(lines)
-
-
-def _num(x, digits: int = 1) -> str:
-    return x if isinstance(x, str) else f"{x:,.{digits}f}"
