@@ -31,31 +31,17 @@ from fer_lightning.data.sources.published import (
 )
 from fer_lightning.errors import FERError
 from fer_lightning.io import git_blob_sha1
-
-try:
-    from archive_fixtures import (
-        build_7z,
-        build_7z_with_symlink,
-        build_published_set,
-        build_zip,
-        closed_port_url,
-        file_blob_id,
-        image_bytes,
-        serve_directory,
-        specs_with_blobs,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests.archive_fixtures import (
-        build_7z,
-        build_7z_with_symlink,
-        build_published_set,
-        build_zip,
-        closed_port_url,
-        file_blob_id,
-        image_bytes,
-        serve_directory,
-        specs_with_blobs,
-    )
+from tests.helpers.archive_fixtures import (
+    build_7z,
+    build_7z_with_symlink,
+    build_published_set,
+    build_zip,
+    closed_port_url,
+    file_blob_id,
+    image_bytes,
+    serve_directory,
+    specs_with_blobs,
+)
 
 FAST = {"retries": 3, "backoff": 0.0, "timeout": 5}
 

@@ -6,19 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from fer_lightning.data.dataset_datamodules import SyntheticDataModule
 from fer_lightning.data.transforms import PairTransform, offline_variants
+from tests.helpers.augment_presets import preset
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PRESETS = ("none", "light", "paper")
 GENERATOR = {"n_subjects": 6, "samples_per_class": 2, "image_size": 40}
-
-
-def preset(name: str) -> dict:
-    return instantiate(OmegaConf.to_container(OmegaConf.load(CONF / "augment" / f"{name}.yaml")), _convert_="all")
 
 
 def face(size: int = 36, seed: int = 0) -> np.ndarray:

@@ -261,7 +261,7 @@ def test_timm_backbones_train_debug_fast(name, modality, tmp_path, data_dir):
 def test_explain_draws_heat_maps_for_a_timm_cnn(tmp_path, data_dir):
     from fer_lightning.analysis.cam import explain
     from fer_lightning.runs import train_and_test
-    from tests.eval_runs import compose_app, save_run_config
+    from tests.helpers.eval_runs import compose_app, save_run_config
 
     run = tmp_path / "run"
     overrides = [*TINY, "logger=none", "modality=fusion", "trainer.max_epochs=1", "+trainer.limit_train_batches=1"]

@@ -190,7 +190,7 @@ def _warp_sides(monkeypatch) -> list[int]:
 
 
 def _paper_dm(tmp_path, **kwargs) -> SyntheticDataModule:
-    from tests.test_augment import preset
+    from tests.helpers.augment_presets import preset
 
     kwargs.setdefault("augment", {**preset("paper"), "offline_copies": 26})
     return _small_dm(

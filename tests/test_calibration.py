@@ -26,7 +26,7 @@ from fer_lightning.evaluate import evaluate
 from fer_lightning.metrics import bootstrap_ci, bootstrap_interval
 from fer_lightning.runs import calibrate
 from fer_lightning.runtime import rescale, softmax
-from tests.eval_runs import compose_app, isolated_checkpoint, tiny_run
+from tests.helpers.eval_runs import compose_app, isolated_checkpoint, tiny_run
 
 
 def test_ece_of_a_hand_computed_case():

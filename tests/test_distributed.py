@@ -25,8 +25,8 @@ from fer_lightning.runs.config import apply_overrides, check_run_config
 from fer_lightning.runs.distributed import ARGV_ENV, RANK_SETTINGS, failed_ranks, join_run, rank_failure
 from fer_lightning.runs.instantiate import eval_trainer, world_size
 from tests.conftest import REPO, TINY, compose_cfg
-from tests.test_resume import prepare_tiny
-from tests.wandb_runs import offline_runs, read_run
+from tests.helpers.commands import prepare_tiny
+from tests.helpers.wandb_runs import offline_runs, read_run
 
 DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
 # the tiny synthetic set's test split (tests/conftest.py TINY): what every DDP run must score

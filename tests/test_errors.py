@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
-import runpy
 import subprocess
 import sys
 from pathlib import Path
-from unittest import mock
 
 import pytest
 
 from tests.conftest import REPO, TINY
-from tests.eval_runs import tiny_run
-
-
-def train_cli(tmp_path: Path, *args: str, command: str = "train") -> subprocess.CompletedProcess:
-    """``python -m fer_lightning.<command>`` as a user runs it, in-process (``hydra_entry`` + ``@hydra.main``)."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    flags = [a for a in args if a.startswith("-")]  # argparse wants -m before the overrides
-    argv = [command, *flags, "logger=none", f"hydra.run.dir={tmp_path / 'run'}", *(a for a in args if a not in flags)]
-    GlobalHydra.instance().clear()
-    err = io.StringIO()
-    with mock.patch.object(sys, "argv", argv), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
-        runpy.run_module(f"fer_lightning.{command}", run_name="__main__")
-    GlobalHydra.instance().clear()
-    return subprocess.CompletedProcess(argv, exc.value.code, "", err.getvalue())
+from tests.helpers.commands import train_cli
+from tests.helpers.eval_runs import tiny_run
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:

@@ -16,7 +16,7 @@ from fer_lightning.errors import FERError
 from fer_lightning.evaluate import evaluate
 from fer_lightning.runs import load_run_checkpoint as load_checkpoint
 from tests.conftest import REPO
-from tests.eval_runs import compose_app, tiny_run
+from tests.helpers.eval_runs import compose_app, tiny_run
 
 
 @pytest.fixture(scope="module")

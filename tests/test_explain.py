@@ -9,7 +9,7 @@ from PIL import Image
 
 from fer_lightning.analysis.cam import explain
 from fer_lightning.errors import FERError
-from tests.eval_runs import compose_app, tiny_run
+from tests.helpers.eval_runs import compose_app, tiny_run
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from fer_lightning.runs.export import OnnxGraph, export_checkpoint
 from fer_lightning.runs.predict import collect_inputs, command_line
 from fer_lightning.runtime import softmax
 from tests.conftest import REPO
-from tests.eval_runs import compose_app, isolated_checkpoint, tiny_run
+from tests.helpers.eval_runs import compose_app, isolated_checkpoint, tiny_run
 
 ort = pytest.importorskip("onnxruntime")  # the [export] extra
 

@@ -30,7 +30,7 @@ def test_gated_run_reports_which_camera_it_trusted(tmp_path, data_dir):
 def test_allow_missing_predicts_a_gated_model_from_one_image(tmp_path, data_dir, tmp_path_factory, capsys):
     from fer_lightning.errors import FERError
     from fer_lightning.predict import predict
-    from tests.eval_runs import compose_app, save_run_config, tiny_run
+    from tests.helpers.eval_runs import compose_app, save_run_config, tiny_run
 
     run_dir = tmp_path / "gated"
     overrides = [*TINY, "logger=none", "modality=fusion", "model.fusion=gated", "trainer.max_epochs=1"]

@@ -33,7 +33,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from fer_lightning.loggers import finish_wandb, log_evaluation, results_summary, wandb_logger  # noqa: E402
 from tests.conftest import REPO, TINY, compose_cfg  # noqa: E402
-from tests.wandb_runs import offline_runs, read_run  # noqa: E402
+from tests.helpers.wandb_runs import offline_runs, read_run  # noqa: E402
 
 
 @pytest.fixture

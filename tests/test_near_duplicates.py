@@ -31,7 +31,7 @@ from fer_lightning.evaluate import evaluate
 from fer_lightning.prepare import prepare
 from fer_lightning.runs import train_and_test
 from tests.conftest import CONF, TINY, compose_cfg
-from tests.eval_runs import compose_app, save_run_config
+from tests.helpers.eval_runs import compose_app, save_run_config
 
 # TINY's synthetic faces, drawn at 48 px (a one-pixel shift is then 2 % of the side, as far as the check looks),
 # with two near-identical copies of every sample, split without subject groups (as frames of a video without

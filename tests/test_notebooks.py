@@ -9,7 +9,7 @@ import pytest
 from nbclient import NotebookClient
 
 from tests.conftest import REPO
-from tests.eval_runs import tiny_run
+from tests.helpers.eval_runs import tiny_run
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 

@@ -13,11 +13,7 @@ from fer_lightning.data.images import IMAGE_EXTENSIONS, UnreadableImage, is_imag
 from fer_lightning.data.pairing import natural_key, normalise_stem, pair_files
 from fer_lightning.data.sources.published import PUBLISHED_ARCHIVES, collect_images, extract_all
 from fer_lightning.errors import FERError
-
-try:
-    from archive_fixtures import CORRUPT_JPEG, build_published_set, specs_with_blobs
-except ImportError:  # tests/ imported as a package
-    from tests.archive_fixtures import CORRUPT_JPEG, build_published_set, specs_with_blobs
+from tests.helpers.archive_fixtures import CORRUPT_JPEG, build_published_set, specs_with_blobs
 
 V, I = Path("/d/vis"), Path("/d/ir")  # noqa: E741
 

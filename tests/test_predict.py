@@ -12,7 +12,7 @@ import pytest
 from fer_lightning.errors import FERError
 from fer_lightning.evaluate import evaluate
 from fer_lightning.predict import predict
-from tests.eval_runs import compose_app, tiny_run
+from tests.helpers.eval_runs import compose_app, tiny_run
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from fer_lightning.data.datasets import ResumableLoader, SeededSampler
 from fer_lightning.errors import Preempted
 from fer_lightning.runs import train_and_test
 from tests.conftest import TINY, compose_cfg
-from tests.test_resume import CLI, prepare_tiny, signal_when, train_cli
+from tests.helpers.commands import CLI, prepare_tiny, signal_when, train_process
 
 
 def test_one_pass_draws_what_the_sampler_always_drew_and_more_passes_cover_each_sample_once_per_pass():
@@ -140,8 +140,8 @@ def test_a_preempted_run_started_again_resumes_to_the_uninterrupted_result(tmp_p
     common = [c for c in CLI if "limit_" not in c]
     common += [f"paths.data_dir={data_dir}", "trainer.max_epochs=4", "dataset.passes_per_epoch=2"]
     full, preempted = tmp_path / "full", tmp_path / "preempted"
-    reference = train_cli([*common, f"hydra.run.dir={full}"])
-    victim = train_cli([*common, f"hydra.run.dir={preempted}"])
+    reference = train_process([*common, f"hydra.run.dir={full}"])
+    victim = train_process([*common, f"hydra.run.dir={preempted}"])
     last = preempted / "checkpoints" / "last.ckpt"
     signal_when(last, victim, signal.SIGUSR2, timeout=900)
     out, _ = victim.communicate(timeout=900)
@@ -151,7 +151,7 @@ def test_a_preempted_run_started_again_resumes_to_the_uninterrupted_result(tmp_p
     step_at_stop = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
 
     # the requeued job: the same command, no ckpt_path
-    again = train_cli([*common, f"hydra.run.dir={preempted}"])
+    again = train_process([*common, f"hydra.run.dir={preempted}"])
     out_again, _ = again.communicate(timeout=900)
     assert again.returncode == 0, out_again
     assert f"was preempted; resuming from {last}" in out_again

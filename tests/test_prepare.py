@@ -31,7 +31,8 @@ from fer_lightning.prepare import prepare
 from fer_lightning.runs import build_datamodule
 from fer_lightning.runs.engine import Run, train_and_test
 from fer_lightning.runs.resume import resolve_ckpt_path
-from tests.archive_fixtures import (
+from tests.conftest import CONF, REPO, compose_cfg
+from tests.helpers.archive_fixtures import (
     CORRUPT_JPEG,
     build_7z,
     build_published_set,
@@ -42,8 +43,7 @@ from tests.archive_fixtures import (
     serve_directory,
     specs_with_blobs,
 )
-from tests.conftest import CONF, REPO, compose_cfg
-from tests.eval_runs import compose_app, save_run_config
+from tests.helpers.eval_runs import compose_app, save_run_config
 
 FAST_TRAIN = ["debug=fast", "dataset.image_size=32", "dataset.batch_size=8", "model.backbone.weights=null"]
 # 4 pairs per class: the study's 393/83/90 ratios would leave val empty, which prepare refuses

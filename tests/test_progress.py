@@ -86,7 +86,7 @@ def test_lightning_info_lines_and_the_model_summary_only_with_verbose(verbose, t
     from lightning.pytorch.callbacks import ModelSummary
 
     from fer_lightning.app import quiet_libraries
-    from tests.test_checkpointing import Scripted
+    from tests.helpers.scripted import Scripted
 
     quiet_libraries(verbose)
     # "GPU available: ...", "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES" and the like are info lines of these loggers

@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,51 +16,7 @@ import yaml
 from fer_lightning.callbacks.checkpoint import AtomicCheckpointIO, AtomicModelCheckpoint
 from fer_lightning.callbacks.config_history import RunConfigHistory
 from fer_lightning.callbacks.step_seed import StepSeed
-from fer_lightning.runs import build_datamodule
-from tests.conftest import REPO, TINY, compose_cfg
-
-# A run of a few short epochs on the CPU, deterministic, no logger: what a subprocess test trains.
-CLI = [
-    *TINY,
-    "modality=visible",
-    "logger=none",
-    "trainer.accelerator=cpu",
-    "trainer.precision=32-true",
-    "trainer.deterministic=true",
-    "+trainer.enable_progress_bar=false",
-    "~callbacks.progress_bar",
-    "+trainer.limit_train_batches=2",
-    "+trainer.limit_val_batches=2",
-]
-
-
-def prepare_tiny(data_dir: Path, tmp_path: Path) -> None:
-    """Generates (and caches) the tiny dataset in-process, so concurrent subprocesses only read it."""
-    cfg = compose_cfg([*TINY, "modality=fusion", "logger=none"], tmp_path / "prepare", data_dir)
-    datamodule = build_datamodule(cfg.dataset)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-
-
-def train_cli(args: list[str], **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "fer_lightning.train", *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **kwargs,
-    )
-
-
-def signal_when(path: Path, proc: subprocess.Popen, signum: int, timeout: float = 900, poll: float = 0.02) -> None:
-    """Sends ``signum`` to ``proc`` once ``path`` exists (or the process ended, or ``timeout`` passed)."""
-    deadline = time.time() + timeout
-    while not path.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(poll)
-    proc.send_signal(signum)
+from tests.helpers.commands import CLI, prepare_tiny, signal_when, train_process
 
 
 def fake_trainer(save) -> SimpleNamespace:
@@ -178,8 +131,8 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path, data_dir):
     common = [*CLI, f"paths.data_dir={data_dir}", "trainer.max_epochs=5"]
     full = tmp_path / "full"
     killed = tmp_path / "killed"
-    reference = train_cli([*common, f"hydra.run.dir={full}"])
-    victim = train_cli([*common, f"hydra.run.dir={killed}"])
+    reference = train_process([*common, f"hydra.run.dir={full}"])
+    victim = train_process([*common, f"hydra.run.dir={killed}"])
     last = killed / "checkpoints" / "last.ckpt"
     signal_when(last, victim, signal.SIGKILL, timeout=900, poll=0.02)
     out, _ = victim.communicate()
@@ -188,7 +141,7 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path, data_dir):
     epoch_at_kill = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
     assert epoch_at_kill < 4
 
-    resumed = train_cli([*common, f"hydra.run.dir={killed}", "ckpt_path=last"])
+    resumed = train_process([*common, f"hydra.run.dir={killed}", "ckpt_path=last"])
     out_resumed, _ = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, out_resumed
     out_full, _ = reference.communicate(timeout=900)
@@ -216,14 +169,14 @@ def test_killed_before_the_first_checkpoint_resumes_from_scratch(tmp_path, data_
     prepare_tiny(data_dir, tmp_path)
     common = [*CLI, f"paths.data_dir={data_dir}", "trainer.max_epochs=2"]
     full, killed = tmp_path / "full", tmp_path / "killed"
-    reference = train_cli([*common, f"hydra.run.dir={full}"])
-    victim = train_cli([*common, f"hydra.run.dir={killed}"])
+    reference = train_process([*common, f"hydra.run.dir={full}"])
+    victim = train_process([*common, f"hydra.run.dir={killed}"])
     started = killed / ".hydra" / "config.yaml"
     signal_when(started, victim, signal.SIGKILL, timeout=600, poll=0.01)
     victim.communicate()
     assert started.exists() and not (killed / "checkpoints" / "last.ckpt").exists()
 
-    resumed = train_cli([*common, f"hydra.run.dir={killed}", "ckpt_path=last"])
+    resumed = train_process([*common, f"hydra.run.dir={killed}", "ckpt_path=last"])
     out, _ = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, out
     assert f"warning: ckpt_path=last: no {killed / 'checkpoints' / 'last.ckpt'} yet; training from scratch" in out

@@ -11,7 +11,7 @@ from fer_lightning.data.corruptions import KINDS, register_corruption
 from fer_lightning.errors import FERError
 from fer_lightning.evaluate import evaluate
 from fer_lightning.runs.robustness import robustness_grid
-from tests.eval_runs import compose_app, isolated_checkpoint, tiny_run
+from tests.helpers.eval_runs import compose_app, isolated_checkpoint, tiny_run
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from fer_lightning.runs.instantiate import build_datamodule, model_from_checkpoi
 from fer_lightning.runs.robustness import robustness_grid
 from fer_lightning.runs.trust import COMPONENTS, MOVED, is_component, untrusted
 from tests.conftest import REPO, compose_cfg
-from tests.eval_runs import compose_app, save_run_config, tiny_run
+from tests.helpers.eval_runs import compose_app, save_run_config, tiny_run
 
 
 class _Payload:

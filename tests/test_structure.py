@@ -11,7 +11,7 @@ import pytest
 from fer_lightning.analysis.compare import compare
 from fer_lightning.evaluate import evaluate
 from tests.conftest import REPO
-from tests.eval_runs import compose_app, tiny_run
+from tests.helpers.eval_runs import compose_app, tiny_run
 
 PACKAGE = REPO / "fer_lightning"
 # The modules run as ``python -m fer_lightning.<command>``.

@@ -17,8 +17,7 @@ from omegaconf import OmegaConf
 from fer_lightning.errors import FERError
 from fer_lightning.sweep import STATUS, SUMMARY, format_summary, job_record, summarise_sweep
 from tests.conftest import REPO
-from tests.test_errors import train_cli
-from tests.test_resume import CLI, prepare_tiny
+from tests.helpers.commands import CLI, prepare_tiny, train_cli
 
 ONE_EPOCH = [*CLI, "trainer.max_epochs=1"]
 
