@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,6 @@ import pytest
 from fer_lightning.analysis.results_table import report
 from fer_lightning.errors import FERError
 from fer_lightning.report import main
-from tests.conftest import REPO, TINY
 
 
 def _results(dataset: str, modality: str, seed: int, accuracy: float, n: int = 90, **extra) -> dict:
@@ -67,36 +64,3 @@ def test_a_folder_without_results_says_so(tmp_path, capsys):
         main([str(tmp_path)])
     assert exc.value.code == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
-
-
-@pytest.mark.slow
-def test_two_seed_multirun_gives_one_row_with_two_runs(tmp_path, data_dir):
-    sweep = tmp_path / "sweep"
-    cmd = [
-        sys.executable,
-        "-m",
-        "fer_lightning.train",
-        "-m",
-        "seed=0,1",
-        "debug=fast",
-        *TINY,
-        f"paths.data_dir={data_dir}",
-        "trainer.accelerator=cpu",
-        "trainer.precision=32-true",
-        f"hydra.sweep.dir={sweep}",
-        "~callbacks.progress_bar",
-    ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    proc = subprocess.run(
-        [sys.executable, "-m", "fer_lightning.report", str(sweep)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| synthetic")]
-    assert len(rows) == 1
-    assert rows[0].startswith("| synthetic | fusion | - | 2 |")
-    assert (sweep / "report.md").is_file() and (sweep / "report.csv").is_file()

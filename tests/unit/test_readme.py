@@ -8,12 +8,8 @@ runs themselves are not started.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -21,10 +17,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from tests.conftest import CONF, REPO
+from tests.helpers.readme_blocks import README, cheap_lines, commands, readme_blocks
 
-README = REPO / "README.md"
 MAX_LINES = 250
-FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 # what a measurement or the history of one looks like: dates, issue numbers, sample counts, accuracies, rates
 NOT_IN_README = {
     "a date": r"\b20\d\d-\d\d-\d\d\b",
@@ -36,24 +31,6 @@ NOT_IN_README = {
     "a plus-minus spread": r"±\s*\d",
     "a speed": r"(?i)\b(img|images|pairs)/s\b",
 }
-
-
-def blocks(text: str) -> list[tuple[str, str]]:
-    """``(info string, body)`` of every fenced block."""
-    return [(m.group(1).strip(), m.group(2)) for m in FENCE.finditer(text)]
-
-
-def commands(body: str) -> list[str]:
-    """The shell lines of a block, continuation lines joined."""
-    return [line.strip() for line in body.replace("\\\n", " ").splitlines() if line.strip()]
-
-
-def readme_blocks() -> list[tuple[str, str]]:
-    return blocks(README.read_text())
-
-
-def cheap_lines() -> list[str]:
-    return [line for info, body in readme_blocks() if info.split() == ["bash", "cheap"] for line in commands(body)]
 
 
 def train_lines() -> list[str]:
@@ -114,17 +91,3 @@ def test_train_commands_compose(line):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         compose(config_name="train", overrides=overrides, return_hydra_config=True)
-
-
-@pytest.mark.slow
-def test_cheap_blocks_run_as_written(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FER_")}
-    # `python` is this interpreter; this checkout's package comes first, wherever the command runs
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["WANDB_MODE"] = "offline"
-    for line in cheap_lines():
-        done = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True)
-        assert done.returncode == 0, f"{line}\nexit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-    assert (tmp_path / "data" / "synthetic" / "manifest.csv").is_file()
-    assert list((tmp_path / "logs" / "train" / "runs").glob("*/results.json"))

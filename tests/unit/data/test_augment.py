@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -11,7 +9,6 @@ from fer_lightning.data.dataset_datamodules import SyntheticDataModule
 from fer_lightning.data.transforms import PairTransform, offline_variants
 from tests.helpers.augment_presets import preset
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 PRESETS = ("none", "light", "paper")
 GENERATOR = {"n_subjects": 6, "samples_per_class": 2, "image_size": 40}
 

@@ -1,8 +1,9 @@
 """A fixed-seed train, evaluate and predict must write the same records as the stored ones, keys and values.
 
 Refactors promise not to change what a run writes. This pins results.json, manifest.csv, predictions.csv and
-predict's JSON for one small fusion run. When a change is meant to alter them (a new column, a new key), rewrite the
-reference with ``FER_UPDATE_GOLDEN=1 python -m pytest tests/test_outputs_unchanged.py`` and say why in the commit.
+predict's JSON for one small fusion run. When a change is meant to alter them (a new column, a new key), rewrite
+the reference with ``FER_UPDATE_GOLDEN=1 python -m pytest tests/integration/test_outputs_unchanged.py`` and say why
+in the commit.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 
 from tests.conftest import REPO
 
-GOLDEN = Path(__file__).parent / "data" / "golden_outputs.json"
+GOLDEN = REPO / "tests" / "data" / "golden_outputs.json"
 RUN = [
     "dataset.generator.n_subjects=6",
     "dataset.generator.samples_per_class=3",

@@ -1,7 +1,12 @@
 import csv
 import warnings
 
-from fer_lightning.loggers import AppendingCSVLogger
+import pytest
+from omegaconf import OmegaConf
+
+from fer_lightning.loggers import AppendingCSVLogger, finish_wandb, log_evaluation, results_summary, wandb_logger
+from tests.conftest import TINY, compose_cfg
+from tests.helpers.wandb_runs import offline_runs, read_run
 
 
 def test_csv_metrics_survive_a_second_logger_in_the_same_run_dir(tmp_path):
@@ -22,26 +27,6 @@ def test_csv_metrics_survive_a_second_logger_in_the_same_run_dir(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- wandb
-
-import json  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-import pytest  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from fer_lightning.loggers import finish_wandb, log_evaluation, results_summary, wandb_logger  # noqa: E402
-from tests.conftest import REPO, TINY, compose_cfg  # noqa: E402
-from tests.helpers.wandb_runs import offline_runs, read_run  # noqa: E402
-
-
-@pytest.fixture
-def wandb_offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
 
 
 def _init(logger) -> dict:
@@ -91,31 +76,6 @@ def test_results_summary_uses_results_json_names():
     }
 
 
-def test_single_run_summary_holds_the_test_metrics_and_figures(tmp_path, data_dir, wandb_offline):
-    from fer_lightning.train import run as fer_run
-
-    run = tmp_path / "run"
-    fer_run(compose_cfg([*TINY, "modality=visible", "debug=fast", "logger=wandb"], run, data_dir))
-    (path,) = offline_runs(run)
-    logged = read_run(path)
-    results = json.loads((run / "results.json").read_text())
-    summary = logged["summary"]
-    assert summary["test/accuracy"] == pytest.approx(results["test"]["accuracy"])
-    assert summary["test/n"] == results["test"]["n"] == 15
-    lo, hi = results["test"]["accuracy_ci95"]
-    assert (summary["test/accuracy_ci95_lo"], summary["test/accuracy_ci95_hi"]) == pytest.approx((lo, hi))
-    assert summary["train_seconds"] == pytest.approx(results["train_seconds"])
-    assert summary["test/ece"] == pytest.approx(results["test"]["ece"]) and "test/ece_ci95_hi" in summary
-    assert {"figures/curves", "figures/confusion_matrix", "figures/reliability"} <= logged["history_keys"]
-    # no experiment given: the recipe names the group (the synthetic default is recipe=short)
-    assert logged["group"] == "short-synthetic-visible" and logged["job_type"] == "visible"
-    assert {"synthetic", "visible"} <= set(logged["tags"])
-    config = logged["config"]
-    assert config["seed"] == 0 and config["fold"] == 0  # top level, for the dashboard's group-by
-    assert config["model"]["backbone"]["name"] == "resnet18"  # the resolved run config
-    assert config["paths"]["output_dir"] == str(run)
-
-
 def test_evaluation_sits_beside_its_run(tmp_path, wandb_offline):
     run_cfg = compose_cfg([*TINY, "logger=wandb", "modality=fusion"], tmp_path / "eval")
     evaluated = tmp_path / "2026-01-01_sweep" / "1"
@@ -133,29 +93,6 @@ def test_evaluation_sits_beside_its_run(tmp_path, wandb_offline):
     assert logged["config"]["evaluated_run_dir"] == str(evaluated)
     log_evaluation(compose_cfg(["logger=none"], tmp_path / "quiet"), results, tmp_path / "quiet", evaluated)
     assert not offline_runs(tmp_path / "quiet")
-
-
-@pytest.mark.slow
-def test_two_seed_multirun_shares_group_and_tags(tmp_path, data_dir):
-    sweep = tmp_path / "seeds-sweep"
-    args = [*TINY, "modality=visible", "debug=fast", "logger=wandb", f"paths.data_dir={data_dir}"]
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "NETRC": str(tmp_path / "no-netrc")}
-    env.pop("WANDB_API_KEY", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "fer_lightning.train", "-m", "seed=0,1", *args, f"hydra.sweep.dir={sweep}"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = [read_run(p) for p in offline_runs(sweep)]
-    assert len(runs) == 2
-    assert {r["group"] for r in runs} == {"seeds-sweep"}
-    assert all({"synthetic", "visible"} <= set(r["tags"]) and r["job_type"] == "visible" for r in runs)
-    assert sorted(r["config"]["seed"] for r in runs) == [0, 1]
-    assert all(r["summary"]["test/n"] == 15 for r in runs)
 
 
 @pytest.mark.parametrize("verbose", [False, True])

@@ -6,36 +6,22 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import os
 import shutil
-import subprocess
-import sys
 import time
 import zipfile
-import zlib
 from pathlib import Path
-from tempfile import TemporaryDirectory
 
 import numpy as np
-import py7zr
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from fer_lightning.data.manifest import read_manifest
-from fer_lightning.data.sources.published import PUBLISHED_ARCHIVES, SOURCE_COMMIT
+from fer_lightning.data.sources.published import PUBLISHED_ARCHIVES
 from fer_lightning.errors import FERError
-from fer_lightning.evaluate import evaluate
 from fer_lightning.prepare import prepare
 from fer_lightning.runs import build_datamodule
-from fer_lightning.runs.engine import Run, train_and_test
-from fer_lightning.runs.resume import resolve_ckpt_path
-from tests.conftest import CONF, REPO, compose_cfg
+from tests.conftest import compose_cfg
 from tests.helpers.archive_fixtures import (
-    CORRUPT_JPEG,
-    build_7z,
-    build_published_set,
     build_zip,
     closed_port_url,
     file_blob_id,
@@ -43,18 +29,18 @@ from tests.helpers.archive_fixtures import (
     serve_directory,
     specs_with_blobs,
 )
-from tests.helpers.eval_runs import compose_app, save_run_config
+from tests.helpers.prepare_inputs import (
+    FAST_TRAIN,
+    copy_raw,
+    folder_cfg,
+    make_folder,
+    prepare_cfg,
+    write_image,
+)
 
-FAST_TRAIN = ["debug=fast", "dataset.image_size=32", "dataset.batch_size=8", "model.backbone.weights=null"]
 # 4 pairs per class: the study's 393/83/90 ratios would leave val empty, which prepare refuses
 SMALL_SPLIT = "dataset.split.ratios=[0.7,0.15,0.15]"
 OUTPUTS = ("manifest.csv", "rejected.csv", "contact_sheet.png", "split.json", "prepare.json", ".scan.json")
-
-
-def prepare_cfg(overrides: list[str], data_dir: Path):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="prepare", overrides=[*overrides, f"paths.data_dir={data_dir}"])
 
 
 def rejected(root: Path) -> dict[str, str]:
@@ -64,55 +50,6 @@ def rejected(root: Path) -> dict[str, str]:
 
 def stamps(root: Path) -> dict[str, int]:
     return {name: (root / name).stat().st_mtime_ns for name in OUTPUTS}
-
-
-def distinct_content(folder: Path) -> dict[str, str]:
-    """Rewrites every image of an archive set with content unique to its archive and name.
-
-    The shared NVIE fixture reuses the same pixels across classes; prepare rightly drops such duplicates
-    (they would leak between splits), which would leave one class here.
-    """
-    blobs = {}
-    for archive in sorted(folder.iterdir()):
-        with TemporaryDirectory() as tmp:
-            if archive.suffix == ".zip":
-                with zipfile.ZipFile(archive) as zf:
-                    members = {n: zf.read(n) for n in zf.namelist()}
-            else:
-                with py7zr.SevenZipFile(archive) as sz:
-                    sz.extractall(tmp)
-                members = {p.relative_to(tmp).as_posix(): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()}
-        for name, data in members.items():
-            suffix = Path(name).suffix.lower()
-            if suffix in (".jpg", ".png") and "__MACOSX" not in name and data != CORRUPT_JPEG:
-                seed = zlib.crc32(f"{archive.name}/{name}".encode())
-                mode = "L" if "-Ir" in archive.name else "RGB"
-                members[name] = image_bytes(seed, "PNG" if suffix == ".png" else "JPEG", mode=mode)
-        (build_7z if archive.suffix == ".7z" else build_zip)(archive, members)
-        blobs[archive.name] = file_blob_id(archive)
-    return blobs
-
-
-@pytest.fixture(scope="module")
-def published(tmp_path_factory) -> dict[str, tuple[Path, dict[str, str]]]:
-    """Both archive sets, each with a corrupt image in its first archive: dataset -> (folder, blob ids)."""
-    base = tmp_path_factory.mktemp("published")
-    sets = {d: (base / d, build_published_set(base / d, d, corrupt=True)) for d in ("viri", "nvie")}
-    sets["nvie"] = (base / "nvie", distinct_content(base / "nvie"))
-    return sets
-
-
-@pytest.fixture
-def pinned(monkeypatch, published):
-    """The archive table with the blob ids of the fixture archives, so dataset.verify=true applies."""
-    for dataset, (_, blobs) in published.items():
-        monkeypatch.setitem(PUBLISHED_ARCHIVES, dataset, specs_with_blobs(dataset, blobs))
-
-
-def copy_raw(published, dataset: str, data_dir: Path) -> Path:
-    raw = data_dir / "raw" / dataset
-    shutil.copytree(published[dataset][0], raw)
-    return raw
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,86 +193,8 @@ def test_a_bad_extraction_cap_is_one_line_naming_the_key(tmp_path, value):
         )
 
 
-def test_no_archives_and_no_network_is_one_line_and_exit_2(tmp_path):
-    data = tmp_path / "data"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fer_lightning.prepare",
-            "dataset=viri",
-            "dataset.download=false",
-            f"paths.data_dir={data}",
-            f"paths.log_dir={tmp_path}/logs",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 2, proc.stderr
-    lines = [x for x in proc.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr
-    line = lines[0]
-    raw = data / "raw" / "viri"
-    assert line.startswith(f"error: 10 viri archives missing from {raw}: VIRI-Angry-Vis.zip (https://github.com/")
-    for spec in PUBLISHED_ARCHIVES["viri"]:
-        assert f"{spec.name} (https://github.com/naseemmuhammadtahir/raw-data/raw/{SOURCE_COMMIT}/{spec.name})" in line
-    assert line.endswith(f"put them in {raw}, or set dataset.download=true to download them")
-
-
-def test_unreachable_server_names_the_reason_and_train_stops_the_same_way(tmp_path):
-    data = tmp_path / "data"
-    args = ["dataset=viri", f"dataset.base_url={closed_port_url()}", "dataset.retries=0"]
-    with pytest.raises(FERError, match=r"missing from .* and could not be downloaded \(.*refused") as exc:
-        prepare(prepare_cfg(args, data))
-    assert "\n" not in str(exc.value) and "VIRI-Surprise-Ir.zip" in str(exc.value)
-    with pytest.raises(FERError, match="could not be downloaded"):
-        train_and_test(compose_cfg([*args, *FAST_TRAIN], tmp_path / "run", data))
-
-
-@pytest.mark.slow  # two ResNet-18 branches: ~10 s on an idle 2-core CPU, 40 s on a busy one
-def test_train_prepares_viri_on_first_use_and_trains_fusion(tmp_path, published, pinned):
-    data = tmp_path / "data"
-    copy_raw(published, "viri", data)
-    # 4 pairs per class: 70/15/15 rather than the study's 393/83/90 sizes, so every split gets a sample
-    overrides = ["dataset=viri", "modality=fusion", "dataset.split.ratios=[0.7,0.15,0.15]", *FAST_TRAIN]
-    results, run = train_and_test(compose_cfg(overrides, tmp_path / "f", data))
-    assert run.datamodule.classes == ["Angry", "Happy", "Neutral", "Sad", "Surprise"]
-    assert (data / "viri" / "contact_sheet.png").is_file()
-    assert results["dataset"] == "viri" and results["test"]["n"] > 0
-
-
 # --------------------------------------------------------------------------------------------------
 # Folder datasets
-
-
-def write_image(path: Path, seed: int, mode: str = "RGB", size: int = 20) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    if mode == "I;16":
-        Image.fromarray(rng.integers(1000, 9000, (size, size), dtype=np.uint16)).save(path)
-    else:
-        pixels = rng.integers(0, 256, (size, size, 4 if mode == "RGBA" else 3), dtype=np.uint8)
-        Image.fromarray(pixels, "RGBA" if mode == "RGBA" else "RGB").convert(mode).save(path)
-    return path
-
-
-def make_folder(root: Path, classes=("Angry", "Happy"), n: int = 7, modalities=("visible", "infrared")) -> Path:
-    for ci, c in enumerate(classes):
-        for i in range(n):
-            if "visible" in modalities:
-                write_image(root / "visible" / c / f"s{i}_{c}.JPG", 1000 * ci + i)
-            if "infrared" in modalities:
-                # other class-folder case, other extension, a 16-bit and a grayscale thermal image
-                mode = "I;16" if i == 0 else "L"
-                ext = ".tif" if mode == "I;16" else ".png"
-                write_image(root / "infrared" / c.lower() / f"s{i}_{c}_IR{ext}", 5000 + 1000 * ci + i, mode)
-    return root
-
-
-def folder_cfg(root: Path, data: Path, *extra: str):
-    return prepare_cfg(["dataset=folder", f"dataset.root={root}", *extra], data)
 
 
 def test_folder_dataset_pairs_converts_and_records_rejects(tmp_path):
@@ -476,41 +335,6 @@ def test_folder_errors_are_one_line(tmp_path):
         prepare(folder_cfg(tmp_path / "empty", data, "dataset.pairing=maybe"))
 
 
-def test_one_modality_folder_trains_visible(tmp_path):
-    src = make_folder(tmp_path / "src", modalities=("visible",))
-    results, run = train_and_test(
-        compose_cfg(
-            ["dataset=folder", f"dataset.root={src}", "modality=visible", *FAST_TRAIN],
-            tmp_path / "r",
-            tmp_path / "data",
-        )
-    )
-    assert run.datamodule.classes == ["Angry", "Happy"]
-    assert results["modality"] == "visible"
-
-
-def test_one_manifest_check_warns_a_resumed_fit_and_refuses_evaluate(tmp_path, caplog):
-    """The manifest a checkpoint was trained on is checked in one place: resuming a fit from it goes on with a
-    warning, evaluating it is refused unless allowed."""
-    src = make_folder(tmp_path / "src", modalities=("visible",))
-    data = tmp_path / "data"
-    overrides = ["dataset=folder", f"dataset.root={src}", "modality=visible", "logger=none", *FAST_TRAIN[1:]]
-    overrides += ["budget.steps=null", "budget.val_checks=null", "trainer.max_epochs=1"]  # one epoch: last.ckpt
-    cfg = compose_cfg(overrides, tmp_path / "r", data)
-    train_and_test(cfg)
-    save_run_config(cfg, tmp_path / "r")
-    ckpt = tmp_path / "r" / "checkpoints" / "last.ckpt"
-    write_image(src / "visible" / "Angry" / "s9_Angry.JPG", 4242)
-    with caplog.at_level(logging.WARNING):
-        resumed = Run.for_training(compose_cfg([*overrides, f"ckpt_path={ckpt}"], tmp_path / "r2", data))
-        # what Run.fit resumes from (the fit itself would stop at once: the checkpoint is at its last epoch)
-        assert resolve_ckpt_path(str(ckpt), resumed.output_dir, resumed.datamodule) == str(ckpt)
-    assert "the samples changed (1 added, 0 removed" in caplog.text
-    assert "changed since last.ckpt was written" in caplog.text
-    with pytest.raises(FERError, match=r"changed since last.ckpt was written \(sha1 [0-9a-f]{12} -> [0-9a-f]{12}\)"):
-        evaluate(compose_app("eval", [f"ckpt_path={ckpt}"], tmp_path / "e"))
-
-
 def test_split_settings_apply_to_prepared_datasets(tmp_path):
     src = make_folder(tmp_path / "src", n=9)  # files s<i>_<Class>: i is the subject
     data = tmp_path / "data"
@@ -550,28 +374,6 @@ def test_a_refused_split_leaves_the_prepared_dataset_as_it_was(tmp_path):
         prepare(folder_cfg(src, data, "dataset.split.holdout_regex='.*'"))
     assert "\n" not in str(exc.value)
     assert {f: (root / f).read_bytes() for f in before} == before
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", ""])
-    proc.wait()
-    return proc.pid
-
-
-def test_temporaries_of_a_killed_prepare_are_removed_by_the_next(tmp_path):
-    src = make_folder(tmp_path / "src")
-    data = tmp_path / "data"
-    prepare(folder_cfg(src, data))
-    root = next((data / "folder").iterdir())
-    pid = _dead_pid()
-    converted = next((root / "converted").rglob("*.png")).parent
-    stale = [root / f".contact_sheet.{pid}.tmp.png", converted / f".s0_Angry_IR.tif.png.{pid}.tmp.png"]
-    for path in stale:
-        path.write_bytes(b"half a file")
-    live = root / f".manifest.csv.{os.getppid()}.tmp"  # a writer that is still running keeps its file
-    live.write_bytes(b"in progress")
-    prepare(folder_cfg(src, data))
-    assert not any(p.exists() for p in stale) and live.exists()
 
 
 def test_a_single_class_is_refused_at_prepare(tmp_path):
