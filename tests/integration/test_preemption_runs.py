@@ -29,7 +29,7 @@ def test_the_signal_saves_then_hands_over_to_the_handler_installed_before(tmp_pa
         "modality=visible",
         "logger=none",
         "trainer.max_epochs=3",
-        "+callbacks.sender._target_=tests.test_preemption.SendSignal",
+        "+callbacks.sender._target_=tests.helpers.signals.SendSignal",
         "+callbacks.sender.at_step=5",
     ]
     cfg = compose_cfg(overrides, tmp_path / "run", data_dir)
@@ -49,7 +49,7 @@ def test_the_signal_saves_then_hands_over_to_the_handler_installed_before(tmp_pa
 
 def test_without_an_earlier_handler_the_command_stops_with_one_line(tmp_path, data_dir):
     overrides = [*TINY, "modality=visible", "logger=none", "trainer.max_epochs=3"]
-    overrides += ["+callbacks.sender._target_=tests.test_preemption.SendSignal", "+callbacks.sender.at_step=2"]
+    overrides += ["+callbacks.sender._target_=tests.helpers.signals.SendSignal", "+callbacks.sender.at_step=2"]
     cfg = compose_cfg(overrides, tmp_path / "run", data_dir)
     with pytest.raises(Preempted, match=r"SIGUSR2 received: saved .*last\.ckpt at step 3; run the same command"):
         train_and_test(cfg)

@@ -1,5 +1,5 @@
-"""Calibration: ECE against a hand-computed case and torchmetrics, the temperature fit, and evaluate
-calibrate=temperature (fitted on validation only, recorded, stored for predict)."""
+"""Calibration: ECE against a hand-computed case and torchmetrics, and the temperature fit. evaluate
+calibrate=temperature on a trained run is in tests/integration/test_calibration_runs.py."""
 
 from __future__ import annotations
 
@@ -69,6 +69,3 @@ def test_temperature_fit_recovers_a_known_temperature(true_t):
 def test_rescale_of_probabilities_equals_scaling_the_logits():
     logits = np.random.default_rng(2).normal(size=(50, 7)) * 10
     assert np.allclose(rescale(softmax(logits), 1.7), softmax(logits, 1.7), atol=1e-12)
-
-
-# --- evaluate calibrate=temperature on a tiny run ---------------------------------------------------------------

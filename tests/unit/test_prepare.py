@@ -1,5 +1,6 @@
 """``python -m fer_lightning.prepare``: published archives (local server or copied in), folder datasets,
-pairing, rejected files, idempotence, and training on what it prepares. No internet: 127.0.0.1 only."""
+pairing, rejected files, idempotence (training on what it prepares: tests/integration/test_prepare_runs.py). No
+internet: 127.0.0.1 only."""
 
 from __future__ import annotations
 

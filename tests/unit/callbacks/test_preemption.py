@@ -1,5 +1,5 @@
-"""A preempted job saves where it is and its requeued start resumes exactly; epochs of several passes; the
-training loader's position inside an epoch survives a checkpoint."""
+"""Epochs of several passes, and the training loader's position inside an epoch survives a checkpoint. A preempted
+job that saves and resumes exactly: tests/integration/test_preemption_runs.py."""
 
 from __future__ import annotations
 

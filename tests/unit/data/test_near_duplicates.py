@@ -1,5 +1,5 @@
-"""Near-duplicates: found at prepare time, kept in one split (group), listed (warn), reported, and warned about when
-a model is tested on near-copies of what it trained on."""
+"""Near-duplicates: found at prepare time, kept in one split (group), listed (warn), reported. The warning when a
+model is tested on near-copies of what it trained on: tests/integration/test_near_duplicates_training.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Fusion modes: each trains, weighs modalities as documented, copes with a missing image where it should."""
+"""Fusion modes: each weighs modalities as documented and copes with a missing image where it should (training
+runs: tests/integration/test_fusion_training.py)."""
 
 from __future__ import annotations
 

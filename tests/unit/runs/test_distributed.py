@@ -1,5 +1,5 @@
-"""Many devices, one answer: DDP runs (CPU, gloo, 2 processes) score the test set once, on one device, write one
-run dir, count the budget in global steps, and fail when any rank fails."""
+"""Many devices, one answer: the DDP settings, the per-rank run settings and how a failed rank is found. The 2-process
+runs themselves are in tests/integration/test_distributed_runs.py."""
 
 from __future__ import annotations
 
@@ -116,6 +116,3 @@ def test_a_failed_rank_is_named_and_a_killed_one_is_not():
     assert "rank 3 of 4 failed (exit status 1" in str(rank_failure(trainer))
     trainer.strategy.launcher.procs = procs[:2]
     assert rank_failure(trainer) is None
-
-
-# ----------------------------------------------------------------------------------------- 2 processes

@@ -1,4 +1,5 @@
-"""Atomic checkpoint writes, and a run killed with SIGKILL that resumes to the same final metrics."""
+"""What resuming relies on: atomic checkpoint writes, the step seed, the kept Hydra config. A run killed with
+SIGKILL that resumes to the same final metrics: tests/integration/test_resume_after_kill.py."""
 
 from __future__ import annotations
 
