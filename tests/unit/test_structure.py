@@ -1,4 +1,5 @@
-"""The package's shape: commands are thin shells that never import each other, and one run layer reports runs."""
+"""The package's shape: commands are thin shells that never import each other, and one run layer reports runs;
+the suite's shape: unit tests beside the code they test, the runs apart in tests/integration/."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import pytest
 from tests.conftest import REPO
 
 PACKAGE = REPO / "fer_lightning"
+TESTS = REPO / "tests"
+# What trains or starts a process. A file under tests/unit/ names none of them, nor a helper that reaches one.
+RUNS = {"train_and_test", "tiny_run", "subprocess"}
 # The modules run as ``python -m fer_lightning.<command>``.
 COMMANDS = sorted(p.stem for p in PACKAGE.glob("*.py") if "__main__" in p.read_text())
 # The library module each of these commands is a shell around.
@@ -65,3 +69,58 @@ def test_no_library_module_imports_a_command():
             continue
         bad = imported_modules(path) & {f"fer_lightning.{c}" for c in COMMANDS}
         assert not bad, f"{path.relative_to(REPO)} imports the command(s) {sorted(bad)}"
+
+
+def used_names(tree: ast.AST) -> set[str]:
+    """Every name a module or definition uses: variables, attributes, arguments (fixtures) and what it imports."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif isinstance(node, ast.arg):
+            found.add(node.arg)
+        elif isinstance(node, ast.Import):
+            found |= {part for a in node.names for part in a.name.split(".")}
+        elif isinstance(node, ast.ImportFrom):
+            found |= {a.name for a in node.names} | set((node.module or "").split("."))
+    return found
+
+
+def running_names() -> set[str]:
+    """RUNS and every function, class or fixture of tests/helpers/ that reaches one of them."""
+    uses = {}
+    for path in (TESTS / "helpers").glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                uses[node.name] = used_names(node)
+    found = set(RUNS)
+    while more := {name for name, used in uses.items() if name not in found and used & found}:
+        found |= more
+    return found
+
+
+def test_every_test_file_is_under_unit_or_integration_with_a_unique_name():
+    files = sorted(TESTS.rglob("test_*.py"))
+    where = {p: p.relative_to(TESTS).parts[0] for p in files}
+    misplaced = [str(p.relative_to(TESTS)) for p in files if where[p] not in {"unit", "integration"}]
+    assert not misplaced, f"{misplaced}: a test goes under tests/unit/ (mirroring fer_lightning/) or tests/integration/"
+    names = [p.name for p in files]
+    # no __init__.py: pytest imports each test file by its basename
+    assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})
+
+
+def test_a_test_file_imports_no_other_test_file():
+    for path in sorted(TESTS.rglob("*.py")):
+        imported = imported_modules(path)
+        bad = sorted(m for m in imported if m.split(".")[-1].startswith("test_") or ".test_" in m)
+        assert not bad, f"{path.relative_to(REPO)} imports {bad}: move what it shares into tests/helpers/"
+
+
+def test_a_unit_test_neither_trains_nor_starts_a_process():
+    running = running_names()
+    assert {"tiny_run", "train_process", "train_cli"} <= running  # the helpers that do are seen through
+    for path in sorted((TESTS / "unit").rglob("*.py")):
+        used = used_names(ast.parse(path.read_text())) & running
+        assert not used, f"{path.relative_to(REPO)} uses {sorted(used)}: move those tests to tests/integration/"
