@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,8 @@ from omegaconf import OmegaConf, open_dict
 from torch import nn
 
 from fer_lightning.runs import build_model
-from tests.conftest import CONF, compose_cfg
+from fer_lightning.runs.config import check_run_config
+from tests.conftest import CONF, REPO, compose_cfg
 
 DATASETS = {"viri": ["Angry", "Happy", "Neutral", "Sad", "Surprise"], "nvie": ["fear", "disgust", "happy"]}
 CAMERAS = ("visible", "infrared", "fusion")
@@ -117,11 +118,6 @@ def test_preset_composes_to_the_study_model(family, ds, mod, tmp_path):
 @pytest.mark.parametrize(("ds", "mod"), [(d, m) for d in DATASETS for m in CAMERAS])
 def test_paper_preset_training_recipe(ds, mod, tmp_path):
     cfg, _ = preset("paper", ds, mod, tmp_path)
-    assert cfg.trainer.max_epochs == (150 if mod == "fusion" else 50)
-    assert cfg.trainer.check_val_every_n_epoch == 1
-    assert cfg.dataset.eval_batch_size == 8 and cfg.dataset.normalization == "none"
-    assert cfg.augment.offline_copies == 26
-    assert cfg.callbacks.model_checkpoint.monitor == "val/accuracy" and cfg.callbacks.model_checkpoint.mode == "max"
     model = build_model(cfg.model, DATASETS[ds])
     optimizer, scheduler = unpack(model.configure_optimizers())
     assert type(optimizer) is torch.optim.Adam and optimizer.defaults["lr"] == 1e-3
@@ -134,48 +130,6 @@ def test_paper_preset_training_recipe(ds, mod, tmp_path):
         scheduler["scheduler"].step()
         lrs.append(optimizer.param_groups[0]["lr"])
     assert lrs[2] == pytest.approx(0, abs=1e-12) and lrs[5] == pytest.approx(1e-3)
-
-
-@pytest.mark.parametrize(("ds", "mod"), [(d, m) for d in DATASETS for m in CAMERAS])
-def test_ours_differs_from_paper_only_where_documented(ds, mod, tmp_path):
-    paper, _ = preset("paper", ds, mod, tmp_path)
-    ours, _ = preset("ours", ds, mod, tmp_path)
-    flat = {}
-    for name, cfg in (("paper", paper), ("ours", ours)):
-        task = cfg.copy()
-        with open_dict(task):
-            del task["hydra"]
-        task = OmegaConf.to_container(task, resolve=True)
-        task.pop("tags")
-        task["logger"]["wandb"].pop("tags")
-        flat[name] = dict(_flatten(task))
-    changed = {k for k in flat["paper"].keys() | flat["ours"].keys() if flat["paper"].get(k) != flat["ours"].get(k)}
-    documented = {
-        "model.scheduler.T_max",
-        "dataset.normalization",
-        "augment.offline_copies",
-        "dataset.augment.offline_copies",
-        "dataset.eval_batch_size",
-        "trainer.max_epochs",
-        "trainer.check_val_every_n_epoch",
-        "model.channels_last",
-        "callbacks.model_checkpoint.last_every_n_epochs",
-        "model.mixup_alpha",
-        "callbacks.model_checkpoint.test_checkpoint",
-        "budget.steps",
-        "budget.val_checks",
-    }
-    if mod == "fusion":
-        documented |= {
-            "model.head.dropout_out",
-            "model.infrared_backbone.attention",
-            "model.modality_dropout",
-            "model.fusion",
-            "model.aux_loss_weight",
-        }
-    assert changed <= documented, changed - documented
-    # the same training budget: the study's optimiser steps on VIRI (160 per epoch) and its validation checks
-    assert (ours.budget.steps, ours.budget.val_checks) == (160 * paper.trainer.max_epochs, paper.trainer.max_epochs)
 
 
 def test_the_paper_preset_trains_with_the_study_double_softmax(tmp_path):
@@ -221,128 +175,129 @@ def test_optuna_search_and_slurm_launcher_compose(tmp_path):
     assert (many.nodes, many.gpus_per_node, many.tasks_per_node) == (2, 4, 4)
 
 
-SNAPSHOT = Path(__file__).parent / "data" / "preset_snapshot.json"
-# Values that depend on the machine or the run dir are compared as written, not as resolved.
-_UNRESOLVED_MARKS = ("${paths.", "${oc.env", "${hydra:", "${fer_", "${now:")
+# The study's recipe as published (docs/study.md, "The study's recipe"; docs/recipes.md, "paper"), written out here
+# rather than read from conf/, so a config change that departs from the study fails. Its model is checked layer by
+# layer above (STUDY_HEADS) and its optimiser and schedule by what they do (test_paper_preset_training_recipe).
+STUDY_RECIPE = {
+    "model.backbone.name": "resnet18",
+    "model.backbone.weights": "imagenet",
+    "model.backbone.attention": "gate",
+    "model.optimizer._target_": "torch.optim.Adam",
+    "model.optimizer.lr": 1e-3,
+    "model.scheduler._target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
+    "model.scheduler.T_max": 3,
+    "model.softmax_before_loss": True,
+    "model.mixup_alpha": 0.0,
+    "dataset.image_size": 224,
+    "dataset.batch_size": 64,
+    "dataset.eval_batch_size": 8,
+    "dataset.normalization": "none",
+    "augment.offline_copies": 26,
+    "trainer.max_epochs": 50,
+    "trainer.check_val_every_n_epoch": 1,
+    "budget.steps": None,
+    "budget.val_checks": None,
+    "callbacks.model_checkpoint.monitor": "val/accuracy",
+    "callbacks.model_checkpoint.mode": "max",
+    "callbacks.model_checkpoint.test_checkpoint": "best",
+    "callbacks.model_checkpoint.tie_break": "later",
+}
+STUDY_FUSION = {
+    "trainer.max_epochs": 150,
+    "model.fusion": "interleave",
+    "model.aux_loss_weight": 0.0,
+    "model.modality_dropout": 0.0,
+    "model.infrared_backbone.attention": "gate_sq",
+    "model.infrared_init": None,
+}
+# The study's five transforms, one per copy (docs/study.md): rotation ±20°, zoom-out onto a canvas up to 1.5x filled
+# with 123, perspective 0.5, affine with rotation ±20° and shear 0.2, horizontal flip.
+STUDY_TRANSFORMS = [
+    ("albumentations.Rotate", {"limit": [-20, 20]}),
+    ("albumentations.Affine", {"scale": [1 / 1.5, 1.0], "fill": 123}),
+    ("fer_lightning.data.transforms.TorchvisionPerspective", {"distortion_scale": 0.5}),
+    ("albumentations.Affine", {"rotate": [-20, 20], "shear.x": [-0.2, 0.2], "shear.y": [0, 0]}),
+    ("albumentations.HorizontalFlip", {}),
+]
+# What `ours` changes, by the number of its reason in docs/recipes.md ("ours: the recommended recipe"); the reasons
+# marked fusion change the fusion presets only. 8 (the double softmax kept) changes nothing.
+OURS_CHANGES = {
+    1: {"model.scheduler.T_max"},
+    2: {"dataset.normalization"},
+    3: {"augment.offline_copies", "dataset.augment.offline_copies"},
+    4: {"model.infrared_backbone.attention"},
+    5: {"model.head.dropout_out"},
+    6: {"model.modality_dropout"},
+    7: {"budget.steps", "budget.val_checks", "trainer.max_epochs"},
+    8: set(),
+    9: {"model.fusion", "model.aux_loss_weight"},
+    10: {"model.mixup_alpha"},
+    11: {"callbacks.model_checkpoint.test_checkpoint"},
+}
+FUSION_ONLY = {4, 5, 6, 9}
+# the study's validation batch (docs/recipes.md, "paper"), no effect on the numbers: ours leaves the default
+PAPER_ONLY = {"dataset.eval_batch_size"}
 
 
-def resolved_preset(name: str, tmp_path: Path) -> dict:
-    """The composed config of ``experiment=<name>`` as flat ``key -> value``, without hydra and paths."""
-    cfg = compose_cfg([f"experiment={name}"], tmp_path)
+def resolved(overrides: list[str], tmp_path: Path) -> dict:
+    """The composed train config, resolved, as flat ``key -> value`` (without Hydra's node and the tags)."""
+    cfg = compose_cfg(overrides, tmp_path)
     with open_dict(cfg):
         del cfg["hydra"]
-        del cfg["paths"]
-    raw = dict(_flatten(OmegaConf.to_container(cfg, resolve=False)))
+    task = OmegaConf.to_container(cfg, resolve=True)
+    task.pop("tags")
+    task["logger"]["wandb"].pop("tags")
+    return dict(_flatten(task))
+
+
+@pytest.mark.parametrize(("ds", "mod"), [(d, m) for d in DATASETS for m in CAMERAS])
+def test_paper_preset_is_the_published_recipe(ds, mod, tmp_path):
+    flat = resolved([f"experiment=paper_{ds}_{mod}"], tmp_path)
+    expected = STUDY_RECIPE | (STUDY_FUSION if mod == "fusion" else {})
+    assert {k: flat.get(k) for k in expected} == expected
+    assert flat["augment.geometric"] == flat["dataset.augment.geometric"]
+    (one_of,) = flat["augment.geometric"]
+    # each original kept beside 25 copies: 1 in 26 unchanged
+    assert one_of["_target_"] == "albumentations.OneOf" and one_of["p"] == pytest.approx(25 / 26, abs=0.005)
+    for transform, (target, params) in zip(one_of["transforms"], STUDY_TRANSFORMS, strict=True):
+        assert transform["_target_"] == target
+        for key, value in params.items():
+            assert OmegaConf.select(OmegaConf.create(transform), key) == pytest.approx(value, abs=1e-3), (target, key)
+    if ds == "viri":  # the study's split of VIRI's 566 pairs: 393 / 83 / 90
+        assert [round(r * 566) for r in flat["dataset.split.ratios"]] == [393, 83, 90]
+
+
+def ours_reasons() -> dict[int, str]:
+    """The numbered reasons of docs/recipes.md's `ours` section: number -> bold title."""
+    text = (REPO / "docs" / "recipes.md").read_text()
+    section = text.split("## `ours`: the recommended recipe", 1)[1].split("\n## ", 1)[0]
+    return {int(n): title for n, title in re.findall(r"^(\d+)\. \*\*(.+?)\*\*", section, re.M)}
+
+
+def test_every_documented_reason_of_ours_is_mapped_to_its_keys():
+    assert sorted(ours_reasons()) == sorted(OURS_CHANGES), "a reason was added to or removed from docs/recipes.md"
+
+
+@pytest.mark.parametrize(("ds", "mod"), [(d, m) for d in DATASETS for m in CAMERAS])
+def test_ours_differs_from_paper_exactly_where_documented(ds, mod, tmp_path):
+    paper = resolved([f"experiment=paper_{ds}_{mod}"], tmp_path)
+    ours = resolved([f"experiment=ours_{ds}_{mod}"], tmp_path)
+    changed = {k for k in paper.keys() | ours.keys() if paper.get(k) != ours.get(k)}
+    reasons = [keys for n, keys in OURS_CHANGES.items() if mod == "fusion" or n not in FUSION_ONLY]
+    documented = PAPER_ONLY.union(*reasons)
+    assert changed == documented, {"undocumented": changed - documented, "documented, unchanged": documented - changed}
+    # the same training budget: the study's optimiser steps on VIRI (160 per epoch) and its validation checks
+    epochs = paper["trainer.max_epochs"]
+    assert (ours["budget.steps"], ours["budget.val_checks"]) == (160 * epochs, epochs)
+
+
+@pytest.mark.parametrize(("family", "ds", "mod"), PRESETS)
+def test_every_preset_resolves_and_passes_the_run_checks(family, ds, mod, tmp_path):
+    cfg = compose_cfg([f"experiment={family}_{ds}_{mod}"], tmp_path)
+    check_run_config(cfg)
     with open_dict(cfg):
-        for key, value in raw.items():
-            if isinstance(value, str) and any(mark in value for mark in _UNRESOLVED_MARKS):
-                OmegaConf.update(cfg, key, value.replace("${", "$[").replace("}", "]"), force_add=True)
-    return dict(_flatten(OmegaConf.to_container(cfg, resolve=True)))
-
-
-def preset_names() -> list[str]:
-    return [f"{f}_{d}_{m}" for f, d, m in PRESETS]
-
-
-@pytest.mark.parametrize("name", preset_names())
-def test_preset_composes_to_its_snapshot(name, tmp_path):
-    """The preset resolves to the values recorded before the recipes were factored out of conf/experiment/."""
-    expected = json.loads(SNAPSHOT.read_text())[name]
-    # changed on purpose, each for its reason; every other key resolves exactly as recorded
-    del expected["dataset.pretrained"]  # model.backbone.weights comes from the recipe, not the dataset group
-    if name.startswith("ours_"):
-        assert expected["dataset.eval_batch_size"] == expected["dataset.batch_size"]
-        expected["dataset.eval_batch_size"] = None  # null: the training batch size, as before
-        expected["model.channels_last"] = "$[fer_on_cuda:]"  # a speed setting, on wherever a GPU is used
-    # added later: the budget in epochs and last.ckpt at each validation check (the paper's: every epoch), both the
-    # recorded behaviour; of tied validation accuracies the later checkpoint, as the study's loop kept
-    expected |= {"budget.steps": None, "budget.val_checks": None, "callbacks.model_checkpoint.tie_break": "later"}
-    expected.setdefault("callbacks.model_checkpoint.last_every_n_epochs", expected["trainer.check_val_every_n_epoch"])
-    # added later by the timm / wandb issue: no extra timm arguments, and the wandb run's group, job type, tags
-    # and top-level seed / fold
-    dataset, modality = expected["dataset.name"], expected["modality"]
-    if expected["modality"] == "fusion":  # the fusion issue's keys
-        fusion_keys = {"late_combine", "gate", "cross_attention", "aux_loss_weight"}
-        node = OmegaConf.load(CONF / "model" / "module" / "fusion.yaml")
-        for key, value in _flatten({k: v for k, v in OmegaConf.to_container(node).items() if k in fusion_keys}):
-            expected[f"model.{key}"] = value
-        expected["model.aux_loss_weight"] = 0.0
-        # the timm issue: the infrared branch's name / weights / kwargs, null (as model.backbone) unless given
-        expected |= {f"model.infrared_backbone.{k}": None for k in ("name", "weights", "kwargs")}
-        if name.startswith("ours_"):  # the measured mode (docs/benchmarks.md#fusion-modes); paper keeps the study's
-            expected |= {"model.fusion": "gated", "model.aux_loss_weight": 1.0}
-    expected |= {
-        "model.backbone.kwargs": None,
-        "logger.wandb.group": None,
-        "logger.wandb.job_type": modality,
-        "logger.wandb.dataset": dataset,
-        "logger.wandb.modality": modality,
-        "logger.wandb.config.seed": expected["seed"],
-        "logger.wandb.config.fold": expected["dataset.split.fold"],
-    }
-    # changed by the real-data issue, measured there (docs/benchmarks.md#small-data): the cache keeps the source
-    # resolution for the warps, and the study's perspective and shear at torchvision's strength
-    paper_geometric = OmegaConf.to_container(OmegaConf.load(CONF / "augment" / "paper.yaml").geometric)
-    assert expected["augment.geometric"] == expected["dataset.augment.geometric"]
-    expected |= {"dataset.cache_scale": "auto", "augment.geometric": paper_geometric}
-    expected["dataset.augment.geometric"] = paper_geometric
-    # and the study's double softmax back in both recipes (it helped on dataset=synthetic_small)
-    expected["model.softmax_before_loss"] = True
-    # added by the real-data issue: mixup, off unless a recipe turns it on
-    ours_mixup = OmegaConf.load(CONF / "recipe" / "ours.yaml").model.get("mixup_alpha", 0.0)
-    expected["model.mixup_alpha"] = ours_mixup if name.startswith("ours_") else 0.0
-    # and which weights a run tests: ours its final ones (its LR anneals to zero), paper the best-validation ones
-    ours_test = OmegaConf.load(CONF / "recipe" / "ours.yaml").callbacks.model_checkpoint.test_checkpoint
-    expected["callbacks.model_checkpoint.test_checkpoint"] = ours_test if name.startswith("ours_") else "best"
-    # added by the multi-device issue: passes per epoch (1 in the presets' epoch budgets)
-    expected["dataset.passes_per_epoch"] = "auto"
-    expected |= {"trainer.strategy": "auto", "trainer.num_nodes": 1}
-    expected["dataset.split.near_duplicates"] = "group"  # the near-duplicates issue: clusters stay in one split
-    expected |= {
-        "callbacks.preemption._target_": "fer_lightning.callbacks.preemption.PreemptionCheckpoint",
-        "callbacks.preemption.signals": ["SIGUSR2"],
-    }
-    expected |= {  # and the users issue: a plain progress line per validation check
-        "callbacks.progress_log._target_": "fer_lightning.callbacks.progress.ProgressLog",
-        "callbacks.progress_log.log_name": "train.log",
-        "callbacks.progress_log.output_dir": "$[paths.output_dir]",
-    }
-    expected |= {  # and quiet by default, a sweep may keep only the tested checkpoint (the users issue)
-        "verbose": False,
-        "trainer.enable_model_summary": False,
-        "logger.wandb.verbose": False,
-        "callbacks.model_checkpoint.keep": "all",
-    }
-    # the speed settings follow the chosen trainer.accelerator, not whether the host has a GPU
-    for key, value in expected.items():
-        if value in ("$[fer_on_cuda:]", "$[fer_precision:]"):
-            expected[key] = value.replace(":]", ":$[trainer.accelerator]]")
-    # added by the untrusted-input issue: what an archive of the published datasets may expand to
-    caps = OmegaConf.load(CONF / "dataset" / "_published.yaml").extract
-    expected |= {f"dataset.extract.{k}": v for k, v in caps.items()}
-    # issue 23: an experiment only selects groups (the logger adds the recipe, dataset and modality tags itself),
-    # and ours_* is recipe=ours exactly: its budget in optimiser steps, the study's 160 per epoch on VIRI
-    expected["tags"] = expected["logger.wandb.tags"] = []
-    if name.startswith("ours_"):
-        epochs = expected["trainer.max_epochs"] // 26
-        expected |= {"budget.steps": 160 * epochs, "budget.val_checks": epochs}
-        expected |= {"trainer.max_epochs": 12, "trainer.check_val_every_n_epoch": 1, "model.scheduler.T_max": 12}
-        expected["callbacks.model_checkpoint.last_every_n_epochs"] = 1
-    assert resolved_preset(name, tmp_path) == expected
-
-
-def write_snapshot(tmp_path: Path) -> None:
-    """``python -m tests.test_presets``: records every preset's resolved config (run only on purpose)."""
-    snapshot = {name: resolved_preset(name, tmp_path / name) for name in preset_names()}
-    SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
-    SNAPSHOT.write_text(json.dumps(snapshot, indent=1, sort_keys=True) + "\n")
-
-
-if __name__ == "__main__":
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        write_snapshot(Path(tmp))
+        del cfg["hydra"]
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
 @pytest.mark.parametrize("recipe", ["paper", "ours"])
