@@ -18,16 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY
 
 GOLDEN = REPO / "tests" / "data" / "golden_outputs.json"
 RUN = [
-    "dataset.generator.n_subjects=6",
-    "dataset.generator.samples_per_class=3",
-    "dataset.generator.image_size=40",
-    "dataset.image_size=32",
-    "dataset.batch_size=16",
-    "dataset.num_workers=0",
+    *TINY,
     "budget.steps=6",
     "budget.val_checks=2",
     "logger=none",
