@@ -11,10 +11,7 @@ import pytest
 
 from fer_lightning.data.sources.published import PUBLISHED_ARCHIVES
 from tests.conftest import compose_cfg
-from tests.helpers.archive_fixtures import (
-    build_published_set,
-    specs_with_blobs,
-)
+from tests.helpers.archive_fixtures import build_published_set, specs_with_blobs
 from tests.helpers.eval_runs import save_run_config
 from tests.helpers.prepare_inputs import distinct_content
 

@@ -11,9 +11,8 @@ TIMM = {
     "timm/vit_tiny_patch16_224": {"img_size": 32},
 }
 
-
+# two CPU processes through DDP (gloo)
 DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
-
 
 # TINY's synthetic faces, drawn at 48 px (a one-pixel shift is then 2 % of the side, as far as the check looks),
 # with two near-identical copies of every sample, split without subject groups (as frames of a video without
