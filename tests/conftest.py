@@ -15,6 +15,9 @@ from fer_lightning import resolvers  # noqa: F401
 CONF = Path(__file__).resolve().parents[1] / "conf"
 REPO = CONF.parent
 
+# fixtures shared by unit and integration tests
+pytest_plugins = ["tests.helpers.fixtures"]
+
 # A tiny synthetic dataset: 6 subjects x 5 classes x 3 samples = 90 pairs at 40 px, fed at 32 px.
 TINY = [
     "dataset.generator.n_subjects=6",

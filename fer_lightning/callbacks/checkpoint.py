@@ -45,7 +45,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 # ModelCheckpoint has no public hook to defer a removal, to write last.ckpt on demand or to save weights only for some
 # files, so these private methods are overridden or called, and pyproject.toml pins lightning to the releases tested;
-# tests/test_checkpointing.py fails when a release changes them (name -> parameters).
+# tests/unit/callbacks/test_checkpointing.py fails when a release changes them (name -> parameters).
 PRIVATE_MODEL_CHECKPOINT_API = {
     "_save_checkpoint": ("self", "trainer", "filepath"),
     "_remove_checkpoint": ("self", "trainer", "filepath"),

@@ -7,7 +7,7 @@ name one of the project's own components, and no value may use a resolver that b
 (``oc.create``, ``oc.decode``), all checked before anything is built. The training path composes the user's own
 config from ``conf/`` and is not checked: a user may train with their own callbacks.
 
-``tests/test_security.py`` walks every ``_target_`` and resolver in ``conf/`` and asserts each is allowed here,
+``tests/unit/test_security.py`` walks every ``_target_`` and resolver in ``conf/`` and asserts each is allowed here,
 so the lists cannot drift from the configs.
 """
 
