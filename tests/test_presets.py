@@ -303,6 +303,10 @@ def test_preset_composes_to_its_snapshot(name, tmp_path):
     # added by the untrusted-input issue: what an archive of the published datasets may expand to
     caps = OmegaConf.load(CONF / "dataset" / f"{dataset}.yaml").extract
     expected |= {f"dataset.extract.{k}": v for k, v in caps.items()}
+    # added by the faces issue: the presets keep the study's whole frames (faces=none), as the dataset node reads it
+    faces = dict(_flatten(OmegaConf.to_container(OmegaConf.load(CONF / "faces" / "_base.yaml"))))
+    assert faces["mode"] == "none"
+    expected |= {f"{node}.{k}": v for node in ("faces", "dataset.faces") for k, v in faces.items()}
     assert resolved_preset(name, tmp_path) == expected
 
 

@@ -18,7 +18,7 @@ import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader
 
-from fer_lightning.data import near_duplicates
+from fer_lightning.data import face_crops, near_duplicates
 from fer_lightning.data.build import STATE
 from fer_lightning.data.cache import auto_size, cache_images, source_side, stored_size
 from fer_lightning.data.datasets import (
@@ -28,12 +28,21 @@ from fer_lightning.data.datasets import (
     offline_expand,
     resolve_workers,
 )
-from fer_lightning.data.manifest import MANIFEST, SPLITS, SplitSpec, apply_fold, ensure_splits, read_splits
+from fer_lightning.data.manifest import (
+    MANIFEST,
+    SPLITS,
+    SplitSpec,
+    apply_fold,
+    ensure_splits,
+    manifest_sha1,
+    read_splits,
+)
 from fer_lightning.data.normalize import NORMALIZATIONS, Normalizer, Stats, modality_stats
 from fer_lightning.data.summary import unpaired_message
 from fer_lightning.data.transforms import PairTransform, offline_variants
 from fer_lightning.errors import FERError
-from fer_lightning.io import file_sha1, remove_stale_temporaries
+from fer_lightning.faces import FaceSettings
+from fer_lightning.io import remove_stale_temporaries
 from fer_lightning.modalities import cameras
 
 log = logging.getLogger(__name__)
@@ -71,6 +80,8 @@ class ManifestDataModule(L.LightningDataModule):
         normalization: ``imagenet``, ``dataset`` (each modality's train-split mean/std) or ``none`` (inputs in
             [0, 1], as the study fed them).
         split: ``dataset.split`` settings (see :class:`SplitSpec`) plus ``fold``.
+        faces: the ``faces`` settings (:class:`~fer_lightning.faces.FaceSettings`): find the face in each camera
+            and train on its crop (:mod:`.face_crops`); None: whole frames.
         seed: seeds shuffling and augmentation draws.
         passes_per_epoch: shuffled passes over the training set in one epoch; ``auto``: 1, or in a step budget
             enough for an epoch of at least ``budget.MIN_EPOCH_STEPS`` steps (a few-step epoch spends much of
@@ -96,6 +107,7 @@ class ManifestDataModule(L.LightningDataModule):
         name: str | None = None,
         cache_scale: float | str = "auto",
         passes_per_epoch: int | str = "auto",
+        faces: dict | None = None,
     ):
         super().__init__()
         if normalization not in NORMALIZATIONS:
@@ -136,6 +148,8 @@ class ManifestDataModule(L.LightningDataModule):
         self.fold = split.get("fold")
         self.split_spec = SplitSpec.from_config(split)
         self.seed = number("seed", seed, 0)
+        self.faces = FaceSettings.from_config(faces)
+        self.face_table: face_crops.FaceTable | None = None
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.classes: list[str] = []
         self.manifest_sha1: str | None = None
@@ -192,12 +206,17 @@ class ManifestDataModule(L.LightningDataModule):
             self.build_dataset()
             rows = ensure_splits(self.root, self.split_spec, log=log.warning)
             near_duplicates.record(self.root, rows, self.split_spec.near_duplicates, self.root / STATE)
+            face_crops.show(self.root, face_crops.face_table(self.root, rows, self.faces, self.modality))
 
     def setup(self, stage: str | None = None) -> None:
         rows = self._read_splits()
-        key = (self.manifest_sha1, self.fold, self.image_size, self.modality)
+        key = (self.manifest_sha1, self.fold, self.image_size, self.modality, self.faces.key())
         if key == self._loaded_key:
             return
+        with self._lock():
+            self.face_table = face_crops.face_table(self.root, rows, self.faces, self.modality)
+        if self.face_table is not None:
+            rows = self.face_table.kept(rows)
         self.classes = self._classes(rows)
         by_split = self._split(self._usable(rows))
         self.rows = rows
@@ -218,7 +237,7 @@ class ManifestDataModule(L.LightningDataModule):
                 self.split_source, self.prepared_split = split.source, split.prepared
             else:
                 rows = ensure_splits(self.root, self.split_spec, log=log.warning)
-                self.manifest_sha1 = file_sha1(self.manifest_path)
+                self.manifest_sha1 = manifest_sha1(self.manifest_path, rows)
         return apply_fold(rows, self.split_spec.folds, self.fold)
 
     def _usable(self, rows: list[dict]) -> list[dict]:
@@ -271,7 +290,9 @@ class ManifestDataModule(L.LightningDataModule):
             for m in self.modalities:
                 have = [i for i, r in enumerate(rows) if r[m]]
                 position = {i: p for p, i in enumerate(have)}
-                cached[m] = (cache_images(self.root, [rows[i] for i in have], m, size), position)
+                have_rows = [rows[i] for i in have]
+                crops = self.face_table.variant(self.root, have_rows, m) if self.face_table is not None else None
+                cached[m] = (cache_images(self.root, have_rows, m, size, crops), position)
         datasets = {}
         for s, split_rows in by_split.items():
             images = {m: c.subset([pos[index[r["sample_id"]]] for r in split_rows]) for m, (c, pos) in cached.items()}
@@ -368,6 +389,8 @@ class ManifestDataModule(L.LightningDataModule):
             "classes": self.classes,
             "stats": self.stats,
             "cache_side": self.cache_side,
+            # predict crops a raw frame as the run did (data/face_crops.cropper)
+            "faces": self.face_table.record() if self.face_table is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
