@@ -26,7 +26,7 @@ class FaceSettings:
 
     mode: str = "none"
     missing: str = "keep"
-    visible_detector: str = "dlib_hog"
+    visible_detector: str = "dlib_skin"
     choose: str = "largest"
     margin: float = 0.25
     min_face: int = 12
@@ -34,10 +34,10 @@ class FaceSettings:
     # thermal localiser: warm pixels are those above this quantile of the frame's intensity ...
     thermal_quantile: float = 0.6
     # ... and a component counts as a face when its box holds this share of the frame's area ...
-    thermal_min_area: float = 0.01
+    thermal_min_area: float = 0.04
     thermal_max_area: float = 0.6
     # ... its height / width lies in this range and it fills this share of its box
-    thermal_aspect: tuple[float, float] = (0.8, 2.2)
+    thermal_aspect: tuple[float, float] = (1.0, 2.2)
     thermal_min_fill: float = 0.45
 
     def __post_init__(self) -> None:
