@@ -7,7 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from fer_lightning.errors import FERError
-from fer_lightning.faces.settings import Box, FaceResult, FaceSettings
+from fer_lightning.faces.blobs import area
+from fer_lightning.faces.settings import Box, Detection, FaceResult, FaceSettings
+from fer_lightning.faces.thermal import detect_thermal
+from fer_lightning.faces.visible import detect_visible
+
+MIN_PAIRS = 3
 
 
 @dataclass
@@ -40,12 +45,84 @@ class PairTransform:
 
 
 def estimate_transform(visible_boxes: list[Box], infrared_boxes: list[Box]) -> PairTransform:
-    raise FERError("estimate_transform: not implemented yet")
+    """The visible->thermal map fitted by least squares to the corners of boxes found in both cameras.
+
+    The model is a scale and a shift per axis (``x' = sx x + tx``, ``y' = sy y + ty``): axis-aligned boxes carry
+    no rotation, so a rotation or shear fitted to their corners would be noise. Needs 3 pairs or more.
+    """
+    if len(visible_boxes) != len(infrared_boxes):
+        raise FERError("estimate_transform: the visible and infrared box lists differ in length")
+    if len(visible_boxes) < MIN_PAIRS:
+        raise FERError(
+            f"faces: {len(visible_boxes)} pairs with a face found in both cameras, need {MIN_PAIRS} to estimate the "
+            "visible->infrared transform; set faces.transform in the config instead"
+        )
+    v = np.asarray(visible_boxes, dtype=np.float64).reshape(-1, 4)
+    r = np.asarray(infrared_boxes, dtype=np.float64).reshape(-1, 4)
+    matrix = np.zeros((2, 3))
+    squared = 0.0
+    for axis in (0, 1):
+        x = np.concatenate([v[:, axis], v[:, axis + 2]])
+        y = np.concatenate([r[:, axis], r[:, axis + 2]])
+        design = np.stack([x, np.ones_like(x)], axis=1)
+        (scale, shift), *_ = np.linalg.lstsq(design, y, rcond=None)
+        matrix[axis, axis], matrix[axis, 2] = scale, shift
+        squared += float(np.sum((design @ (scale, shift) - y) ** 2))
+    return PairTransform(matrix, len(v), float(np.sqrt(squared / len(v) / 4)))
+
+
+def choose(detections: list[Detection], shape: tuple[int, ...], how: str) -> Detection | None:
+    """``largest`` (box area) or ``central`` (box centre nearest the frame centre) among ``detections``."""
+    if not detections:
+        return None
+    if how == "central":
+        cy, cx = shape[0] / 2, shape[1] / 2
+        return min(
+            detections, key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2
+        )
+    return max(detections, key=lambda d: area(d.box))
+
+
+def clip_box(box: Box, shape: tuple[int, ...]) -> Box | None:
+    h, w = shape[:2]
+    x0, y0, x1, y1 = max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3])
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def frame_ratio(visible: np.ndarray, infrared: np.ndarray) -> PairTransform:
+    """Without an estimated transform, a box keeps its place relative to the frame."""
+    (vh, vw), (rh, rw) = visible.shape[:2], infrared.shape[:2]
+    return PairTransform(np.array([[rw / vw, 0.0, 0.0], [0.0, rh / vh, 0.0]]), 0, float("nan"))
 
 
 def locate_pair(
     visible: np.ndarray | None, infrared: np.ndarray | None, settings: FaceSettings, transform: PairTransform | None
 ) -> FaceResult:
+    """Find the face in each camera given; map a box found in one camera into the other that missed it.
+
+    ``settings.transform`` (config ``faces.transform``) overrides ``transform``; with neither, a box is mapped by
+    its place relative to the frame. See docs/faces.md for the statuses.
+    """
     if settings.mode == "none":
         return FaceResult(None, None, "off")
-    return FaceResult(None, None, "full_frame" if settings.missing == "keep" else "rejected")
+    if settings.transform is not None:
+        transform = PairTransform(np.asarray(settings.transform, dtype=np.float64), 0, 0.0)
+    vis = choose(detect_visible(visible, settings), visible.shape, settings.choose) if visible is not None else None
+    ir = choose(detect_thermal(infrared, settings), infrared.shape, settings.choose) if infrared is not None else None
+    if vis is None and ir is None:
+        return FaceResult(None, None, "full_frame" if settings.missing == "keep" else "rejected")
+    given = [a is not None for a in (visible, infrared)]
+    if [vis is not None, ir is not None] == given:
+        return FaceResult(vis.box if vis else None, ir.box if ir else None, "detected", _marks(vis), _marks(ir))
+    if transform is None:
+        transform = frame_ratio(visible, infrared)
+    if vis is not None:
+        marks = _marks(vis)
+        mapped = None if marks is None else transform.map_points(marks)
+        return FaceResult(vis.box, clip_box(transform.map_box(vis.box), infrared.shape), "mapped", marks, mapped)
+    back = transform.inverse()
+    return FaceResult(clip_box(back.map_box(ir.box), visible.shape), ir.box, "mapped", None, _marks(ir))
+
+
+def _marks(detection: Detection | None) -> np.ndarray | None:
+    return None if detection is None or detection.landmarks is None else np.asarray(detection.landmarks, float)

@@ -26,18 +26,17 @@ class FaceSettings:
 
     mode: str = "none"
     missing: str = "keep"
-    visible_detector: str = "dlib_hog"
+    visible_detector: str = "dlib_skin"
     choose: str = "largest"
     margin: float = 0.25
     min_face: int = 12
     transform: tuple | None = None
-    # thermal localiser: warm pixels are those above this quantile of the frame's intensity ...
-    thermal_quantile: float = 0.6
-    # ... and a component counts as a face when its box holds this share of the frame's area ...
-    thermal_min_area: float = 0.01
+    # thermal localiser (and the skin-colour detector): a warm region counts as a face when its box holds this
+    # share of the frame's area ...
+    thermal_min_area: float = 0.04
     thermal_max_area: float = 0.6
     # ... its height / width lies in this range and it fills this share of its box
-    thermal_aspect: tuple[float, float] = (0.8, 2.2)
+    thermal_aspect: tuple[float, float] = (1.0, 2.2)
     thermal_min_fill: float = 0.45
 
     def __post_init__(self) -> None:
@@ -46,7 +45,6 @@ class FaceSettings:
         self._check("choose", self.choose in CHOICES, " | ".join(CHOICES))
         self._check("margin", 0.0 <= self.margin <= 2.0, "a number in [0, 2]")
         self._check("min_face", self.min_face >= 1, "an integer >= 1")
-        self._check("thermal_quantile", 0.0 < self.thermal_quantile < 1.0, "a number in (0, 1)")
         lo, hi = self.thermal_min_area, self.thermal_max_area
         self._check("thermal_min_area", 0.0 <= lo < hi, "a number >= 0 below thermal_max_area")
         self._check("thermal_max_area", 0.0 < hi <= 1.0, "a number in (0, 1]")
