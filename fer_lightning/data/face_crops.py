@@ -131,8 +131,7 @@ class FaceTable:
         return parse_box(self.rows.get(sample_id, {}).get(f"{camera}_box"))
 
     def landmarks(self, sample_id: str, camera: str) -> np.ndarray | None:
-        text = self.rows.get(sample_id, {}).get(f"{camera}_landmarks")
-        return np.asarray(json.loads(text), dtype=np.float64) if text else None
+        return _points(self.rows.get(sample_id, {}).get(f"{camera}_landmarks"))
 
     def kept(self, rows: list[dict]) -> list[dict]:
         """``rows`` without the samples rejected for want of a face; the others keep their split."""
@@ -174,7 +173,10 @@ class FaceCropper:
     transform: PairTransform | None
 
     def locate(self, images: dict[str, np.ndarray]) -> FaceResult:
-        return locate_pair(images.get("visible"), images.get("infrared"), self.settings, self.transform)
+        """The face in each camera, its boxes and landmarks rounded as the table stores them (the crops are then
+        those the run trained on, to the pixel)."""
+        face = locate_pair(images.get("visible"), images.get("infrared"), self.settings, self.transform)
+        return stored(face)
 
     def crops(self, images: dict[str, np.ndarray], face: FaceResult) -> dict[str, np.ndarray]:
         """Each camera's crop at its own resolution (the full frame where no box was used)."""
@@ -272,6 +274,18 @@ def _detect(
     ]
     results.update({r["sample_id"]: locate(r, transform) for r in one_sided})
     return results, transform, "estimated"
+
+
+def stored(face: FaceResult) -> FaceResult:
+    """``face`` as a table row gives it back."""
+    row = _table_row({"sample_id": ""}, face)
+    boxes = {f"{m}_box": parse_box(row[f"{m}_box"]) for m in MODALITIES}
+    points = {f"{m}_landmarks": _points(row[f"{m}_landmarks"]) for m in MODALITIES}
+    return FaceResult(status=face.status, **boxes, **points)
+
+
+def _points(text: str) -> np.ndarray | None:
+    return np.asarray(json.loads(text), dtype=np.float64) if text else None
 
 
 def _table_row(row: dict, face: FaceResult | None) -> dict:
