@@ -13,6 +13,8 @@ from PIL import Image, ImageDraw
 from fer_lightning.data.synthetic import PLANTED_FACES, generate
 from fer_lightning.errors import FERError
 from fer_lightning.faces import (
+    VISIBLE_DETECTORS,
+    Detection,
     FaceSettings,
     PairTransform,
     crop,
@@ -204,3 +206,22 @@ def test_scene_knobs_shrink_the_face_and_plant_warm_objects(tmp_path):
         assert len(rows) == 2 * 10  # one row per visible and per infrared image
         sizes.append(np.mean([float(r["x1"]) - float(r["x0"]) for r in rows]))
     assert 0.4 <= sizes[1] / sizes[0] <= 0.6
+
+
+def test_a_weak_visible_box_the_thermal_face_contradicts_gives_way(monkeypatch):
+    far_corner = Detection((0.0, 0.0, 20.0, 24.0), -0.5)
+    monkeypatch.setitem(VISIBLE_DETECTORS, "stub", lambda image, settings: [far_corner])
+    settings = FaceSettings(mode="detect", visible_detector="stub")
+    thermal = _two_warm_faces(False)
+    identity = PairTransform(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), 0, 0.0)
+    result = locate_pair(np.zeros((160, 160, 3), np.uint8), thermal, settings, identity)
+    assert result.status == "mapped"
+    assert iou(result.visible_box, result.infrared_box) > 0.99 and result.visible_box[0] > 0
+    monkeypatch.setitem(VISIBLE_DETECTORS, "stub", lambda image, settings: [replace(far_corner, score=0.5)])
+    assert locate_pair(np.zeros((160, 160, 3), np.uint8), thermal, settings, identity).status == "detected"
+
+
+@pytest.mark.parametrize("knob, value", [("face_scale", 0.1), ("face_scale", 1.5), ("warm_distractors", 1.5)])
+def test_bad_scene_knobs_name_the_knob(tmp_path, knob, value):
+    with pytest.raises(ValueError, match=knob):
+        generate(tmp_path, n_subjects=1, samples_per_class=1, image_size=32, difficulty={knob: value})
