@@ -120,8 +120,14 @@ def test_two_faces_take_the_documented_one(choose, expect_x):
 
 @pytest.mark.parametrize(
     "frame",
-    [np.zeros((6, 6), np.uint8), np.zeros((64, 64, 3), np.uint8), np.full((64, 64), 128, np.uint8)],
-    ids=["tiny", "blank", "grey"],
+    [
+        np.zeros((6, 6), np.uint8),
+        np.zeros((64, 64, 3), np.uint8),
+        np.full((64, 64), 128, np.uint8),
+        np.full((64, 64), np.nan, np.float32),
+        np.zeros((0, 0), np.uint8),
+    ],
+    ids=["tiny", "blank", "grey", "nan", "empty"],
 )
 def test_frames_without_a_face_give_no_detection(frame):
     assert detect_thermal(frame, DETECT) == []

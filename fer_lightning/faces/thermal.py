@@ -27,17 +27,19 @@ MIN_CONTRAST = 0.02
 
 
 def thermal_intensity(image: np.ndarray) -> np.ndarray | None:
-    """``image`` as float in [0, 1] from its 1st to 99th percentile; ``None`` when it is flat (blank, grey).
+    """``image`` as float in [0, 1] from its 1st to 99th percentile; ``None`` when it is flat (blank, grey): its
+    span is under :data:`MIN_CONTRAST` of the dtype's range (of its largest value for a float frame; NaN and
+    infinities count as 0).
 
     Colour frames (a false-colour palette) are read by their luminance, which rises with temperature in the
     iron and grey palettes; palettes whose brightness is not monotone in temperature (rainbow) are not read right.
     """
     a = np.asarray(image)
-    full = float(np.iinfo(a.dtype).max) if np.issubdtype(a.dtype, np.integer) else max(float(np.nanmax(a)), 1.0)
-    a = a.astype(np.float64)
+    integer = np.issubdtype(a.dtype, np.integer)
+    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    full = float(np.iinfo(image.dtype).max) if integer else max(float(np.abs(a).max()), 1.0)
     if a.ndim == 3:
-        a = a[..., :3] @ np.array([0.299, 0.587, 0.114])[: a.shape[2]] if a.shape[2] >= 3 else a[..., 0]
-    a = np.nan_to_num(a)
+        a = a[..., :3] @ np.array([0.299, 0.587, 0.114]) if a.shape[2] >= 3 else a[..., 0]
     lo, hi = np.percentile(a, [1, 99])
     if hi - lo < MIN_CONTRAST * full:
         return None

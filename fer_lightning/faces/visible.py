@@ -48,8 +48,9 @@ def register_visible_detector(name: str) -> Callable[[VisibleDetector], VisibleD
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
     a = np.asarray(image)
-    if a.dtype != np.uint8:
-        a = (a.astype(np.float64) * (255.0 / max(float(a.max()), 1.0))).astype(np.uint8)
+    if a.dtype != np.uint8:  # another bit depth, or a float frame: scaled so that its largest value is 255
+        a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0).clip(0, None)
+        a = (a * (255.0 / max(float(a.max(initial=0.0)), 1.0))).astype(np.uint8)
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, axis=2)
     return np.ascontiguousarray(a[..., :3])
