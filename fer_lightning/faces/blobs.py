@@ -14,7 +14,7 @@ from fer_lightning.faces.settings import Box, Detection, FaceSettings
 
 # below this width, the component has narrowed from the face to the neck (a face at 80 % of its half-height
 # below the centre is still 60 % as wide as at its widest)
-NECK_WIDTH = 0.6
+NECK_WIDTH = 0.7
 
 
 def clean(mask: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ the missing pixels are black (zero), so the face keeps its place and size in the
 
 ``align`` with landmarks: a similarity transform puts the two eye centres level at :data:`EYE_TEMPLATE` (fractions
 of the output side: left eye at (0.35, 0.4), right eye at (0.65, 0.4)) in a square of the same side as the
-``detect`` crop. Without landmarks, ``align`` gives the ``detect`` crop.
+``detect`` crop. Without landmarks (or with both eyes on one pixel), ``align`` gives the ``detect`` crop.
 """
 
 from __future__ import annotations
@@ -48,11 +48,12 @@ def crop(image: np.ndarray, box: Box | None, settings: FaceSettings, landmarks: 
         return image
     cx, cy, side = square(box, settings.margin)
     n = max(1, round(side))
-    if settings.mode == "align" and landmarks is not None:
-        left, right = eye_centres(landmarks)
+    eyes = eye_centres(landmarks) if settings.mode == "align" and landmarks is not None else None
+    if eyes is not None and np.hypot(*(eyes[1] - eyes[0])) >= 1.0:  # eyes a pixel apart or more give a direction
+        left, right = eyes
         (tlx, tly), (trx, _) = EYE_TEMPLATE
         d = right - left
-        scale = (trx - tlx) * n / max(float(np.hypot(*d)), 1e-6)
+        scale = (trx - tlx) * n / float(np.hypot(*d))
         angle = float(np.arctan2(d[1], d[0]))
         c, s = np.cos(-angle) * scale, np.sin(-angle) * scale
         rot = np.array([[c, -s], [s, c]])

@@ -7,12 +7,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from fer_lightning.errors import FERError
-from fer_lightning.faces.blobs import area
+from fer_lightning.faces.blobs import area, iou
 from fer_lightning.faces.settings import Box, Detection, FaceResult, FaceSettings
 from fer_lightning.faces.thermal import detect_thermal
 from fer_lightning.faces.visible import detect_visible
 
 MIN_PAIRS = 3
+TRIM_FACTOR = 3.0
+TRIM_ROUNDS = 2
+AGREE = 0.3
+# the documented choice between faces applies among the confident ones: a score at least this share of the best
+CONFIDENT = 0.5
 
 
 @dataclass
@@ -48,7 +53,9 @@ def estimate_transform(visible_boxes: list[Box], infrared_boxes: list[Box]) -> P
     """The visible->thermal map fitted by least squares to the corners of boxes found in both cameras.
 
     The model is a scale and a shift per axis (``x' = sx x + tx``, ``y' = sy y + ty``): axis-aligned boxes carry
-    no rotation, so a rotation or shear fitted to their corners would be noise. Needs 3 pairs or more.
+    no rotation, so a rotation or shear fitted to their corners would be noise. Pairs whose RMS corner error is
+    over :data:`TRIM_FACTOR` times the median are dropped and the map refitted (:data:`TRIM_ROUNDS` times), so a few
+    wrong detections do not bend it; ``n`` counts the pairs kept. Needs 3 pairs or more.
     """
     if len(visible_boxes) != len(infrared_boxes):
         raise FERError("estimate_transform: the visible and infrared box lists differ in length")
@@ -59,22 +66,37 @@ def estimate_transform(visible_boxes: list[Box], infrared_boxes: list[Box]) -> P
         )
     v = np.asarray(visible_boxes, dtype=np.float64).reshape(-1, 4)
     r = np.asarray(infrared_boxes, dtype=np.float64).reshape(-1, 4)
+    keep = np.ones(len(v), dtype=bool)
+    for _ in range(TRIM_ROUNDS + 1):
+        matrix = _fit(v[keep], r[keep])
+        mapped = np.concatenate(
+            [v[:, :2] @ matrix[:, :2].T + matrix[:, 2], v[:, 2:] @ matrix[:, :2].T + matrix[:, 2]], 1
+        )
+        error = np.sqrt(((mapped - r) ** 2).reshape(-1, 4, 1).sum(axis=2).mean(axis=1))  # RMS corner error per pair
+        limit = max(TRIM_FACTOR * float(np.median(error[keep])), 1.0)
+        if (error <= limit).sum() < MIN_PAIRS:
+            break
+        keep = error <= limit
+    return PairTransform(matrix, int(keep.sum()), float(np.sqrt(np.mean(error[keep] ** 2))))
+
+
+def _fit(v: np.ndarray, r: np.ndarray) -> np.ndarray:
     matrix = np.zeros((2, 3))
-    squared = 0.0
     for axis in (0, 1):
         x = np.concatenate([v[:, axis], v[:, axis + 2]])
         y = np.concatenate([r[:, axis], r[:, axis + 2]])
-        design = np.stack([x, np.ones_like(x)], axis=1)
-        (scale, shift), *_ = np.linalg.lstsq(design, y, rcond=None)
+        (scale, shift), *_ = np.linalg.lstsq(np.stack([x, np.ones_like(x)], axis=1), y, rcond=None)
         matrix[axis, axis], matrix[axis, 2] = scale, shift
-        squared += float(np.sum((design @ (scale, shift) - y) ** 2))
-    return PairTransform(matrix, len(v), float(np.sqrt(squared / len(v) / 4)))
+    return matrix
 
 
 def choose(detections: list[Detection], shape: tuple[int, ...], how: str) -> Detection | None:
-    """``largest`` (box area) or ``central`` (box centre nearest the frame centre) among ``detections``."""
+    """``largest`` (box area) or ``central`` (box centre nearest the frame centre) among the confident
+    ``detections`` (score >= :data:`CONFIDENT` of the best; detectors return candidates best first)."""
     if not detections:
         return None
+    best = detections[0].score
+    detections = [d for d in detections if best <= 0 or d.score >= CONFIDENT * best] or detections[:1]
     if how == "central":
         cy, cx = shape[0] / 2, shape[1] / 2
         return min(
@@ -101,7 +123,9 @@ def locate_pair(
     """Find the face in each camera given; map a box found in one camera into the other that missed it.
 
     ``settings.transform`` (config ``faces.transform``) overrides ``transform``; with neither, a box is mapped by
-    its place relative to the frame. See docs/faces.md for the statuses.
+    its place relative to the frame. A weak visible detection (score < 0: dlib below its threshold, or the skin
+    rule) whose mapped box misses the thermal face (IoU < :data:`AGREE`) gives way to the thermal box. Visible
+    landmarks are mapped into the thermal frame. See docs/faces.md for the statuses.
     """
     if settings.mode == "none":
         return FaceResult(None, None, "off")
@@ -111,13 +135,16 @@ def locate_pair(
     ir = choose(detect_thermal(infrared, settings), infrared.shape, settings.choose) if infrared is not None else None
     if vis is None and ir is None:
         return FaceResult(None, None, "full_frame" if settings.missing == "keep" else "rejected")
+    if vis and ir and transform is not None and vis.score < 0 and iou(transform.map_box(vis.box), ir.box) < AGREE:
+        vis = None  # a weak visible detection that the thermal face contradicts: the thermal box is mapped across
+    marks = _marks(vis)
     given = [a is not None for a in (visible, infrared)]
     if [vis is not None, ir is not None] == given:
-        return FaceResult(vis.box if vis else None, ir.box if ir else None, "detected", _marks(vis), _marks(ir))
+        ir_marks = transform.map_points(marks) if marks is not None and ir and transform is not None else _marks(ir)
+        return FaceResult(vis.box if vis else None, ir.box if ir else None, "detected", marks, ir_marks)
     if transform is None:
         transform = frame_ratio(visible, infrared)
     if vis is not None:
-        marks = _marks(vis)
         mapped = None if marks is None else transform.map_points(marks)
         return FaceResult(vis.box, clip_box(transform.map_box(vis.box), infrared.shape), "mapped", marks, mapped)
     back = transform.inverse()

@@ -36,7 +36,7 @@ class FaceSettings:
     thermal_min_area: float = 0.04
     thermal_max_area: float = 0.6
     # ... its height / width lies in this range and it fills this share of its box
-    thermal_aspect: tuple[float, float] = (1.0, 2.2)
+    thermal_aspect: tuple[float, float] = (0.8, 2.2)
     thermal_min_fill: float = 0.45
 
     def __post_init__(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 
+import cv2
 import numpy as np
 
 from fer_lightning.errors import FERError
@@ -29,6 +30,9 @@ DLIB_MIN_SIDE = 320
 # dlib's SVM score threshold offset: below 0 also returns weaker detections, which are kept only when there is
 # no detection of score >= 0 (then the strongest weak one comes first)
 DLIB_THRESHOLD = -1.0
+# sensor noise is smoothed before dlib looks (sigma in px) and the frame's 1st-99th percentile stretched to the full
+# range, so that dim and noisy frames keep their edges
+DENOISE_SIGMA = 1.2
 # YCrCb skin rule (Chai & Ngan 1999)
 SKIN_CR = (133, 173)
 SKIN_CB = (77, 127)
@@ -44,8 +48,9 @@ def register_visible_detector(name: str) -> Callable[[VisibleDetector], VisibleD
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
     a = np.asarray(image)
-    if a.dtype != np.uint8:
-        a = (a.astype(np.float64) * (255.0 / max(float(a.max()), 1.0))).astype(np.uint8)
+    if a.dtype != np.uint8:  # another bit depth, or a float frame: scaled so that its largest value is 255
+        a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0).clip(0, None)
+        a = (a * (255.0 / max(float(a.max(initial=0.0)), 1.0))).astype(np.uint8)
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, axis=2)
     return np.ascontiguousarray(a[..., :3])
@@ -78,7 +83,7 @@ def dlib_hog(image: np.ndarray, settings: FaceSettings) -> list[Detection]:
     upsample = 0
     while min(h, w) * 2**upsample < DLIB_MIN_SIDE and upsample < 3:
         upsample += 1
-    rects, scores, _ = _dlib_detector().run(rgb, upsample, DLIB_THRESHOLD)
+    rects, scores, _ = _dlib_detector().run(_denoised(rgb), upsample, DLIB_THRESHOLD)
     out = []
     for r, score in zip(rects, scores, strict=True):
         bw, bh = r.right() - r.left(), r.bottom() - r.top()
@@ -89,6 +94,12 @@ def dlib_hog(image: np.ndarray, settings: FaceSettings) -> list[Detection]:
             out.append(Detection(tuple(float(v) for v in box), float(score), _landmarks(rgb, r, settings)))
     strong = [d for d in out if d.score >= 0]
     return sorted(strong, key=lambda d: -d.score) or sorted(out, key=lambda d: -d.score)[:1]
+
+
+def _denoised(rgb: np.ndarray) -> np.ndarray:
+    smooth = cv2.GaussianBlur(rgb, (0, 0), DENOISE_SIGMA).astype(np.float64)
+    lo, hi = np.percentile(smooth, [1, 99])
+    return np.ascontiguousarray(np.clip((smooth - lo) * (255.0 / max(hi - lo, 1.0)), 0, 255).astype(np.uint8))
 
 
 def _landmarks(rgb: np.ndarray, rect, settings: FaceSettings) -> np.ndarray | None:
@@ -117,7 +128,8 @@ def skin(image: np.ndarray, settings: FaceSettings) -> list[Detection]:
 
 @register_visible_detector("dlib_skin")
 def dlib_skin(image: np.ndarray, settings: FaceSettings) -> list[Detection]:
-    return dlib_hog(image, settings) or skin(image, settings)
+    """dlib's faces, else the skin rule's, scored -1 (weak: below any dlib detection kept)."""
+    return dlib_hog(image, settings) or [Detection(d.box, -1.0) for d in skin(image, settings)]
 
 
 def detect_visible(image: np.ndarray, settings: FaceSettings) -> list[Detection]:
