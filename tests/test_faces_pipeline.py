@@ -137,6 +137,15 @@ def test_the_cache_is_rebuilt_when_face_settings_change(tmp_path, scene_dir):
     assert not np.array_equal(frames, tight)
 
 
+def test_settings_that_reject_a_whole_split_are_refused_before_anything_changes(tmp_path, scene_dir):
+    root = _datamodule(tmp_path / "none", scene_dir).root
+    before = {name: (root / name).read_bytes() for name in ("manifest.csv", "rejected.csv", "prepare.json")}
+    with pytest.raises(FERError, match=r"faces\.missing=reject: no face was found in any of the \d+ \w+ sample"):
+        # no face is that large: every sample would be rejected
+        _datamodule(tmp_path / "reject", scene_dir, "faces=detect", "faces.missing=reject", "faces.min_face=1000")
+    assert {name: (root / name).read_bytes() for name in before} == before
+
+
 def _folder_with_blank_frames(tmp: Path, scene_root: Path) -> Path:
     """A folder dataset of scene pairs plus, per class, one pair of flat grey frames (no face in either camera)."""
     root = tmp / "folder"

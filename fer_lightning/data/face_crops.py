@@ -45,6 +45,7 @@ from fer_lightning.data.manifest import (
     write_manifest,
 )
 from fer_lightning.data.pairing import natural_key
+from fer_lightning.errors import FERError
 from fer_lightning.faces import FaceResult, FaceSettings, PairTransform, crop, estimate_transform, locate_pair
 from fer_lightning.io import atomic_write_text, file_sha1
 from fer_lightning.modalities import MODALITIES, cameras
@@ -305,6 +306,19 @@ def _counts(rows: list[dict]) -> dict[str, int]:
         if r["face"]:
             counts[r["face"]] = counts.get(r["face"], 0) + 1
     return dict(sorted(counts.items()))
+
+
+def check_kept(rows: list[dict], table: FaceTable | None) -> None:
+    """Refuses face settings that leave a split without a sample (one line naming the setting)."""
+    if table is None:
+        return
+    kept = {r["split"] for r in table.kept(rows)}
+    for split in sorted({r["split"] for r in rows} - kept):
+        n = sum(1 for r in rows if r["split"] == split)
+        raise FERError(
+            f"faces.missing=reject: no face was found in any of the {n} {split} sample(s) (faces {table.name}), "
+            "which leaves the split empty; use faces.missing=keep (the full frame), or check the images"
+        )
 
 
 def face_rejections(root: Path) -> list[tuple[str, str]]:

@@ -206,7 +206,9 @@ class ManifestDataModule(L.LightningDataModule):
             self.build_dataset()
             rows = ensure_splits(self.root, self.split_spec, log=log.warning)
             near_duplicates.record(self.root, rows, self.split_spec.near_duplicates, self.root / STATE)
-            face_crops.show(self.root, face_crops.face_table(self.root, rows, self.faces, self.modality))
+            table = face_crops.face_table(self.root, rows, self.faces, self.modality)
+            face_crops.check_kept(rows, table)  # before the records change: a run that cannot train changes none
+            face_crops.show(self.root, table)
 
     def setup(self, stage: str | None = None) -> None:
         rows = self._read_splits()
@@ -402,6 +404,13 @@ class ManifestDataModule(L.LightningDataModule):
                 self.manifest_path,
                 saved[:12],
                 self.manifest_sha1[:12],
+            )
+        faces = (state.get("faces") or {}).get("table_sha1")
+        if faces and self.face_table is not None and faces != self.face_table.meta["table_sha1"]:
+            log.warning(
+                "%s: the faces found differ from those this checkpoint's run trained on (another detector version "
+                "or other images); the test crops may differ from its training crops",
+                self.root / face_crops.FACES_DIR / f"{self.face_table.name}.csv",
             )
         if state.get("stats"):
             self.stats = {m: tuple(v) for m, v in state["stats"].items()}
