@@ -234,6 +234,7 @@ def test_evaluate_uses_the_runs_face_settings_and_refuses_others(run_dir, tmp_pa
             evaluate(compose_app("eval", [_ckpt(run_dir), override], tmp_path))
     results = evaluate(compose_app("eval", [_ckpt(run_dir), "faces=detect"], tmp_path))
     trained = json.loads((run_dir / "results.json").read_text())
+    assert trained["faces"]["settings"]["mode"] == "detect" and results["faces"] == trained["faces"]
     assert results["test"]["n"] == trained["test"]["n"]
     assert results["test"]["accuracy"] == pytest.approx(trained["test"]["accuracy"])
 
@@ -253,3 +254,18 @@ def test_explain_draws_the_heat_map_on_the_crop_and_the_box_on_the_frame(run_dir
         # the heat map is drawn on the crop the network saw, at the crop's own resolution
         face = crop(np.asarray(frame.convert("RGB")), tuple(result["face_box"][m]), FaceSettings(mode="detect"))
         assert Image.open(result["heatmaps"][m]).size == face.shape[1::-1] != frame.size
+
+
+def test_the_report_keeps_crops_and_whole_frames_apart():
+    from fer_lightning.analysis.report import summarise
+
+    def run(seed: int, faces: dict | None, accuracy: float) -> dict:
+        return {"dataset": "synthetic", "modality": "visible", "seed": seed, "faces": faces,
+                "test": {"n": 10, "accuracy": accuracy}}  # fmt: skip
+
+    detect = {"settings": {"mode": "detect"}}
+    rows = summarise([run(0, None, 0.5), run(1, None, 0.7), run(0, detect, 0.9), run(1, detect, 0.9)])
+    assert {r["experiment"]: (r["runs"], r["accuracy_mean"]) for r in rows} == {
+        "-": (2, pytest.approx(60.0)),
+        "- faces=detect": (2, pytest.approx(90.0)),
+    }
