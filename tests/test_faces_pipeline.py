@@ -226,6 +226,30 @@ def test_predict_finds_the_face_in_a_full_frame(run_dir, scene_dir, tmp_path, ca
 
 
 @pytest.mark.slow
+def test_an_exported_model_crops_as_its_checkpoint(run_dir, scene_dir, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")  # the [export] extra
+    from fer_lightning.predict import predict
+    from fer_lightning.runs.export import export_checkpoint
+    from fer_lightning.runs.prediction import command_line
+
+    meta = export_checkpoint(compose_app("export", [_ckpt(run_dir)], tmp_path / "export"))
+    assert meta["faces"]["settings"]["mode"] == "detect" and meta["faces"]["transform"] is not None
+    row = _detected(run_dir, scene_dir)
+    root = scene_dir / "synthetic"
+    inputs = [f"visible={root / row['visible']}", f"infrared={root / row['infrared']}"]
+    by_ckpt = predict(compose_app("predict", [_ckpt(run_dir), *inputs], tmp_path))
+    model = command_line([f"model={tmp_path / 'export' / 'model.onnx'}"])
+    by_onnx = predict(compose_app("predict", [*model, *inputs], tmp_path))
+    assert (by_onnx["face"], by_onnx["face_box"], by_onnx["prediction"]) == (
+        by_ckpt["face"],
+        by_ckpt["face_box"],
+        by_ckpt["prediction"],
+    )
+    for cls, p in by_ckpt["probabilities"].items():
+        assert by_onnx["probabilities"][cls] == pytest.approx(p, abs=1e-4)
+
+
+@pytest.mark.slow
 def test_evaluate_uses_the_runs_face_settings_and_refuses_others(run_dir, tmp_path):
     from fer_lightning.evaluate import evaluate
 
