@@ -293,3 +293,21 @@ def test_the_report_keeps_crops_and_whole_frames_apart():
         "-": (2, pytest.approx(60.0)),
         "- faces=detect": (2, pytest.approx(90.0)),
     }
+
+
+def test_predict_refuses_a_frame_without_a_face_only_where_the_run_rejected_such_samples():
+    from types import SimpleNamespace
+
+    from fer_lightning.data.face_crops import FaceCropper
+    from fer_lightning.runs.predictor import NoFace, Predictor
+
+    blank = {"visible": np.full((48, 40, 3), 120, dtype=np.uint8)}
+    for missing in ("keep", "reject"):
+        predictor = SimpleNamespace(faces=FaceCropper(FaceSettings(mode="detect", missing=missing), None), stored=32)
+        if missing == "reject":
+            with pytest.raises(NoFace, match=r"no face found in grey\.png .*faces\.missing=reject"):
+                Predictor.finish(predictor, blank, {"visible": "grey.png"})
+            continue
+        images, face = Predictor.finish(predictor, blank, {"visible": "grey.png"})
+        assert face.status == "full_frame" and face.visible_box is None
+        assert images["visible"].shape == (32, 32, 3)  # the whole frame, as the cache stores it
