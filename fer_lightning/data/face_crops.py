@@ -21,6 +21,7 @@ with its transform) and the boxes on the contact sheet. docs/faces.md describes 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_lightning import faces
 from fer_lightning.data.cache import Variant
 from fer_lightning.data.contact_sheet import contact_sheet
 from fer_lightning.data.images import load_rgb, resized
@@ -78,6 +80,19 @@ def settings_json(settings: FaceSettings) -> dict:
 
 def table_name(settings: FaceSettings, modality: str) -> str:
     return f"{settings.key()}-{modality}"
+
+
+def library_key() -> str:
+    """What detection depends on beside the settings and images: the face library's code and dlib's version, so
+    that a table made by another version is made again."""
+    h = hashlib.sha1()
+    for path in sorted(Path(faces.__file__).parent.glob("*.py")):
+        h.update(path.read_bytes())
+    with contextlib.suppress(ImportError):
+        import dlib
+
+        h.update(str(dlib.__version__).encode())
+    return h.hexdigest()[:12]
 
 
 def _samples_key(rows: list[dict], modality: str) -> str:
@@ -197,7 +212,7 @@ def face_table(root: Path, rows: list[dict], settings: FaceSettings, modality: s
     folder = root / FACES_DIR
     table_path, meta_path = folder / f"{name}.csv", folder / f"{name}.json"
     samples = _samples_key(rows, modality)
-    want = {"settings": settings_json(settings), "modality": modality, "samples": samples}
+    want = {"settings": settings_json(settings), "modality": modality, "samples": samples, "library": library_key()}
     table = _read(table_path, meta_path, want, settings, modality)
     if table is not None:
         return table
