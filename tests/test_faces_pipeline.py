@@ -115,6 +115,15 @@ def test_detect_records_boxes_and_transform_without_changing_splits(tmp_path, sc
     assert (root / FACES_DIR / f"{name}.csv").is_file()
 
 
+def test_faces_none_leaves_a_prepared_dataset_as_it_was(tmp_path):
+    """The default reads and writes nothing of the face step's: no faces/ folder, face column or prepare.json key."""
+    dm = _datamodule(tmp_path, tmp_path / "data")
+    assert dm.face_table is None and not (dm.root / FACES_DIR).exists()
+    assert "face" not in _manifest(dm.root)[0]
+    assert "faces" not in json.loads((dm.root / "prepare.json").read_text())
+    assert not [p for p in (dm.root / CACHE_DIR).iterdir() if p.name.startswith(FACES_DIR)]
+
+
 def test_a_visible_run_searches_the_visible_camera_only(tmp_path, scene_dir):
     dm = _datamodule(tmp_path, scene_dir, "faces=detect", "modality=visible")
     table = dm.face_table

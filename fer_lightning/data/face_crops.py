@@ -389,9 +389,9 @@ def _show_state(path: Path, table: FaceTable | None) -> None:
         state = json.loads(path.read_text())
     except (OSError, ValueError):
         state = {}
-    if isinstance(state, dict):
-        faces = dict(state.get("faces") or {})
-        prepared = dict(faces.get("prepared") or {})
+    # faces off on a dataset never prepared with them: prepare.json stays as it is
+    if isinstance(state, dict) and (table is not None or "faces" in state):
+        prepared = dict((state.get("faces") or {}).get("prepared") or {})
         if table is not None:
             prepared[table.name] = {k: v for k, v in table.record().items() if k != "name"}
         new = {"current": table.name if table is not None else "none", "prepared": prepared}
