@@ -3,7 +3,9 @@ file under the prepared dataset, then memory-mapped by every run, epoch and work
 
 The file name carries a key over everything that changes the bytes: the manifest's image columns (paths and
 their ``<modality>_sha1`` content hashes, in order), the stored size, the modality, the source files' sizes
-and mtimes and the decoder version. A changed manifest or size selects a new file and the old one is removed;
+and mtimes and the decoder version; for face crops (:class:`Variant`, data/face_crops.py) also the face table the
+crops come from, and the file's name starts with the face settings' key. A changed manifest or size selects a new
+file and the old one (of the same face settings) is removed;
 a manifest edit that only moves samples between splits keeps the cache, since rows are looked up by position.
 A JSON sidecar written after the array holds its shape and CRC32s of every row; loading checks the file size
 and a sample of rows, so a truncated or corrupted file is rebuilt rather than trained on.

@@ -162,7 +162,8 @@ class FaceTable:
             face = crop(image, self.box(sid, camera), self.settings, self.landmarks(sid, camera))
             return resized(face, size)
 
-        return Variant(f"{FACES_DIR}-{self.name}", self.meta["table_sha1"], decode)
+        # the library's version too: its crop may change where its detections do not
+        return Variant(f"{FACES_DIR}-{self.name}", f"{self.meta['table_sha1']}-{self.meta['library']}", decode)
 
     def record(self) -> dict:
         """What a checkpoint keeps, so that predict crops as the run did: the settings and the transform."""
