@@ -76,11 +76,18 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, statistics.stdev(values) if len(values) > 1 else math.nan
 
 
+def _experiment(run: dict) -> str:
+    """The run's experiment, with its face mode where faces were on: crops and whole frames are not one group."""
+    mode = ((run.get("faces") or {}).get("settings") or {}).get("mode")
+    experiment = run.get("experiment") or "-"
+    return f"{experiment} faces={mode}" if mode and mode != "none" else experiment
+
+
 def summarise_runs(runs: list[dict]) -> list[dict]:
     """One row per (dataset, modality, experiment[, split]): metric means and standard deviations in percent."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
-        key = (r.get("dataset"), r.get("modality"), r.get("experiment") or "-", r.get("split", "test"))
+        key = (r.get("dataset"), r.get("modality"), _experiment(r), r.get("split", "test"))
         groups[key].append(r)
     rows = []
     for (dataset, modality, experiment, split), members in sorted(groups.items(), key=lambda kv: str(kv[0])):

@@ -20,6 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from fer_lightning.data.contact_sheet import contact_sheet
+from fer_lightning.data.face_records import face_rejections
 from fer_lightning.data.images import _HIGH_BIT_MODES, load_rgb
 from fer_lightning.data.manifest import CONTACT_SHEET, MANIFEST, REJECTED, read_manifest, rejected_text, write_manifest
 from fer_lightning.data.pairing import PAIRING, PAIRING_KEY, PairRow, natural_key, pair_files
@@ -98,9 +99,10 @@ def build(root: Path, sources: Sources, options: ImageOptions) -> None:
     changed = _write_manifest_if_changed(root / MANIFEST, rows)
     _write_rejected(root, rejected)
     state = {"source": sources.description, "options": options.to_json(), "warnings": warnings}
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        # the near-duplicate counts, written after the split (the samples they count are unchanged here)
-        state["near_duplicates"] = json.loads((root / STATE).read_text())["near_duplicates"]
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
+        # the near-duplicate counts and the faces' records, written after the split (data/face_crops.py)
+        old = json.loads((root / STATE).read_text())
+        state.update({k: old[k] for k in ("near_duplicates", "faces") if k in old})
     _write_if_changed(root / STATE, json.dumps(state, indent=2) + "\n")
     if changed or not (root / CONTACT_SHEET).is_file():
         contact_sheet(root, rows, root / CONTACT_SHEET)
@@ -221,6 +223,8 @@ def _write_manifest_if_changed(manifest: Path, rows: list[dict]) -> bool:
 
 
 def _write_rejected(root: Path, rejected: Rejected) -> None:
+    # the face settings' rows stay until they are prepared again (data/face_crops.py)
+    rejected = rejected + face_rejections(root)
     _write_if_changed(root / REJECTED, rejected_text(sorted(rejected, key=lambda r: natural_key(r[0]))))
 
 

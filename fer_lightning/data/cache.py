@@ -3,7 +3,9 @@ file under the prepared dataset, then memory-mapped by every run, epoch and work
 
 The file name carries a key over everything that changes the bytes: the manifest's image columns (paths and
 their ``<modality>_sha1`` content hashes, in order), the stored size, the modality, the source files' sizes
-and mtimes and the decoder version. A changed manifest or size selects a new file and the old one is removed;
+and mtimes and the decoder version; for face crops (:class:`Variant`, data/face_crops.py) also the face table the
+crops come from, and the file's name starts with the face settings' key. A changed manifest or size selects a new
+file and the old one (of the same face settings) is removed;
 a manifest edit that only moves samples between splits keeps the cache, since rows are looked up by position.
 A JSON sidecar written after the array holds its shape and CRC32s of every row; loading checks the file size
 and a sample of rows, so a truncated or corrupted file is rebuilt rather than trained on.
@@ -17,8 +19,9 @@ import json
 import logging
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -149,14 +152,27 @@ def _valid(npy: Path, meta_path: Path, key: str, paths: list[str], full: bool = 
         return None
 
 
-def _build(npy: Path, meta_path: Path, key: str, manifest_dir: Path, paths: list[str], size: int) -> dict:
+@dataclass(frozen=True)
+class Variant:
+    """Rows that are not the whole decoded image (face crops): ``name`` prefixes the file's name (stale files of
+    other variants are never removed), ``key`` is what its content depends on beyond the source files, and
+    ``decode(i, size)`` gives row ``i``."""
+
+    name: str
+    key: str
+    decode: Callable[[int, int], np.ndarray]
+
+
+def _build(
+    npy: Path, meta_path: Path, key: str, manifest_dir: Path, paths: list[str], size: int, variant: Variant | None
+) -> dict:
     log.info("decoding %d images once into %s", len(paths), npy)
     crcs = [0] * len(paths)
     with atomic_path(npy) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
 
         def work(i: int) -> None:
-            arr[i] = decode_resized(manifest_dir / paths[i], size)
+            arr[i] = variant.decode(i, size) if variant else decode_resized(manifest_dir / paths[i], size)
             crcs[i] = _row_crc(arr[i])
 
         # PIL releases the GIL while decoding and resizing, so threads use every core without pickling pixels.
@@ -176,26 +192,29 @@ def _build(npy: Path, meta_path: Path, key: str, manifest_dir: Path, paths: list
     return meta
 
 
-def cache_images(manifest_dir: Path, rows: list[dict], modality: str, size: int) -> CachedImages:
-    """All images of ``modality`` in ``rows`` at ``size`` x ``size``, from the cache (built when missing/stale).
+def cache_images(
+    manifest_dir: Path, rows: list[dict], modality: str, size: int, variant: Variant | None = None
+) -> CachedImages:
+    """All images of ``modality`` in ``rows`` at ``size`` x ``size``, from the cache (built when missing/stale);
+    with ``variant``, its rows (face crops) instead of the whole images.
 
     Row ``i`` of the result is ``rows[i]`` (rows without a ``modality`` image must be left out by the caller).
     """
     manifest_dir = Path(manifest_dir)
     paths = [r[modality] for r in rows]
     columns = [[r[modality], r.get(f"{modality}_sha1") or ""] for r in rows]
-    key = hashlib.sha1(
-        json.dumps([CACHE_VERSION, columns, modality, size, _fingerprint(manifest_dir, paths)]).encode()
-    ).hexdigest()[:16]
+    material = [CACHE_VERSION, columns, modality, size, _fingerprint(manifest_dir, paths)]
+    key = hashlib.sha1(json.dumps(material + ([variant.key] if variant else [])).encode()).hexdigest()[:16]
     folder = manifest_dir / CACHE_DIR
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder)  # a build killed half-way leaves a temporary as large as the cache
-    stem = f"{modality}-{size}px"
+    # a variant's name comes first, so that the plain files' glob below never matches a variant's
+    stem = f"{variant.name}-{modality}-{size}px" if variant else f"{modality}-{size}px"
     npy = folder / f"{stem}-{key}.npy"
     meta_path = npy.with_suffix(".json")
     meta = _valid(npy, meta_path, key, paths) if npy.is_file() else None
     if meta is None:
-        meta = _build(npy, meta_path, key, manifest_dir, paths, size)
+        meta = _build(npy, meta_path, key, manifest_dir, paths, size, variant)
         for old in folder.glob(f"{stem}-*"):  # stale keys of this modality and size
             if old.name not in (npy.name, meta_path.name):
                 old.unlink(missing_ok=True)

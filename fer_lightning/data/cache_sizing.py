@@ -10,6 +10,7 @@ import numpy as np
 
 from fer_lightning.data.cache import auto_size, cache_images, source_side, stored_size
 from fer_lightning.data.datasets import FERDataset
+from fer_lightning.data.face_crops import FaceTable
 from fer_lightning.data.transforms import PairTransform
 
 
@@ -42,9 +43,10 @@ def split_datasets(
     side: int,
     transforms: dict[str, PairTransform],
     lock: AbstractContextManager,
+    face_table: FaceTable | None = None,
 ) -> dict[str, FERDataset]:
     """One dataset per split over the decoded-once cache of each modality in ``transforms``' order (rows keep
-    their manifest index); ``transforms``: ``train`` and ``eval``."""
+    their manifest index); ``transforms``: ``train`` and ``eval``; ``face_table``: cache the face crops it holds."""
     modalities = transforms["eval"].modalities
     index = {r["sample_id"]: i for i, r in enumerate(rows)}
     label_of = {c: i for i, c in enumerate(classes)}
@@ -55,7 +57,9 @@ def split_datasets(
         for m in modalities:
             have = [i for i, r in enumerate(rows) if r[m]]
             position = {i: p for p, i in enumerate(have)}
-            cached[m] = (cache_images(root, [rows[i] for i in have], m, side), position)
+            have_rows = [rows[i] for i in have]
+            crops = face_table.variant(root, have_rows, m) if face_table is not None else None
+            cached[m] = (cache_images(root, have_rows, m, side, crops), position)
     datasets = {}
     for s, split_rows in by_split.items():
         images = {m: c.subset([pos[index[r["sample_id"]]] for r in split_rows]) for m, (c, pos) in cached.items()}

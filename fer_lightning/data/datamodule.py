@@ -15,12 +15,14 @@ their lock and split), :class:`~fer_lightning.data.split_policy.SplitPolicy` (wh
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from fer_lightning.data import face_crops, face_records
 from fer_lightning.data.cache_sizing import CacheSizing, split_datasets
 from fer_lightning.data.datasets import FERDataset, ResumableLoader, SeededSampler, resolve_workers
 from fer_lightning.data.normalize import NORMALIZATIONS, InputNormalization, Stats
@@ -30,8 +32,11 @@ from fer_lightning.data.split_policy import SplitPolicy
 from fer_lightning.data.train_augmentation import TrainAugmentation
 from fer_lightning.data.transforms import PairTransform
 from fer_lightning.errors import FERError
+from fer_lightning.faces import FaceSettings
 from fer_lightning.modalities import cameras
 from fer_lightning.validation import Choice, Number, checked
+
+log = logging.getLogger(__name__)
 
 # The datamodule's numbers and choices, checked here because it is also built without Hydra (tests, the benchmark)
 RULES = {
@@ -63,6 +68,8 @@ class ManifestDataModule(L.LightningDataModule):
         normalization: ``imagenet``, ``dataset`` (each modality's train-split mean/std) or ``none`` (inputs in
             [0, 1], as the study fed them).
         split: ``dataset.split`` settings (see :class:`SplitSpec`) plus ``fold``.
+        faces: the ``faces`` settings (:class:`~fer_lightning.faces.FaceSettings`): find the face in each camera
+            and train on its crop (:mod:`.face_crops`); None: whole frames.
         seed: seeds shuffling and augmentation draws.
         passes_per_epoch: shuffled passes over the training set in one epoch; ``auto``: 1, or in a step budget
             enough for an epoch of at least ``budget.MIN_EPOCH_STEPS`` steps (a few-step epoch spends much of
@@ -91,6 +98,7 @@ class ManifestDataModule(L.LightningDataModule):
         cache_scale: float | str = "auto",
         passes_per_epoch: int | str = "auto",
         read_only: bool = False,
+        faces: dict | None = None,
     ):
         super().__init__()
         checked(RULES, "dataset.normalization", normalization)
@@ -122,9 +130,9 @@ class ManifestDataModule(L.LightningDataModule):
         self.seed = checked(RULES, "seed", seed)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.read_only = read_only
-        self.classes: list[str] = []
-        self.manifest_sha1: str | None = None
-        self.rows: list[dict] = []
+        self.faces = FaceSettings.from_config(faces)
+        self.face_table: face_crops.FaceTable | None = None
+        self.classes, self.rows, self.manifest_sha1 = [], [], None
         self._datasets: dict[str, FERDataset] = {}
         self._loaded_key: tuple | None = None
         self._expanded = False
@@ -163,7 +171,12 @@ class ManifestDataModule(L.LightningDataModule):
             raise FERError(f"{self.manifest_path}: no prepared dataset")
 
     def prepare_data(self) -> None:
-        self.prepared.prepare(self.build_dataset)
+        self.prepared.prepare(self.build_dataset, self._prepare_faces)
+
+    def _prepare_faces(self, rows: list[dict]) -> None:
+        table = face_crops.face_table(self.root, rows, self.faces, self.modality)
+        face_crops.check_kept(rows, table)  # before the records change: a run that cannot train changes none
+        face_records.show(self.root, table)
 
     def setup(self, stage: str | None = None) -> None:
         prepared = self.prepared
@@ -173,18 +186,23 @@ class ManifestDataModule(L.LightningDataModule):
             read.split_source,
             read.prepared_split,
         )
-        key = (self.manifest_sha1, self.fold, self.image_size, self.modality)
+        key = (self.manifest_sha1, self.fold, self.image_size, self.modality, self.faces.key())
         if key == self._loaded_key:
             return
+        rows = read.rows
+        with prepared.lock():
+            self.face_table = face_crops.face_table(self.root, rows, self.faces, self.modality)
+        if self.face_table is not None:
+            rows = self.face_table.kept(rows)
         policy = SplitPolicy(self.modality, self.configured_classes, prepared.manifest_path)
-        self.classes = policy.classes(read.rows)
-        by_split = policy.by_split(read.rows)
-        self.rows = read.rows
-        self.cache_side = self.cache_sizing.side(self.root, read.rows)
+        self.classes = policy.classes(rows)
+        by_split = policy.by_split(rows)
+        self.rows = rows
+        self.cache_side = self.cache_sizing.side(self.root, rows)
         aug = self.augmentation
         transforms = {"train": aug.train_transform(), "eval": aug.eval_transform()}
         self._datasets = split_datasets(
-            self.root, read.rows, by_split, self.classes, self.cache_side, transforms, prepared.lock()
+            self.root, rows, by_split, self.classes, self.cache_side, transforms, prepared.lock(), self.face_table
         )
         self.normalizer.fit(self._datasets["train"].images)
         self._expanded = False
@@ -248,11 +266,20 @@ class ManifestDataModule(L.LightningDataModule):
             "classes": self.classes,
             "stats": self.stats,
             "cache_side": self.cache_side,
+            # predict crops a raw frame as the run did (data/face_crops.cropper)
+            "faces": self.face_table.record() if self.face_table is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
         """A checkpoint's statistics and cache side; whether its manifest differs is the run's check
         (:mod:`fer_lightning.runs.data_checks`)."""
+        faces = (state.get("faces") or {}).get("table_sha1")
+        if faces and self.face_table is not None and faces != self.face_table.meta["table_sha1"]:
+            log.warning(
+                "%s: the faces found differ from those this checkpoint's run trained on (another detector version "
+                "or other images); the test crops may differ from its training crops",
+                self.root / face_crops.FACES_DIR / f"{self.face_table.name}.csv",
+            )
         if state.get("stats"):
             self.normalizer.restore(state["stats"])
         if state.get("cache_side"):

@@ -129,7 +129,12 @@ def decode_resized(path: str | Path, size: int) -> np.ndarray:
 
     Here, not in the cache module, so that the ONNX runtime (:mod:`fer_lightning.runtime`) shares it without torch.
     """
-    img = Image.fromarray(load_rgb(path))
+    return resized(load_rgb(path), size)
+
+
+def resized(array: np.ndarray, size: int) -> np.ndarray:
+    """An (H, W, 3) uint8 image resized to ``size`` x ``size`` as the decode-once cache resizes."""
+    img = Image.fromarray(array)
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
     return np.asarray(img, dtype=np.uint8)

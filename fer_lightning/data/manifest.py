@@ -15,7 +15,7 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,25 +38,41 @@ COLUMNS = (
     "infrared_sha1",
 )
 REQUIRED = COLUMNS[:6]
+# Where prepare found the face with the face settings it last prepared (fer_lightning/data/face_crops.py); written
+# after COLUMNS, only while faces are on. Not part of the split's identity (manifest_sha1 leaves them out).
+FACE_COLUMNS = ("face", "visible_box", "infrared_box")
 # The files of a prepared dataset (docs/schemas.md#a-prepared-dataset), beside split.json.
 MANIFEST = "manifest.csv"
 REJECTED = "rejected.csv"
 CONTACT_SHEET = "contact_sheet.png"
 
 
-def manifest_bytes(rows: Iterable[dict]) -> bytes:
+def manifest_bytes(rows: Iterable[dict], columns: Sequence[str] = COLUMNS) -> bytes:
     """The manifest file's exact content, so a split held in memory has the sha1 its file would have."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
     return buf.getvalue().encode("utf-8")
 
 
+def _columns(rows: list[dict]) -> tuple[str, ...]:
+    return COLUMNS + FACE_COLUMNS if any(r.get("face") for r in rows) else COLUMNS
+
+
 def write_manifest(path: Path, rows: Iterable[dict]) -> None:
-    """Writes ``rows`` as ``path`` atomically, in the manifest's column order (:func:`manifest_bytes`)."""
-    atomic_write_bytes(path, manifest_bytes(rows))
+    """Writes the rows, with their face columns while they have any."""
+    rows = list(rows)
+    atomic_write_bytes(path, manifest_bytes(rows, _columns(rows)))
+
+
+def manifest_sha1(path: Path, rows: list[dict]) -> str:
+    """The sha1 of the manifest file ``rows`` were read from, as it would be without face columns: preparing other
+    face settings rewrites those, and must not make a checkpoint's manifest look changed."""
+    if _columns(rows) == COLUMNS:
+        return file_sha1(path)
+    return hashlib.sha1(manifest_bytes(rows)).hexdigest()
 
 
 def rejected_text(rejected: Iterable[tuple[str, str]]) -> str:
@@ -162,6 +178,6 @@ def read_splits(manifest_dir: Path, spec: SplitSpec) -> ReadSplit:
     rows, state, current = _prepared(manifest_dir, spec)
     if current:
         rows = _with_clusters(manifest_dir, rows, spec)
-        return ReadSplit(rows, file_sha1(manifest_dir / MANIFEST), "prepared", state)
+        return ReadSplit(rows, manifest_sha1(manifest_dir / MANIFEST, rows), "prepared", state)
     rows = _draw_splits(manifest_dir, rows, spec)
     return ReadSplit(rows, hashlib.sha1(manifest_bytes(rows)).hexdigest(), "recomputed", state)

@@ -12,10 +12,10 @@ from filelock import FileLock
 
 from fer_lightning.data import near_duplicates
 from fer_lightning.data.assemble import STATE
-from fer_lightning.data.manifest import MANIFEST, ensure_splits, read_splits
+from fer_lightning.data.manifest import MANIFEST, ensure_splits, manifest_sha1, read_splits
 from fer_lightning.data.split_drawing import SplitSpec, apply_fold
 from fer_lightning.errors import FERError
-from fer_lightning.io import file_sha1, remove_stale_temporaries
+from fer_lightning.io import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,9 @@ class PreparedDataset:
                 "paths.data_dir=<the data dir the run was trained on>"
             )
 
-    def prepare(self, build: Callable[[], None]) -> None:
-        """``build()`` (the dataset's own preparation) then the split, under the lock; read-only: only checks."""
+    def prepare(self, build: Callable[[], None], then: Callable[[list[dict]], None] | None = None) -> None:
+        """``build()`` (the dataset's own preparation), the split, then ``then(rows)`` (the face step), under the
+        lock; read-only: only checks."""
         if self.read_only:
             self.require()
             return
@@ -69,6 +70,8 @@ class PreparedDataset:
             build()
             rows = ensure_splits(self.root, self.split, log=log.warning)
             near_duplicates.record(self.root, rows, self.split.near_duplicates, self.root / STATE)
+            if then is not None:
+                then(rows)
 
     def read(self) -> PreparedRows:
         """The manifest's rows with the configured split (drawn now when it differs) and fold applied."""
@@ -80,6 +83,6 @@ class PreparedDataset:
                 read = PreparedRows(split.rows, split.manifest_sha1, split.source, split.prepared)
             else:
                 rows = ensure_splits(self.root, self.split, log=log.warning)
-                read = PreparedRows(rows, file_sha1(self.manifest_path))
+                read = PreparedRows(rows, manifest_sha1(self.manifest_path, rows))
         read.rows = apply_fold(read.rows, self.split.folds, self.fold)
         return read

@@ -58,6 +58,17 @@ def near_duplicate_line(info: dict | None) -> str:
     )
 
 
+def faces_line(faces: dict | None) -> str:
+    """How the face settings prepared last found the faces (docs/faces.md); empty with faces off."""
+    record = (faces or {}).get("prepared", {}).get((faces or {}).get("current"))
+    if not record:
+        return ""
+    counts = ", ".join(f"{n} {status}" for status, n in record["counts"].items())
+    transform = record.get("transform")
+    pairs = f"; visible->infrared transform from {transform['n']} pairs" if transform and transform.get("n") else ""
+    return f"faces={record['settings']['mode']} ({faces['current']}): {counts}{pairs} (manifest.csv's face column)"
+
+
 def _reason_kind(reason: str) -> str:
     return reason.partition(" (")[0]
 
@@ -94,6 +105,7 @@ def summary(root: Path, classes: list[str] | None = None) -> dict:
         "warnings": state.get("warnings", []),
         "source": state.get("source", ""),
         "near_duplicates": state.get("near_duplicates"),
+        "faces": state.get("faces"),
     }
 
 
@@ -136,6 +148,8 @@ def print_dataset_summary(root: Path, name: str, classes: list[str] | None = Non
             markup=False,
         )
     console.print(near_duplicate_line(info["near_duplicates"]), soft_wrap=True, markup=False)
+    if faces_line(info["faces"]):
+        console.print(faces_line(info["faces"]), soft_wrap=True, markup=False)
     if info["warnings"]:  # each was logged when the dataset was checked
         console.print(f"warnings: {len(info['warnings'])} (logged above, kept in {root / STATE})", soft_wrap=True)
     return info

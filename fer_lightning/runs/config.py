@@ -70,6 +70,8 @@ NOT_AT_EVALUATION = {
     "augment": "evaluation does not augment; only training uses it",
     "budget": "evaluation does not train; only training uses it",
     "callbacks": "evaluation does not train; only training uses it",
+    "faces": "a checkpoint is tested and predicts on crops made as its training crops were (docs/faces.md); train "
+    "a run with other face settings instead",
 }
 
 
@@ -148,6 +150,10 @@ def apply_overrides(run_cfg: DictConfig, composed: DictConfig, overrides: list[s
             _check_one_device(key, ov.value())
             continue
         node = key.replace("/", ".")
+        if node.split(".")[0] == "faces" or node.startswith("dataset.faces"):
+            given = OmegaConf.select(composed, "dataset.faces" if node.startswith("dataset") else "faces")
+            check_same_faces(ov.input_line, given, run_cfg.get("faces"))
+            continue
         _check_applies(ov.input_line, node)
         # A config group such as augment=none takes the whole composed node; a key takes its value.
         value = None if ov.is_delete() else OmegaConf.select(composed, node)
@@ -171,6 +177,17 @@ def _check_applies(override: str, node: str) -> None:
     else:
         return
     raise FERError(f"{override}: not applied at evaluation: {why}")
+
+
+def check_same_faces(override: str, given, run_faces, where: str = "evaluation") -> None:
+    """Refuses face settings (the command line's ``faces`` node) other than the run's: a checkpoint is tested and
+    predicts on crops made as its training crops were. The same settings are accepted (nothing to apply)."""
+    from fer_lightning.faces import FaceSettings
+
+    run = FaceSettings.from_config(run_faces)
+    if FaceSettings.from_config(given) != run:
+        why = NOT_AT_EVALUATION["faces"]
+        raise FERError(f"{override}: not applied at {where}: the run used faces={run.mode}; {why}")
 
 
 def evaluation_config(run_config: DictConfig, composed: DictConfig) -> tuple[DictConfig, list[str]]:

@@ -209,6 +209,7 @@ class Run:
             "classes": dm.classes,
             "experiment": experiment_name(),
             "manifest_sha1": dm.manifest_sha1,
+            "faces": dm.face_table.record() if dm.face_table is not None else None,
         }
 
     def report(self, outcome: TestOutcome, fields: dict, split: str = "test") -> dict:

@@ -179,6 +179,8 @@ def export_checkpoint(cfg: DictConfig) -> dict:
         "input": {"dtype": "uint8", "layout": "NCHW", "channels": "RGB", "range": [0, 255]},
         "input_size": int(dm.image_size),
         "cache_side": int(state.get("cache_side") or dm.cache_side),
+        # the face step predict applies before the graph (data/face_crops.py); null: whole frames
+        "faces": state.get("faces"),
         "normalization": {m: {"mean": list(dm.stats[m][0]), "std": list(dm.stats[m][1])} for m in modalities},
         "normalization_in_graph": True,
         "output": "logits",

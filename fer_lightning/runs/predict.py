@@ -12,6 +12,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from fer_lightning.calibration import stored_temperature
+from fer_lightning.data.face_crops import box_text
 from fer_lightning.data.images import UnreadableImage, is_image_name
 from fer_lightning.data.manifest import REJECTED, rejected_text
 from fer_lightning.data.pairing import normalise_stem
@@ -19,12 +20,13 @@ from fer_lightning.errors import FERError
 from fer_lightning.io import atomic_write_text
 from fer_lightning.modalities import CAMERAS
 from fer_lightning.runs.onnx_predictor import OnnxPredictor
-from fer_lightning.runs.predictor import Predictor
+from fer_lightning.runs.predictor import NoFace, Predictor
 from fer_lightning.runs.results import predictions_text
 from fer_lightning.runs.run_checkpoint import load_run_checkpoint
 from fer_lightning.runtime import rescale
 
 BATCH = 32
+NO_FACE_REASON = "no face found (the checkpoint's faces.missing=reject)"
 # conf/model/ is a config group, so Hydra would read the command line's model=<file> as a choice of model config: the
 # predict command renames it to this key before Hydra parses the command line (see :func:`command_line`)
 MODEL_KEY = "onnx_model"
@@ -72,10 +74,11 @@ def collect_inputs(input_dir: Path, modalities: tuple[str, ...]) -> tuple[list[d
 
 def _readable(
     predictor: Predictor, samples: list[dict[str, Path]]
-) -> tuple[list[dict[str, Path]], list[dict[str, np.ndarray]], list[tuple[str, str]]]:
-    """The samples whose every image decodes, their decoded images, and ``(file, reason)`` for each image of the
-    others (an unreadable one, and its readable partner)."""
-    kept, decoded, rejected = [], [], []
+) -> tuple[list[dict[str, Path]], list[dict[str, np.ndarray]], list[tuple[str, str]], list]:
+    """The samples whose every image decodes, their images as the network takes them, ``(file, reason)`` for each
+    image of the others (an unreadable one, and its readable partner; with faces on, a sample without a face that
+    the run rejected), and the face found in each kept sample (None with faces off)."""
+    kept, decoded, rejected, faces = [], [], [], []
     for sample in samples:
         images, bad = {}, {}
         for m, path in sample.items():
@@ -84,13 +87,38 @@ def _readable(
             except UnreadableImage as exc:
                 bad[m] = f"unreadable image ({exc.reason(path)})"
         if not bad:
+            try:
+                images, face = predictor.finish(images, sample)
+            except NoFace:
+                rejected += [(str(path), NO_FACE_REASON) for path in sample.values()]
+                continue
             kept.append(sample)
             decoded.append(images)
+            faces.append(face)
             continue
         for m, path in sample.items():
             other = next(iter(set(bad) - {m}), None)
             rejected.append((str(path), bad.get(m) or f"its {other} partner {sample[other].name} is unreadable"))
-    return kept, decoded, rejected
+    return kept, decoded, rejected, faces
+
+
+def _warn_skipped(unpaired: list[Path], unread: list[tuple[str, str]], no_face: list, rejected_csv: Path) -> None:
+    """One warning line per kind of image predict_folder left out."""
+    if unpaired:
+        print(f"warning: {len(unpaired)} image(s) without a partner skipped, e.g. {unpaired[0]}", file=sys.stderr)
+    if unread:
+        file, reason = unread[0]
+        print(
+            f"warning: {len(unread)} unreadable image(s) skipped, e.g. {file} ({reason}); each is listed in "
+            f"{rejected_csv}",
+            file=sys.stderr,
+        )
+    if no_face:
+        print(
+            f"warning: {len(no_face)} image(s) without a face skipped (the checkpoint's faces.missing=reject), e.g. "
+            f"{no_face[0][0]}; each is listed in {rejected_csv}",
+            file=sys.stderr,
+        )
 
 
 def predict_folder(predictor: Predictor, input_dir: Path, output: Path, temperature: float | None = None) -> Path:
@@ -102,14 +130,21 @@ def predict_folder(predictor: Predictor, input_dir: Path, output: Path, temperat
     for path in unpaired:
         other = next(m for m in predictor.modalities if m != path.relative_to(input_dir).parts[0])
         rejected.append((str(path), f"no {other} image with the same file stem"))
-    kept, probs = [], []
+    kept, probs, faces = [], [], []
     for i in range(0, len(samples), BATCH):
-        readable, decoded, unreadable = _readable(predictor, samples[i : i + BATCH])
+        readable, decoded, unreadable, found = _readable(predictor, samples[i : i + BATCH])
         kept += readable
+        faces += found
         rejected += unreadable
         if decoded:
             probs.append(predictor.predict_batch(decoded))
     unread = [r for r in rejected if r[1].startswith("unreadable")]
+    no_face = [r for r in rejected if r[1] == NO_FACE_REASON]
+    if not kept and not unread:
+        raise FERError(
+            f"input_dir={input_dir}: no face found in any sample ({len(no_face)} image(s)), and the checkpoint's run "
+            "rejects such samples (faces.missing=reject); see docs/faces.md"
+        )
     if not kept:
         file, reason = unread[0]
         raise FERError(
@@ -117,22 +152,20 @@ def predict_folder(predictor: Predictor, input_dir: Path, output: Path, temperat
             f"{reason}); replace them with images Pillow can open"
         )
     rejected_csv = output.with_name(REJECTED)
-    if unpaired:
-        print(f"warning: {len(unpaired)} image(s) without a partner skipped, e.g. {unpaired[0]}", file=sys.stderr)
-    if unread:
-        file, reason = unread[0]
-        print(
-            f"warning: {len(unread)} unreadable image(s) skipped, e.g. {file} ({reason}); each is listed in "
-            f"{rejected_csv}",
-            file=sys.stderr,
-        )
+    _warn_skipped(unpaired, unread, no_face, rejected_csv)
     ids = [str(s[predictor.modalities[0]].relative_to(input_dir)) for s in kept]
     paths = {m: [str(s[m]) for s in kept] for m in predictor.modalities}
+    if predictor.faces is not None:  # where the face was found, as manifest.csv's face columns say it
+        paths["face"] = [f.status for f in faces]
+        for m in predictor.modalities:
+            paths[f"{m}_box"] = [box_text(getattr(f, f"{m}_box")) for f in faces]
     probs = rescale(np.concatenate([np.asarray(p) for p in probs]), temperature)
     text = predictions_text(ids, [None] * len(kept), probs, predictor.classes, paths)
     atomic_write_text(rejected_csv, rejected_text(rejected))
     atomic_write_text(output, text)
     summary = {"predictions": str(output), "n": len(kept), "unpaired": len(unpaired), "unreadable": len(unread)}
+    if predictor.faces is not None:
+        summary["no_face"] = len(no_face) // len(predictor.modalities)
     print(json.dumps({**summary, "rejected": str(rejected_csv)}))
     return output
 
@@ -156,6 +189,7 @@ def _predictor(cfg: DictConfig) -> tuple[Predictor, float | None]:
 def predict(cfg: DictConfig) -> dict | Path:
     """Runs ``conf/predict.yaml``; returns the JSON object (one sample) or the predictions.csv path."""
     predictor, temperature = _predictor(cfg)
+    predictor.check_faces(cfg)
     given = {m: cfg.get(m) for m in CAMERAS}
     if cfg.get("input_dir"):
         if any(given.values()):
@@ -163,8 +197,9 @@ def predict(cfg: DictConfig) -> dict | Path:
         output = Path(cfg.output or Path(cfg.paths.output_dir) / "predictions.csv")
         return predict_folder(predictor, Path(cfg.input_dir).expanduser(), output, temperature)
     paths = predictor.check_inputs(given, allow_missing=bool(cfg.get("allow_missing")))
-    probs = rescale(np.asarray(predictor.predict(paths))[None], temperature)[0]
-    out = {**predictor.as_dict(probs), **{m: str(p) for m, p in paths.items()}}
+    images, face = predictor.load(paths)
+    probs = rescale(np.asarray(predictor.predict_batch([images]))[0][None], temperature)[0]
+    out = {**predictor.as_dict(probs), **{m: str(p) for m, p in paths.items()}, **predictor.face_dict(face)}
     if temperature is not None:
         out["temperature"] = temperature
     missing = [m for m in predictor.modalities if m not in paths]

@@ -58,6 +58,8 @@ REPORT_FIELDS = {
     # split settings differ from split.json's, so its split was drawn in memory and the prepared files left as is)
     "split_source": "prepared",
     "corruption": None,
+    # the face step's record (settings, transform, counts per status; data/face_crops.py); None: whole frames
+    "faces": None,
     "budget": None,
     # evaluate calibrate=temperature: the temperature the written probabilities are scaled by (fitted on the
     # validation split), and ``calibration``: the fit and the tested split's ECE before and after it

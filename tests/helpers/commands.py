@@ -76,3 +76,12 @@ def train_cli(tmp_path: Path, *args: str, command: str = "train") -> subprocess.
         runpy.run_module(f"fer_lightning.{command}", run_name="__main__")
     GlobalHydra.instance().clear()
     return subprocess.CompletedProcess(argv, exc.value.code, "", err.getvalue())
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The one ``error:`` line of a command that exited 2 without a traceback (``warning:`` lines aside)."""
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("warning:")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    return lines[0]

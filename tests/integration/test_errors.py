@@ -11,16 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, TINY
-from tests.helpers.commands import train_cli
+from tests.helpers.commands import one_error_line, train_cli
 from tests.helpers.eval_runs import tiny_run
-
-
-def one_error_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("warning:")]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    return lines[0]
 
 
 def test_the_command_line_exits_2_with_one_line(tmp_path):

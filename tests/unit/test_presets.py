@@ -201,6 +201,7 @@ STUDY_RECIPE = {
     "callbacks.model_checkpoint.mode": "max",
     "callbacks.model_checkpoint.test_checkpoint": "best",
     "callbacks.model_checkpoint.tie_break": "later",
+    "faces.mode": "none",  # the whole frame, as the study fed it
 }
 STUDY_FUSION = {
     "trainer.max_epochs": 150,

@@ -8,7 +8,14 @@ sensor artifacts spoil the thermal image; :mod:`.knobs` sets how often), so fusi
 :mod:`.generate` writes a dataset of them.
 """
 
-from fer_lightning.data.synthetic.generate import CONDITIONS, build_dataset, generate, render_sample
+from fer_lightning.data.synthetic.generate import (
+    CONDITIONS,
+    PLANTED_FACES,
+    build_dataset,
+    generate,
+    planted_boxes,
+    render_sample,
+)
 from fer_lightning.data.synthetic.geometry import CLASSES, Geometry, Layer, Pose, build_geometry
 from fer_lightning.data.synthetic.knobs import DIFFICULTIES, Knobs
 from fer_lightning.data.synthetic.scene import Scene, sample_scene
@@ -21,6 +28,7 @@ __all__ = [
     "CONDITIONS",
     "DIFFICULTIES",
     "PALETTES",
+    "PLANTED_FACES",
     "Geometry",
     "Knobs",
     "Layer",
@@ -30,6 +38,7 @@ __all__ = [
     "build_dataset",
     "build_geometry",
     "generate",
+    "planted_boxes",
     "render_sample",
     "render_thermal",
     "render_visible",

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 # Per-sample conditions beside the manifest, to slice results by them (e.g. fusion on bad-light photos).
 CONDITIONS = "conditions.csv"
+BOX_COLUMNS = ("x0", "y0", "x1", "y1")
+# The face each image shows: its skin outline's box in source pixels, for checking a face detector against
+PLANTED_FACES = "planted_faces.csv"
 # generate()'s arguments a prepared synthetic dataset was drawn with; other arguments draw it again
 GENERATOR_STAMP = "generator.json"
 
@@ -58,6 +61,21 @@ def render_sample(
     )
     infrared = render_thermal(ir_rng, subject, ir_geom, scene, image_size, knobs, palette)
     return visible, infrared, scene
+
+
+def planted_boxes(
+    subject: Subject, expression: str, scene: Scene, image_size: int
+) -> tuple[tuple[float, float, float, float], tuple[float, float, float, float]]:
+    """The (visible, infrared) box ``x0, y0, x1, y1`` of the face's skin outline (forehead to chin, cheek to cheek,
+    without hair, ears or neck), in source pixels."""
+    outline = next(
+        layer.points for layer in build_geometry(subject, expression, scene.intensity).layers if layer.part == "face"
+    )
+    boxes = []
+    for pose in (scene.pose, scene.ir_pose):
+        pts = np.asarray(pose.to_pixels(outline, image_size)).reshape(-1, 2)
+        boxes.append(tuple(round(float(v), 2) for v in (*pts.min(axis=0), *pts.max(axis=0))))
+    return boxes[0], boxes[1]
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
@@ -124,7 +142,7 @@ def generate(
         for cls in CLASSES:
             (out / modality / cls).mkdir(parents=True, exist_ok=True)
     sw, kw = max(3, len(str(n_subjects - 1))), max(2, len(str(samples_per_class - 1)))
-    rows, conditions = [], []
+    rows, conditions, planted = [], [], []
 
     def write(sample_id: str, cls: str, subject_id: str, visible: np.ndarray, infrared: np.ndarray, scene: Scene):
         row = {
@@ -137,6 +155,10 @@ def generate(
         _write_png(out / row["visible"], visible)
         _write_png(out / row["infrared"], infrared)
         rows.append(row)
+        # a near-duplicate copy is its sample moved by at most 1 % of the side: its sample's box is kept
+        vis_box, ir_box = planted_boxes(subject, cls, scene, image_size)
+        for modality, box in (("visible", vis_box), ("infrared", ir_box)):
+            planted.append({"file": row[modality], **dict(zip(BOX_COLUMNS, box, strict=True))})
         conditions.append(
             {
                 "sample_id": sample_id,
@@ -164,12 +186,17 @@ def generate(
                     for j in range(1, copies + 1):
                         v, i = near_duplicate(copy_rng, visible, infrared)
                         write(f"{sample_id}_copy{j}", cls, subject_id, v, i, scene)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(conditions[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(conditions)
-    atomic_write_text(out / CONDITIONS, buf.getvalue())
+    _write_csv(out / CONDITIONS, conditions)
+    _write_csv(out / PLANTED_FACES, planted)
     return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def build_dataset(root: Path, generator: Mapping[str, Any]) -> None:

@@ -36,6 +36,11 @@ class Knobs:
     # both cameras, sensor noise and a JPEG re-encoding of the sample): 2 writes two copies of every sample, 0.5
     # one copy of half of them. The copies are drawn after the sample, so its own pixels do not change.
     near_duplicates: float = 0.0
+    # the face's size relative to today's framing: 0.5 draws it at half size somewhere in a frame of the same
+    # pixel size, with the background clutter around it (a scene, not a face-centred crop); 1 keeps the framing
+    face_scale: float = 1.0
+    # warm objects that are not faces in the thermal image (radiator, mug, lamp), placed beside the face
+    warm_distractors: float = 0.0
 
     @classmethod
     def from_difficulty(cls, difficulty: str | Mapping[str, Any] | Knobs) -> Knobs:
@@ -82,9 +87,12 @@ class Knobs:
             "ir_cue_strength",
             "ir_misalign",
             "near_duplicates",
+            "warm_distractors",
         ):
             need(getattr(self, key) >= 0.0, key, "must be >= 0")
         need(0.0 <= self.identity_spread <= 1.0, "identity_spread", "must be in [0, 1]")
+        need(0.2 <= self.face_scale <= 1.0, "face_scale", "must be in [0.2, 1]")
+        need(self.warm_distractors == int(self.warm_distractors), "warm_distractors", "must be a whole number")
         need(0.05 <= self.ir_resolution <= 1.0, "ir_resolution", "must be in [0.05, 1]")
         if self.disjoint_failures:
             need(

@@ -92,6 +92,25 @@ def _gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
     return k @ x @ k.T
 
 
+def _draw_distractors(draw: ImageDraw.ImageDraw, scene: Scene, size: int) -> None:
+    """Warm objects behind the person: a finned radiator, a mug with its handle, a lamp's bulb."""
+    for kind, x0, y0, x1, y1, warmth in scene.distractors:
+        box = [x0 * size, y0 * size, x1 * size, y1 * size]
+        hot = float(scene.ambient + warmth)
+        if kind == "radiator":
+            draw.rectangle(box, fill=hot - 3.0)
+            fins = max(3, round((x1 - x0) * 40))
+            step = (box[2] - box[0]) / fins
+            for i in range(fins):
+                draw.rectangle([box[0] + i * step, box[1], box[0] + (i + 0.6) * step, box[3]], fill=hot)
+        elif kind == "mug":
+            w = box[2] - box[0]
+            draw.ellipse([box[2] - 0.2 * w, box[1] + 0.2 * w, box[2] + 0.35 * w, box[3] - 0.2 * w], fill=hot - 8.0)
+            draw.rectangle(box, fill=hot)
+        else:
+            draw.ellipse(box, fill=hot)
+
+
 def render_thermal(
     rng: np.random.Generator,
     subject: Subject,
@@ -130,6 +149,7 @@ def render_thermal(
             fill=float(amb + rng.uniform(25, 50)),
         )
 
+    _draw_distractors(draw, scene, size)
     hair = amb + (base - amb) * 0.45
     eye = base + 0.6
     paint: dict[str, Any] = {
