@@ -37,7 +37,7 @@ from fer_lightning import faces
 from fer_lightning.data.cache import Variant
 from fer_lightning.data.images import load_rgb, resized
 from fer_lightning.errors import FERError
-from fer_lightning.faces import FaceResult, FaceSettings, PairTransform, crop, estimate_transform, locate_pair
+from fer_lightning.faces import CameraTransform, FaceResult, FaceSettings, crop, estimate_transform, locate_pair
 from fer_lightning.io import atomic_write_text, file_sha1
 from fer_lightning.modalities import CAMERAS, cameras
 
@@ -126,8 +126,8 @@ class FaceTable:
         return table_name(self.settings, self.modality)
 
     @property
-    def transform(self) -> PairTransform | None:
-        return PairTransform.from_json(self.meta["transform"]) if self.meta.get("transform") else None
+    def transform(self) -> CameraTransform | None:
+        return CameraTransform.from_json(self.meta["transform"]) if self.meta.get("transform") else None
 
     def status(self, sample_id: str) -> str:
         return self.rows.get(sample_id, {}).get("face", "")
@@ -167,7 +167,7 @@ def cropper(record: dict | None) -> FaceCropper | None:
     settings = FaceSettings.from_config(record["settings"])
     if settings.mode == "none":
         return None
-    transform = PairTransform.from_json(record["transform"]) if record.get("transform") else None
+    transform = CameraTransform.from_json(record["transform"]) if record.get("transform") else None
     return FaceCropper(settings, transform)
 
 
@@ -176,7 +176,7 @@ class FaceCropper:
     """Finds the face in a raw frame (or pair) and crops it, as the run's table and cache did."""
 
     settings: FaceSettings
-    transform: PairTransform | None
+    transform: CameraTransform | None
 
     def locate(self, images: dict[str, np.ndarray]) -> FaceResult:
         """The face in each camera, its boxes and landmarks rounded as the table stores them (the crops are then
@@ -245,18 +245,18 @@ def _read(table_path: Path, meta_path: Path, want: dict, settings: FaceSettings,
 
 def _detect(
     root: Path, rows: list[dict], settings: FaceSettings, modality: str
-) -> tuple[dict[str, FaceResult], PairTransform | None, str | None]:
+) -> tuple[dict[str, FaceResult], CameraTransform | None, str | None]:
     """Each sample's face; in a pair, after estimating the transform, each face one camera alone found mapped into
     the other. Returns the results by sample id, the transform and where it came from (config, estimated)."""
     cams = cameras(modality)
 
-    def locate(row: dict, transform: PairTransform | None) -> FaceResult:
+    def locate(row: dict, transform: CameraTransform | None) -> FaceResult:
         images = {m: load_rgb(root / row[m]) if row.get(m) else None for m in cams}
         return locate_pair(images.get("visible"), images.get("infrared"), settings, transform)
 
     transform, source = None, None
     if settings.transform is not None:
-        transform, source = PairTransform(np.asarray(settings.transform, dtype=np.float64), 0, 0.0), "config"
+        transform, source = CameraTransform(np.asarray(settings.transform, dtype=np.float64), 0, 0.0), "config"
     todo = [r for r in rows if any(r.get(m) for m in cams)]
     results = {r["sample_id"]: locate(r, transform) for r in todo}
     if modality != "fusion" or transform is not None:

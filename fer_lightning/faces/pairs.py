@@ -21,7 +21,7 @@ CONFIDENT = 0.5
 
 
 @dataclass
-class PairTransform:
+class CameraTransform:
     matrix: np.ndarray  # 2x3, visible -> thermal source pixels
     n: int  # pairs it was estimated from (0: given in config)
     residual_px: float  # RMS corner error over those pairs
@@ -30,7 +30,7 @@ class PairTransform:
         return {"matrix": np.asarray(self.matrix).tolist(), "n": self.n, "residual_px": self.residual_px}
 
     @classmethod
-    def from_json(cls, d: dict) -> PairTransform:
+    def from_json(cls, d: dict) -> CameraTransform:
         matrix = np.asarray(d["matrix"], dtype=np.float64).reshape(2, 3)
         return cls(matrix, int(d.get("n", 0)), float(d.get("residual_px", 0.0)))
 
@@ -44,12 +44,12 @@ class PairTransform:
         lo, hi = corners.min(axis=0), corners.max(axis=0)
         return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
 
-    def inverse(self) -> PairTransform:
+    def inverse(self) -> CameraTransform:
         full = np.vstack([self.matrix, [0.0, 0.0, 1.0]])
-        return PairTransform(np.linalg.inv(full)[:2], self.n, self.residual_px)
+        return CameraTransform(np.linalg.inv(full)[:2], self.n, self.residual_px)
 
 
-def estimate_transform(visible_boxes: list[Box], infrared_boxes: list[Box]) -> PairTransform:
+def estimate_transform(visible_boxes: list[Box], infrared_boxes: list[Box]) -> CameraTransform:
     """The visible->thermal map fitted by least squares to the corners of boxes found in both cameras.
 
     The model is a scale and a shift per axis (``x' = sx x + tx``, ``y' = sy y + ty``): axis-aligned boxes carry
@@ -77,7 +77,7 @@ def estimate_transform(visible_boxes: list[Box], infrared_boxes: list[Box]) -> P
         if (error <= limit).sum() < MIN_PAIRS:
             break
         keep = error <= limit
-    return PairTransform(matrix, int(keep.sum()), float(np.sqrt(np.mean(error[keep] ** 2))))
+    return CameraTransform(matrix, int(keep.sum()), float(np.sqrt(np.mean(error[keep] ** 2))))
 
 
 def _fit(v: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -111,14 +111,14 @@ def clip_box(box: Box, shape: tuple[int, ...]) -> Box | None:
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
-def frame_ratio(visible: np.ndarray, infrared: np.ndarray) -> PairTransform:
+def frame_ratio(visible: np.ndarray, infrared: np.ndarray) -> CameraTransform:
     """Without an estimated transform, a box keeps its place relative to the frame."""
     (vh, vw), (rh, rw) = visible.shape[:2], infrared.shape[:2]
-    return PairTransform(np.array([[rw / vw, 0.0, 0.0], [0.0, rh / vh, 0.0]]), 0, float("nan"))
+    return CameraTransform(np.array([[rw / vw, 0.0, 0.0], [0.0, rh / vh, 0.0]]), 0, float("nan"))
 
 
 def locate_pair(
-    visible: np.ndarray | None, infrared: np.ndarray | None, settings: FaceSettings, transform: PairTransform | None
+    visible: np.ndarray | None, infrared: np.ndarray | None, settings: FaceSettings, transform: CameraTransform | None
 ) -> FaceResult:
     """Find the face in each camera given; map a box found in one camera into the other that missed it.
 
@@ -130,7 +130,7 @@ def locate_pair(
     if settings.mode == "none":
         return FaceResult(None, None, "off")
     if settings.transform is not None:
-        transform = PairTransform(np.asarray(settings.transform, dtype=np.float64), 0, 0.0)
+        transform = CameraTransform(np.asarray(settings.transform, dtype=np.float64), 0, 0.0)
     vis = choose(detect_visible(visible, settings), visible.shape, settings.choose) if visible is not None else None
     ir = choose(detect_thermal(infrared, settings), infrared.shape, settings.choose) if infrared is not None else None
     if vis is None and ir is None:

@@ -14,9 +14,9 @@ from fer_lightning.data.synthetic import PLANTED_FACES, generate
 from fer_lightning.errors import FERError
 from fer_lightning.faces import (
     VISIBLE_DETECTORS,
+    CameraTransform,
     Detection,
     FaceSettings,
-    PairTransform,
     crop,
     detect_thermal,
     detect_visible,
@@ -72,7 +72,7 @@ def test_pair_transform_maps_the_planted_box(scenes):
         np.abs(np.subtract(transform.map_box(v), r)).max() for v, r in zip(vis_boxes[20:], ir_boxes[20:], strict=True)
     ]
     assert np.median(errors) <= 3.0 and max(errors) <= 6.0
-    back = PairTransform.from_json(transform.to_json()).inverse().inverse()
+    back = CameraTransform.from_json(transform.to_json()).inverse().inverse()
     np.testing.assert_allclose(back.matrix, transform.matrix)
 
 
@@ -219,7 +219,7 @@ def test_a_weak_visible_box_the_thermal_face_contradicts_gives_way(monkeypatch):
     monkeypatch.setitem(VISIBLE_DETECTORS, "stub", lambda image, settings: [far_corner])
     settings = FaceSettings(mode="detect", visible_detector="stub")
     thermal = _two_warm_faces(False)
-    identity = PairTransform(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), 0, 0.0)
+    identity = CameraTransform(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), 0, 0.0)
     result = locate_pair(np.zeros((160, 160, 3), np.uint8), thermal, settings, identity)
     assert result.status == "mapped"
     assert iou(result.visible_box, result.infrared_box) > 0.99 and result.visible_box[0] > 0
