@@ -9,52 +9,15 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
-from torch import nn
 
 from fer_lightning.runs import build_model
 from fer_lightning.runs.config import check_run_config
 from tests.conftest import CONF, REPO, compose_cfg
+from tests.helpers.study import STUDY_HEADS, describe
 
 DATASETS = {"viri": ["Angry", "Happy", "Neutral", "Sad", "Surprise"], "nvie": ["fear", "disgust", "happy"]}
 CAMERAS = ("visible", "infrared", "fusion")
 PRESETS = [(family, ds, mod) for family in ("paper", "ours") for ds in DATASETS for mod in CAMERAS]
-
-# The study's heads (docs/study.md), as layer sequences of the built model.
-STUDY_HEADS = {
-    "visible": [("Dropout", 0.4), ("Linear", 512, 256), ("Dropout", 0.4), ("Linear", 256, "C")],
-    "infrared": [
-        ("Dropout", 0.7),
-        ("Linear", 512, 256),
-        ("ReLU",),
-        ("BatchNorm1d", 256),
-        ("Dropout", 0.8),
-        ("Linear", 256, "C"),
-    ],
-    "fusion": [
-        ("Dropout", 0.2),
-        ("Linear", 1024, 256),
-        ("ReLU",),
-        ("BatchNorm1d", 256),
-        ("Dropout", 0.2),
-        ("Linear", 256, "C"),
-        ("Dropout", 0.2),
-    ],
-}
-
-
-def describe(head: nn.Sequential, classes: int) -> list[tuple]:
-    out = []
-    for layer in head:
-        name = type(layer).__name__
-        if isinstance(layer, nn.Dropout):
-            out.append((name, layer.p))
-        elif isinstance(layer, nn.Linear):
-            out.append((name, layer.in_features, "C" if layer.out_features == classes else layer.out_features))
-        elif isinstance(layer, nn.BatchNorm1d):
-            out.append((name, layer.num_features))
-        else:
-            out.append((name,))
-    return out
 
 
 def preset(family: str, ds: str, mod: str, tmp_path: Path):
