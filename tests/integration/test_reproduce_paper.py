@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import REPO, TINY
 
-CAMERAS = ("infrared", "fusion", "visible")
+MODALITIES = ("infrared", "fusion", "visible")
 
 
 @pytest.mark.slow
@@ -36,10 +36,10 @@ def test_reproduce_paper_trains_infrared_then_fusion_from_it_then_visible_and_pr
     proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     started = [line.split()[2] for line in proc.stdout.splitlines() if line.startswith("reproduce: viri ")]
-    assert started == list(CAMERAS)
-    runs = {m: out / "viri" / m / "seed0" for m in CAMERAS}
+    assert started == list(MODALITIES)
+    runs = {m: out / "viri" / m / "seed0" for m in MODALITIES}
     results = {m: json.loads((d / "results.json").read_text()) for m, d in runs.items()}
-    assert {m: r["experiment"] for m, r in results.items()} == {m: f"paper_viri_{m}" for m in CAMERAS}
+    assert {m: r["experiment"] for m, r in results.items()} == {m: f"paper_viri_{m}" for m in MODALITIES}
     assert all(r["dataset"] == "synthetic" and r["seed"] == 0 and r["test"]["n"] == 15 for r in results.values())
     # the fusion run's infrared branch started from the checkpoint the infrared run tested
     fusion = OmegaConf.load(runs["fusion"] / ".hydra" / "config.yaml")

@@ -16,8 +16,8 @@ from tests.conftest import CONF, REPO, compose_cfg
 from tests.helpers.study import STUDY_HEADS, describe
 
 DATASETS = {"viri": ["Angry", "Happy", "Neutral", "Sad", "Surprise"], "nvie": ["fear", "disgust", "happy"]}
-CAMERAS = ("visible", "infrared", "fusion")
-PRESETS = [(family, ds, mod) for family in ("paper", "ours") for ds in DATASETS for mod in CAMERAS]
+MODALITIES = ("visible", "infrared", "fusion")
+PRESETS = [(family, ds, mod) for family in ("paper", "ours") for ds in DATASETS for mod in MODALITIES]
 
 
 def preset(family: str, ds: str, mod: str, tmp_path: Path):
@@ -78,7 +78,7 @@ def test_preset_composes_to_the_study_model(family, ds, mod, tmp_path):
     assert logits.shape == (2, len(classes))
 
 
-@pytest.mark.parametrize(("ds", "mod"), [(d, m) for d in DATASETS for m in CAMERAS])
+@pytest.mark.parametrize(("ds", "mod"), [(d, m) for d in DATASETS for m in MODALITIES])
 def test_paper_preset_training_recipe(ds, mod, tmp_path):
     cfg, _ = preset("paper", ds, mod, tmp_path)
     model = build_model(cfg.model, DATASETS[ds])
@@ -214,7 +214,7 @@ def resolved(overrides: list[str], tmp_path: Path) -> dict:
     return dict(_flatten(task))
 
 
-@pytest.mark.parametrize(("ds", "mod"), [(d, m) for d in DATASETS for m in CAMERAS])
+@pytest.mark.parametrize(("ds", "mod"), [(d, m) for d in DATASETS for m in MODALITIES])
 def test_paper_preset_is_the_published_recipe(ds, mod, tmp_path):
     flat = resolved([f"experiment=paper_{ds}_{mod}"], tmp_path)
     expected = STUDY_RECIPE | (STUDY_FUSION if mod == "fusion" else {})
@@ -242,7 +242,7 @@ def test_every_documented_reason_of_ours_is_mapped_to_its_keys():
     assert sorted(ours_reasons()) == sorted(OURS_CHANGES), "a reason was added to or removed from docs/recipes.md"
 
 
-@pytest.mark.parametrize(("ds", "mod"), [(d, m) for d in DATASETS for m in CAMERAS])
+@pytest.mark.parametrize(("ds", "mod"), [(d, m) for d in DATASETS for m in MODALITIES])
 def test_ours_differs_from_paper_exactly_where_documented(ds, mod, tmp_path):
     paper = resolved([f"experiment=paper_{ds}_{mod}"], tmp_path)
     ours = resolved([f"experiment=ours_{ds}_{mod}"], tmp_path)
@@ -266,7 +266,7 @@ def test_every_preset_resolves_and_passes_the_run_checks(family, ds, mod, tmp_pa
 
 @pytest.mark.parametrize("recipe", ["paper", "ours"])
 @pytest.mark.parametrize("dataset", ["synthetic", "viri", "nvie", "folder"])
-@pytest.mark.parametrize("mod", CAMERAS)
+@pytest.mark.parametrize("mod", MODALITIES)
 def test_recipes_compose_with_every_dataset(recipe, dataset, mod, tmp_path):
     cfg = compose_cfg([f"recipe={recipe}", f"dataset={dataset}", f"modality={mod}"], tmp_path)
     assert (cfg.dataset.name, cfg.modality) == (dataset, mod)
