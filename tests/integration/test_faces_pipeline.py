@@ -290,14 +290,14 @@ def test_explain_draws_the_heat_map_on_the_crop_and_the_box_on_the_frame(run_dir
 
 
 def test_the_report_keeps_crops_and_whole_frames_apart():
-    from fer_lightning.analysis.results_table import summarise_runs as summarise
+    from fer_lightning.analysis.results_table import summarise_runs
 
     def run(seed: int, faces: dict | None, accuracy: float) -> dict:
         return {"dataset": "synthetic", "modality": "visible", "seed": seed, "faces": faces,
                 "test": {"n": 10, "accuracy": accuracy}}  # fmt: skip
 
     detect = {"settings": {"mode": "detect"}}
-    rows = summarise([run(0, None, 0.5), run(1, None, 0.7), run(0, detect, 0.9), run(1, detect, 0.9)])
+    rows = summarise_runs([run(0, None, 0.5), run(1, None, 0.7), run(0, detect, 0.9), run(1, detect, 0.9)])
     assert {r["experiment"]: (r["runs"], r["accuracy_mean"]) for r in rows} == {
         "-": (2, pytest.approx(60.0)),
         "- faces=detect": (2, pytest.approx(90.0)),
