@@ -21,6 +21,7 @@ from fer_lightning.errors import FERError
 # what parsing a value of the wrong type or size raises (float(10**400): OverflowError)
 _REFUSED = (TypeError, ValueError, OverflowError)
 
+
 def _bound(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
